@@ -1,0 +1,1 @@
+"""realsim kernels package."""

@@ -1,0 +1,1 @@
+"""realsim perception package."""

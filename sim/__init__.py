@@ -1,0 +1,1 @@
+"""realsim sim package."""
