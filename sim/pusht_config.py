@@ -50,8 +50,8 @@ class PushTConfig:
 
     # --- action ---------------------------------------------------------------------------------------------
     action_mode: str = "pusher_xy"  # "pusher_xy": target (x, y) of the pusher tip; "joint_pos": 7 joint targets
-    workspace_low: tuple[float, float] = (0.30, -0.25)  # pusher target bounds (m)
-    workspace_high: tuple[float, float] = (0.80, 0.25)
+    workspace_low: tuple[float, float] = (0.25, -0.32)  # pusher target bounds (m)
+    workspace_high: tuple[float, float] = (0.85, 0.32)
     max_pusher_step: float = 0.05  # largest pusher target change per control step (m), i.e. 0.5 m/s at 10 Hz
     pusher_height: float = 0.005  # height of the pusher tip above the table (m)
     ik_substeps: int = 5  # IK solves per control step along the interpolated target
