@@ -1,12 +1,29 @@
 """realsim simulation: the MuJoCo PushT digital twin, its gymnasium registration, experts and vector envs."""
 
-import gymnasium as gym
+import os
 
-from sim.pusht_config import DomainRandomizationConfig, PushTConfig
+# Head-less by default: MuJoCo renders through EGL (Mesa's software rasteriser on a CPU machine). Set MUJOCO_GL
+# yourself (e.g. glfw) before importing sim to use a display.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
-__all__ = ["DomainRandomizationConfig", "PushTConfig", "ENV_ID"]
+import gymnasium as gym  # noqa: E402
 
-ENV_ID = "realsim/PushT-v0"
+from sim.expert import ExpertConfig, PushTExpert  # noqa: E402
+from sim.factory import ENV_ID, EnvConfig, make_env, make_expert, make_vector_env, register_configs  # noqa: E402
+from sim.pusht_config import DomainRandomizationConfig, PushTConfig  # noqa: E402
+
+__all__ = [
+    "ENV_ID",
+    "DomainRandomizationConfig",
+    "EnvConfig",
+    "ExpertConfig",
+    "PushTConfig",
+    "PushTExpert",
+    "make_env",
+    "make_expert",
+    "make_vector_env",
+    "register_configs",
+]
 
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="sim.pusht_env:PushTEnv", max_episode_steps=None)
