@@ -1,0 +1,489 @@
+"""Seeded, batched policy evaluation in gymnasium vector envs: success rate with a Wilson CI, metrics, videos.
+
+The idea of diffusion_policy's ``env_runner`` and LeRobot's ``eval_policy`` as one object::
+
+    evaluator = Evaluator(make_envs, n_episodes=50, start_seed=100_000, max_steps=300,
+                          n_videos=4, video_dir=run_dir / "eval" / "videos", fps=10, metric_keys=["coverage"])
+    result = evaluator.run(policy)          # flat dict, see ``Evaluator.run``
+    save_eval_info(run_dir / "eval_info.json", result)
+
+Episode ``i`` is always reset with seed ``start_seed + i`` (the listed evaluation set), whatever the number of
+parallel envs, so two runs, or two checkpoints, are scored on the same initial states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import av
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from tqdm.auto import tqdm
+
+from policies.stats_utils import wilson_interval
+
+__all__ = ["EpisodeResult", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
+
+IMAGE_PREFIX = "observation.images."
+VectorEnvFactory = Callable[[], gym.vector.VectorEnv]
+
+
+@runtime_checkable
+class PolicyLike(Protocol):
+    """What the evaluator needs from a policy (``policies.base.Policy`` satisfies it)."""
+
+    def reset(self) -> None:
+        """Clear per-episode state (action queues, observation history)."""
+
+    def select_action(self, obs: dict[str, Any]) -> torch.Tensor:
+        """Return actions ``(B, action_dim)`` for a batch of observations ``(B, ...)``."""
+
+
+@dataclass
+class EpisodeResult:
+    """The outcome of one evaluation episode.
+
+    ``metrics`` holds, for every metric key ``k``, the value at the last step (``k``) and the maximum over the
+    episode's steps (``max_k``); ``length`` counts env steps.
+    """
+
+    seed: int
+    success: bool
+    length: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def obs_to_torch(obs: Mapping[str, Any], device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Turn a batched numpy observation dict from a vector env into the policy's torch batch.
+
+    ``observation.images.*`` (B, H, W, 3) uint8 become float (B, 3, H, W) in [0, 1]; other float arrays become
+    float32 tensors; integer/bool arrays keep their dtype; a tuple/list of strings (``task``) stays a list.
+
+    Raises:
+        TypeError: if ``obs`` is not a mapping or a value has an unsupported type (the message names the key).
+        ValueError: if an image key is not a (B, H, W, 3) uint8 array.
+    """
+    if not isinstance(obs, Mapping):
+        raise TypeError(f"observations must be a dict keyed like LeRobot, got {type(obs).__name__}")
+    batch: dict[str, Any] = {}
+    for key, value in obs.items():
+        if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+            batch[key] = list(value)
+        elif not isinstance(value, np.ndarray):
+            raise TypeError(f"observation {key!r}: unsupported type {type(value).__name__}")
+        elif key.startswith(IMAGE_PREFIX):
+            if value.dtype != np.uint8 or value.ndim != 4 or value.shape[-1] != 3:
+                raise ValueError(
+                    f"observation {key!r}: expected (B, H, W, 3) uint8 images, got {value.shape} {value.dtype}"
+                )
+            image = torch.from_numpy(np.ascontiguousarray(value)).to(device)
+            batch[key] = image.permute(0, 3, 1, 2).float().div_(255.0)
+        elif np.issubdtype(value.dtype, np.floating):
+            batch[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).to(device)
+        elif np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_:
+            batch[key] = torch.from_numpy(np.ascontiguousarray(value)).to(device)
+        else:
+            raise TypeError(f"observation {key!r}: unsupported dtype {value.dtype}")
+    return batch
+
+
+class Evaluator:
+    """Runs a policy for a listed set of seeded episodes in parallel gymnasium vector envs.
+
+    Episodes run in batches of ``num_envs``; batch ``b`` resets its sub-envs with the seeds
+    ``start_seed + b * num_envs + j`` and steps until every sub-env has terminated or truncated, or
+    ``max_steps`` steps have passed (an episode still running then ends there, as a truncation). Outputs of a
+    sub-env after its episode ended are ignored. A last, partial batch pads its unused sub-envs with a repeat
+    of its last seed and ignores them.
+
+    Autoreset: the env factory chooses the mode; it is read from ``envs.metadata["autoreset_mode"]`` (gymnasium
+    1.x sets it). ``NEXT_STEP`` (gymnasium's default, recommended) reports the terminal step's info directly
+    and resets the sub-env on the following step; ``SAME_STEP`` resets within the terminal step, so the
+    episode's last info is read from ``info["final_info"]`` and, because ``render()`` then already shows the
+    next episode, the terminal frame is missing from that episode's video. ``DISABLED`` is refused.
+
+    Success is ``info["is_success"]`` at the episode's last step (as LeRobot's ``eval_policy``). Every key of
+    ``metric_keys`` must be in ``info`` at every step; per episode its last value and its max over the steps
+    are kept. The first ``n_videos`` episodes are filmed from their sub-env's ``render()`` (initial state, then
+    after every step) and written to ``<video_dir>/episode_<seed>.mp4``.
+
+    Policy randomness: no generator is handed to the policy; instead ``run`` seeds torch's global RNG with
+    ``start_seed`` inside ``torch.random.fork_rng`` (the caller's RNG state is restored afterwards), so two runs
+    with the same policy, seeds and ``num_envs`` give identical results. numpy's global RNG is not touched:
+    a policy must not draw from it.
+    """
+
+    def __init__(
+        self,
+        env_factory: VectorEnvFactory,
+        n_episodes: int,
+        start_seed: int,
+        max_steps: int,
+        n_videos: int = 0,
+        video_dir: str | os.PathLike | None = None,
+        fps: int = 10,
+        device: str = "cpu",
+        metric_keys: Sequence[str] = (),
+        confidence: float = 0.95,
+        progress: bool = True,
+    ):
+        """Check and store the settings; no env is built and nothing is written until ``run``.
+
+        Args:
+            env_factory: callable returning a fresh ``gymnasium.vector.VectorEnv`` (sync or async) with a Dict
+                observation space; sub-envs must render ``rgb_array`` frames if ``n_videos > 0``.
+            n_episodes: number of episodes (>= 1).
+            start_seed: episode ``i`` is reset with seed ``start_seed + i`` (>= 0).
+            max_steps: cap on env steps per episode (>= 1); the env's own time limit may end it sooner.
+            n_videos: film the first ``n_videos`` episodes (0 <= n_videos <= n_episodes).
+            video_dir: where the mp4 files go; required when ``n_videos > 0``.
+            fps: frame rate of the videos (Hz, > 0).
+            device: ``cpu``, ``cuda``, ``cuda:<i>`` or ``auto`` (cuda if available); observations go there.
+            metric_keys: info keys to aggregate, e.g. ``["coverage"]``.
+            confidence: confidence level of the Wilson interval on the success rate.
+            progress: show a tqdm progress bar over episodes.
+
+        Raises:
+            TypeError: if ``env_factory`` is not callable.
+            ValueError: naming the offending argument, or if ``device`` asks for CUDA and there is none.
+        """
+        if not callable(env_factory):
+            raise TypeError(f"env_factory must be callable returning a VectorEnv, got {type(env_factory).__name__}")
+        _check_int("n_episodes", n_episodes, minimum=1)
+        _check_int("start_seed", start_seed, minimum=0)
+        _check_int("max_steps", max_steps, minimum=1)
+        _check_int("n_videos", n_videos, minimum=0)
+        if n_videos > n_episodes:
+            raise ValueError(f"n_videos ({n_videos}) must be <= n_episodes ({n_episodes})")
+        if n_videos > 0 and video_dir is None:
+            raise ValueError(f"video_dir is required when n_videos > 0 (n_videos={n_videos})")
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if isinstance(metric_keys, str) or not all(isinstance(k, str) and k for k in metric_keys):
+            raise ValueError(f"metric_keys must be a sequence of non-empty strings, got {metric_keys!r}")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        self.env_factory = env_factory
+        self.n_episodes = n_episodes
+        self.start_seed = start_seed
+        self.max_steps = max_steps
+        self.n_videos = n_videos
+        self.video_dir = Path(video_dir) if video_dir is not None else None
+        self.fps = fps
+        self.device = _resolve_device(device)
+        self.metric_keys = tuple(metric_keys)
+        self.confidence = confidence
+        self.progress = progress
+
+    @property
+    def seeds(self) -> list[int]:
+        """The listed evaluation seeds, episode ``i`` -> ``start_seed + i``."""
+        return [self.start_seed + i for i in range(self.n_episodes)]
+
+    def run(self, policy: PolicyLike) -> dict[str, Any]:
+        """Evaluate ``policy`` on all episodes and return flat metrics.
+
+        Returns:
+            ``success_rate``, ``success_ci_low``, ``success_ci_high``, ``n_episodes``, ``mean_episode_length``,
+            for every metric key ``k``: ``mean_k`` (mean over episodes of the last value) and ``max_k`` (mean
+            over episodes of the per-episode max); ``episodes`` (list of ``EpisodeResult`` dicts: seed,
+            success, length, metrics) and ``video_paths`` (list of str).
+
+        Raises:
+            TypeError: if ``policy`` lacks ``reset``/``select_action`` or ``select_action`` returns no tensor.
+            ValueError: on an env that breaks the contract (no autoreset mode, bad frames, bad action shape).
+            KeyError: if ``is_success`` or a metric key is missing from ``info``.
+        """
+        if not isinstance(policy, PolicyLike):
+            raise TypeError(f"policy must have reset() and select_action(obs), got {type(policy).__name__}")
+        envs = self.env_factory()
+        episodes: list[EpisodeResult] = []
+        video_paths: list[str] = []
+        try:
+            autoreset = _autoreset_mode(envs)
+            with _eval_context(policy, self.device, self.start_seed), tqdm(
+                total=self.n_episodes, desc="eval", unit="episode", disable=not self.progress
+            ) as bar:
+                for first in range(0, self.n_episodes, envs.num_envs):
+                    seeds = self.seeds[first : first + envs.num_envs]
+                    n_film = max(0, min(len(seeds), self.n_videos - first))
+                    batch, videos = self._run_batch(envs, autoreset, policy, seeds, n_film)
+                    episodes += batch
+                    video_paths += [str(self._write_video(seeds[j], frames)) for j, frames in videos.items()]
+                    bar.update(len(batch))
+                    bar.set_postfix(success=f"{np.mean([e.success for e in episodes]):.2f}")
+        finally:
+            envs.close()
+        return self._summarise(episodes, video_paths)
+
+    def _run_batch(
+        self, envs: gym.vector.VectorEnv, autoreset: AutoresetMode, policy: PolicyLike, seeds: list[int], n_film: int
+    ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+        """Run one batch of episodes (sub-env ``j`` <- ``seeds[j]``); film sub-envs ``0 .. n_film - 1``."""
+        n_envs, n_valid = envs.num_envs, len(seeds)
+        obs, _ = envs.reset(seed=seeds + [seeds[-1]] * (n_envs - n_valid))
+        policy.reset()
+        state = _BatchState(n_envs, n_valid, self.metric_keys)
+        filmed = list(range(n_film))
+        frames = {j: [frame] for j, frame in zip(filmed, _render(envs, filmed))}
+        for _ in range(self.max_steps):
+            running = state.running.copy()
+            action = _to_env_action(policy.select_action(obs_to_torch(obs, self.device)), envs)
+            obs, _, terminated, truncated, info = envs.step(action)
+            ended = np.logical_or(terminated, truncated)
+            state.record_step(running, ended, _last_step_infos(info, ended, autoreset), seeds)
+            to_film = [j for j in filmed if running[j] and not (ended[j] and autoreset is AutoresetMode.SAME_STEP)]
+            for j, frame in zip(to_film, _render(envs, to_film)):
+                frames[j].append(frame)
+            if not state.running.any():
+                break
+        return state.results(seeds), frames
+
+    def _write_video(self, seed: int, frames: list[np.ndarray]) -> Path:
+        """Write one filmed episode as ``<video_dir>/episode_<seed>.mp4``."""
+        assert self.video_dir is not None  # checked in __init__ when n_videos > 0
+        return _write_mp4(self.video_dir / f"episode_{seed}.mp4", np.stack(frames), self.fps)
+
+    def _summarise(self, episodes: list[EpisodeResult], video_paths: list[str]) -> dict[str, Any]:
+        """Aggregate per-episode results into the flat result dict of ``run``."""
+        n_success = sum(e.success for e in episodes)
+        low, high = wilson_interval(n_success, len(episodes), self.confidence)
+        result: dict[str, Any] = {
+            "success_rate": n_success / len(episodes),
+            "success_ci_low": low,
+            "success_ci_high": high,
+            "n_episodes": len(episodes),
+            "mean_episode_length": float(np.mean([e.length for e in episodes])),
+        }
+        for key in self.metric_keys:
+            result[f"mean_{key}"] = float(np.mean([e.metrics[key] for e in episodes]))
+            result[f"max_{key}"] = float(np.mean([e.metrics[f"max_{key}"] for e in episodes]))
+        result["episodes"] = [asdict(e) for e in episodes]
+        result["video_paths"] = video_paths
+        return result
+
+
+def save_eval_info(path: str | os.PathLike, result: Mapping[str, Any]) -> Path:
+    """Write an evaluation result (``Evaluator.run``'s dict) as JSON, atomically (temp file, fsync, rename).
+
+    Conventionally ``path`` is ``<run_dir>/eval_info.json``; missing parent folders are created. numpy scalars and
+    paths are converted.
+
+    Raises:
+        ValueError: if ``result`` holds NaN/inf or a value JSON cannot represent (the message says which).
+    """
+    path = Path(path)
+    try:
+        text = json.dumps(dict(result), indent=2, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"save_eval_info: result cannot be written to {path}: {err}") from err
+    _atomic_write_bytes(path, (text + "\n").encode())
+    return path
+
+
+class _BatchState:
+    """Per-sub-env bookkeeping of one batch: which episodes run, their length, success and metrics."""
+
+    def __init__(self, n_envs: int, n_valid: int, metric_keys: tuple[str, ...]):
+        self.metric_keys = metric_keys
+        self.running = np.zeros(n_envs, dtype=bool)
+        self.running[:n_valid] = True  # padded sub-envs are ignored from the start
+        self.lengths = np.zeros(n_envs, dtype=int)
+        self.success = np.zeros(n_envs, dtype=bool)
+        self.last = {k: np.full(n_envs, np.nan) for k in metric_keys}
+        self.best = {k: np.full(n_envs, -np.inf) for k in metric_keys}
+
+    def record_step(self, running: np.ndarray, ended: np.ndarray, infos: list[Mapping[str, Any]], seeds: list[int]):
+        """Add one env step to every episode that was running before it; stop those that ended."""
+        for j in np.flatnonzero(running):
+            info = infos[j]
+            self.lengths[j] += 1
+            self.success[j] = bool(_info_value(info, "is_success", seeds[j]))
+            for key in self.metric_keys:
+                value = float(_info_value(info, key, seeds[j]))
+                self.last[key][j] = value
+                self.best[key][j] = max(self.best[key][j], value)
+        self.running &= ~ended
+
+    def results(self, seeds: list[int]) -> list[EpisodeResult]:
+        """One ``EpisodeResult`` per listed seed (episodes still running count as truncated at ``max_steps``)."""
+        out = []
+        for j, seed in enumerate(seeds):
+            metrics = {k: float(self.last[k][j]) for k in self.metric_keys}
+            metrics |= {f"max_{k}": float(self.best[k][j]) for k in self.metric_keys}
+            out.append(EpisodeResult(int(seed), bool(self.success[j]), int(self.lengths[j]), metrics))
+        return out
+
+
+def _last_step_infos(info: Mapping[str, Any], ended: np.ndarray, autoreset: AutoresetMode) -> list[dict[str, Any]]:
+    """Split a vector env's batched ``info`` into per-sub-env dicts describing the step just taken.
+
+    In ``SAME_STEP`` mode a sub-env that ended was already reset; its step's info is ``info["final_info"]``.
+    """
+    per_env = _unbatch_info(info, len(ended))
+    if autoreset is AutoresetMode.SAME_STEP and ended.any():
+        if "final_info" not in info:
+            raise ValueError("autoreset SAME_STEP: a sub-env ended but info has no 'final_info'")
+        finals = _unbatch_info(info["final_info"], len(ended))
+        per_env = [finals[j] if ended[j] else per_env[j] for j in range(len(ended))]
+    return per_env
+
+
+def _unbatch_info(info: Mapping[str, Any], n_envs: int) -> list[dict[str, Any]]:
+    """Gymnasium's vector info ``{k: array(B), "_k": mask(B)}`` -> a list of ``B`` plain dicts."""
+    per_env: list[dict[str, Any]] = [{} for _ in range(n_envs)]
+    for key, values in info.items():
+        if key.startswith("_") or isinstance(values, Mapping):
+            continue
+        mask = info.get(f"_{key}", np.ones(n_envs, dtype=bool))
+        for j in np.flatnonzero(mask):
+            per_env[j][key] = values[j]
+    return per_env
+
+
+def _info_value(info: Mapping[str, Any], key: str, seed: int) -> Any:
+    """``info[key]`` with a KeyError that names the key and the episode's seed."""
+    if key not in info:
+        raise KeyError(f"env info has no {key!r} for the episode with seed {seed} (keys: {sorted(info)})")
+    return info[key]
+
+
+def _to_env_action(action: torch.Tensor, envs: gym.vector.VectorEnv) -> np.ndarray:
+    """Policy output (B, action_dim) tensor -> numpy array in the env's action dtype; checks the shape."""
+    if not isinstance(action, torch.Tensor):
+        raise TypeError(f"select_action must return a torch.Tensor, got {type(action).__name__}")
+    expected = tuple(envs.action_space.shape or ())
+    if tuple(action.shape) != expected:
+        raise ValueError(f"select_action returned shape {tuple(action.shape)}, the vector env expects {expected}")
+    return action.detach().cpu().numpy().astype(envs.action_space.dtype, copy=False)
+
+
+def _render(envs: gym.vector.VectorEnv, indices: list[int]) -> list[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 of the given sub-envs; renders only those when the env is a SyncVectorEnv."""
+    if not indices:
+        return []
+    if isinstance(envs, gym.vector.SyncVectorEnv):
+        frames = [envs.envs[j].render() for j in indices]
+    else:
+        every = envs.call("render")
+        frames = [every[j] for j in indices]
+    for j, frame in zip(indices, frames):
+        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
+            got = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ValueError(f"sub-env {j}: render() must return an (H, W, 3) uint8 array (render_mode='rgb_array'), "
+                             f"got {got}")
+    return frames
+
+
+def _autoreset_mode(envs: gym.vector.VectorEnv) -> AutoresetMode:
+    """The vector env's autoreset mode from ``metadata["autoreset_mode"]``; refuses DISABLED or missing."""
+    mode = envs.metadata.get("autoreset_mode")
+    if mode is None:
+        raise ValueError("the vector env must declare metadata['autoreset_mode'] (NEXT_STEP or SAME_STEP)")
+    mode = AutoresetMode(mode)
+    if mode is AutoresetMode.DISABLED:
+        raise ValueError("autoreset_mode DISABLED is not supported; build the vector env with NEXT_STEP or SAME_STEP")
+    return mode
+
+
+@contextlib.contextmanager
+def _eval_context(policy: PolicyLike, device: torch.device, seed: int) -> Iterator[None]:
+    """No grad, ``policy.eval()`` for modules (training mode restored after), torch RNG forked and seeded."""
+    was_training = isinstance(policy, torch.nn.Module) and policy.training
+    cuda_devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda_devices), torch.no_grad():
+            torch.manual_seed(seed)
+            if isinstance(policy, torch.nn.Module):
+                policy.eval()
+            yield
+    finally:
+        if was_training:
+            policy.train()
+
+
+def _resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; an explicit CUDA device without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: unknown device {device!r} (use cpu, cuda, cuda:<i> or auto)") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available (use device='auto' to fall back to cpu)")
+    return resolved
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    """Raise ValueError naming ``name`` unless ``value`` is an int >= ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
+    """Encode (T, H, W, 3) uint8 frames as H.264 mp4 with PyAV, atomically; odd sizes are edge-padded to even.
+
+    Stand-in for ``policies.datasets.video.write_video`` (same contract) until that module exists.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"{path}: frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape} {frames.dtype}")
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2  # yuv420p needs even sizes
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.height, stream.width = frames.shape[1], frames.shape[2]
+            stream.pix_fmt = "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode(None))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    """JSON fallback for numpy scalars/arrays and paths."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
