@@ -1,0 +1,143 @@
+"""Typed configuration of a training run (the ``train`` Hydra schema) and of offline evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from policies.registry import policy_class
+
+DEVICES = ("auto", "cpu", "cuda")
+LOGGER_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class DatasetConfig:
+    """Where the demonstrations live and how to make them when they are missing."""
+
+    root: str = "data/pusht_expert"  # relative paths are taken from the directory the command was started in
+    n_episodes: int = 200  # demonstrations to collect when the dataset is missing or short
+    start_seed: int = 0  # env seed of the first demonstration (evaluation uses a disjoint range)
+    keep_failed: bool = False  # keep demonstrations that did not reach success (mixed-quality data)
+
+    def __post_init__(self) -> None:
+        if self.n_episodes < 1:
+            raise ValueError(f"dataset.n_episodes must be >= 1, got {self.n_episodes}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay; EMA of the weights is what gets evaluated and saved."""
+
+    steps: int = 30000  # optimizer steps in total
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    grad_clip_norm: float = 10.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    num_workers: int = 0  # DataLoader workers; windows are sliced from memory, so 0 is fastest on 2 cores
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(
+                f"optim.steps, optim.batch_size and optim.lr must be positive, got {self.steps}, "
+                f"{self.batch_size}, {self.lr}"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation in vectorised envs on a listed set of seeds (episode i uses seed start_seed + i)."""
+
+    n_episodes: int = 50
+    start_seed: int = 100000  # disjoint from the demonstration seeds
+    n_envs: int = 2  # parallel envs (worker processes); one per core
+    n_videos: int = 2  # film the first N episodes
+    every: int = 10000  # evaluate every N optimizer steps during training (0: only at the end)
+    n_episodes_during_training: int = 20  # shorter evaluations during training; the final one uses n_episodes
+
+    def __post_init__(self) -> None:
+        if self.n_episodes < 1 or self.n_envs < 1 or self.n_videos < 0 or self.every < 0:
+            raise ValueError(
+                f"eval.n_episodes and eval.n_envs must be >= 1, eval.n_videos and eval.every >= 0; got "
+                f"{self.n_episodes}, {self.n_envs}, {self.n_videos}, {self.every}"
+            )
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases tracking: offline by default (sync later with ``wandb sync``)."""
+
+    project: str = "realsim"
+    mode: str = "offline"  # offline | online | disabled
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in LOGGER_MODES:
+            raise ValueError(f"logger.mode must be one of {LOGGER_MODES}, got {self.mode!r}")
+
+
+@dataclass
+class TrainConfig:
+    """A training run: collect demos if missing, train a policy, evaluate, checkpoint, log."""
+
+    env: Any = MISSING  # env group (typed by its own schema, e.g. env/pusht_schema)
+    policy: Any = MISSING  # policy group (typed by its own schema, e.g. policy/flow_matching_schema)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0  # drives numpy, torch, python and env resets
+    device: str = "auto"  # cpu | cuda | auto (cuda when available)
+    output_dir: str = MISSING  # the run directory (Hydra's output dir)
+    resume: bool = False  # continue the run in output_dir from its last checkpoint
+    log_every: int = 200  # optimizer steps between training-loss logs
+    save_every: int = 10000  # optimizer steps between checkpoints (and at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.log_every < 1 or self.save_every < 1:
+            raise ValueError(f"log_every and save_every must be >= 1, got {self.log_every}, {self.save_every}")
+
+
+@dataclass
+class EvalRunConfig:
+    """``scripts/eval.py``: evaluate a saved policy in the env it was trained on."""
+
+    policy_path: str = MISSING  # a checkpoint's pretrained_model directory (or a run dir: its last checkpoint)
+    n_episodes: int = 50
+    start_seed: int = 100000
+    n_envs: int = 2
+    n_videos: int = 2
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+
+def policy_schema(name: str) -> type:
+    """The Hydra schema of policy ``name``: its config dataclass plus the ``name`` field that selects it."""
+    config_class = policy_class(name).config_class
+    return make_dataclass(f"{config_class.__name__}Schema", [("name", str, field(default=name))], bases=(config_class,))
+
+
+def register_configs(policy_names: tuple[str, ...] = ("flow_matching",)) -> None:
+    """Registers ``train_schema``, ``eval_schema`` and ``policy/<name>_schema`` in Hydra's ConfigStore."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="eval_schema", node=EvalRunConfig)
+    for name in policy_names:
+        store.store(group="policy", name=f"{name}_schema", node=policy_schema(name))

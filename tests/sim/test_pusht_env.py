@@ -1,0 +1,162 @@
+"""The PushT twin: gymnasium API, IK tracking, coverage geometry, seeding, randomisation and the expert."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from shapely.geometry import Polygon
+from shapely.ops import unary_union
+
+import sim
+from sim.expert import ExpertConfig
+from sim.pusht_config import DomainRandomizationConfig, PushTConfig
+from sim.pusht_env import PushTEnv
+from sim.pusht_geometry import TShape
+
+
+def test_registered_env_passes_gymnasium_check_env():
+    env = gym.make(sim.ENV_ID, render_mode=None)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_image_and_joint_observations_have_declared_spaces():
+    env = PushTEnv(PushTConfig(cameras=("overhead", "wrist"), depth=True, joints=True, image_size=(32, 40)))
+    obs, _ = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    assert obs["observation.images.overhead"].shape == (32, 40, 3)
+    assert obs["observation.images.overhead"].std() > 5  # a real picture, not a blank frame
+    depth = obs["observation.depth.overhead"]
+    # The overhead camera is 0.85 m above the table: most pixels see the table top at about that depth.
+    assert np.median(depth) == pytest.approx(0.85, abs=0.05)
+    env.close()
+
+
+def test_reset_is_deterministic_in_the_seed():
+    env = PushTEnv()
+    a, _ = env.reset(seed=7)
+    b, _ = env.reset(seed=8)
+    c, _ = env.reset(seed=7)
+    np.testing.assert_array_equal(a["observation.environment_state"], c["observation.environment_state"])
+    assert not np.array_equal(a["observation.environment_state"], b["observation.environment_state"])
+
+
+def test_ik_tracks_pusher_targets_within_millimetres():
+    env = PushTEnv()
+    env.reset(seed=0, options={"block_pose": (0.55, 0.25, 0.0), "pusher_xy": (0.45, -0.1)})
+    errors = []
+    for target in [(0.45, -0.1), (0.6, -0.15), (0.7, -0.05), (0.35, -0.2), (0.5, -0.1)]:
+        for _ in range(12):  # at most 5 cm per step, then settle
+            env.step(np.array(target))
+        errors.append(np.linalg.norm(env.pusher_xy - np.array(target)))
+        tip_z = env.data.site_xpos[env._tip_site, 2]
+        assert tip_z == pytest.approx(env.config.pusher_height, abs=0.002)
+    assert max(errors) < 0.002, errors
+
+
+def test_action_is_clipped_to_workspace_and_step_limit():
+    env = PushTEnv()
+    env.reset(seed=1, options={"block_pose": (0.55, 0.25, 0.0), "pusher_xy": (0.5, -0.1)})
+    start = env.pusher_xy
+    env.step(np.array([5.0, -5.0]))
+    assert np.linalg.norm(env._pusher_target - start) <= env.config.max_pusher_step + 1e-6
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan, 0.0]))
+
+
+def _shapely_t(shape: TShape, pose) -> Polygon:
+    return unary_union([Polygon(p) for p in shape.polygons(np.asarray(pose))])
+
+
+def test_coverage_matches_shapely_reference():
+    env = PushTEnv()
+    rng = np.random.default_rng(0)
+    goal = np.array(env.config.goal_pose)
+    goal_poly = _shapely_t(env.shape, goal)
+    assert env.shape.area == pytest.approx(goal_poly.area, rel=1e-9)
+    for _ in range(200):
+        pose = goal + rng.normal(0, [0.04, 0.04, 0.6])
+        expected = _shapely_t(env.shape, pose).intersection(goal_poly).area / goal_poly.area
+        assert env.shape.coverage(pose, goal) == pytest.approx(expected, abs=1e-9)
+    assert env.shape.coverage(goal, goal) == pytest.approx(1.0)
+
+
+def test_success_terminates_with_full_reward():
+    env = PushTEnv()
+    env.reset(seed=0, options={"block_pose": env.config.goal_pose, "pusher_xy": (0.35, 0.2)})
+    _, reward, terminated, truncated, info = env.step(np.array([0.35, 0.2]))
+    assert terminated and not truncated and info["is_success"] and reward == pytest.approx(1.0)
+
+
+def test_domain_randomization_scales_physics_within_ranges_and_restores():
+    dr = DomainRandomizationConfig(friction_scale=(0.5, 0.6), block_mass_scale=(2.0, 3.0), joint_damping_scale=(4, 5))
+    env = PushTEnv(PushTConfig(randomization=dr))
+    nominal = PushTEnv()
+    block = env.model.body("block").id
+    for seed in range(3):
+        env.reset(seed=seed)
+        p = env.physics_params
+        assert 0.5 <= p["friction_scale"] <= 0.6 and 2.0 <= p["block_mass_scale"] <= 3.0
+        assert env.model.body_mass[block] == pytest.approx(nominal.model.body_mass[block] * p["block_mass_scale"])
+        table = env.model.geom("table").id
+        assert env.model.geom_friction[table, 0] == pytest.approx(
+            nominal.model.geom_friction[table, 0] * p["friction_scale"]
+        )
+    with pytest.raises(ValueError, match="randomization.friction_scale"):
+        DomainRandomizationConfig(friction_scale=(1.0, 0.5))
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ValueError, match="env.action_mode"):
+        PushTConfig(action_mode="torque")
+    with pytest.raises(ValueError, match="unknown camera"):
+        PushTConfig(cameras=("top",))
+    with pytest.raises(KeyError):
+        PushTEnv().render_camera("nope", (8, 8))
+
+
+def _expert_success(env_cfg: sim.EnvConfig, seeds) -> float:
+    env = sim.make_env(env_cfg, render_mode=None)
+    expert = sim.make_expert(env, env_cfg)
+    wins = 0
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        expert.reset(seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            done = terminated or truncated
+        wins += info["is_success"]
+    return wins / len(seeds)
+
+
+def test_expert_succeeds_on_listed_evaluation_seeds():
+    assert _expert_success(sim.EnvConfig(), range(100000, 100010)) >= 0.8
+
+
+def test_noisy_expert_is_worse_but_not_useless():
+    noisy = sim.EnvConfig(expert=ExpertConfig(noise_std=0.02, random_contact_prob=0.3))
+    rate = _expert_success(noisy, range(100000, 100010))
+    assert rate < 0.8
+
+
+def test_joint_action_mode_holds_commanded_joints():
+    env = PushTEnv(PushTConfig(action_mode="joint_pos", joints=True))
+    obs, info = env.reset(seed=0)
+    target = info["joint_targets"] + np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    for _ in range(5):
+        obs, *_ = env.step(target.astype(np.float32))
+    np.testing.assert_allclose(obs["observation.joint_position"], target, atol=2e-3)
+
+
+def test_vector_env_steps_in_parallel():
+    envs = sim.make_vector_env(sim.EnvConfig(), 2)
+    obs, _ = envs.reset(seed=[5, 6])
+    assert obs["observation.state"].shape == (2, 2)
+    obs, reward, *_ = envs.step(obs["observation.state"])
+    assert reward.shape == (2,)
+    envs.close()
