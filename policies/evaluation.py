@@ -125,14 +125,14 @@ class Evaluator:
 
     def __init__(
         self,
-        env_factory: VectorEnvFactory,
+        make_env: VectorEnvFactory,
         n_episodes: int,
         start_seed: int,
-        max_steps: int,
+        max_steps: int | None = None,
         n_videos: int = 0,
         video_dir: str | os.PathLike | None = None,
         fps: int = 10,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         metric_keys: Sequence[str] = (),
         confidence: float = 0.95,
         progress: bool = True,
@@ -140,11 +140,13 @@ class Evaluator:
         """Check and store the settings; no env is built and nothing is written until ``run``.
 
         Args:
-            env_factory: callable returning a fresh ``gymnasium.vector.VectorEnv`` (sync or async) with a Dict
-                observation space; sub-envs must render ``rgb_array`` frames if ``n_videos > 0``.
+            make_env: callable returning a fresh ``gymnasium.vector.VectorEnv`` (sync or async) with a Dict
+                observation space; sub-envs must render ``rgb_array`` frames if ``n_videos > 0``. It is called
+                once per ``run`` and the env is closed at the end.
             n_episodes: number of episodes (>= 1).
             start_seed: episode ``i`` is reset with seed ``start_seed + i`` (>= 0).
-            max_steps: cap on env steps per episode (>= 1); the env's own time limit may end it sooner.
+            max_steps: cap on env steps per episode (>= 1); the env's own time limit may end it sooner. None:
+                the sub-envs' ``spec.max_episode_steps`` (``run`` raises ValueError if they have none).
             n_videos: film the first ``n_videos`` episodes (0 <= n_videos <= n_episodes).
             video_dir: where the mp4 files go; required when ``n_videos > 0``.
             fps: frame rate of the videos (Hz, > 0).
@@ -154,14 +156,15 @@ class Evaluator:
             progress: show a tqdm progress bar over episodes.
 
         Raises:
-            TypeError: if ``env_factory`` is not callable.
+            TypeError: if ``make_env`` is not callable.
             ValueError: naming the offending argument, or if ``device`` asks for CUDA and there is none.
         """
-        if not callable(env_factory):
-            raise TypeError(f"env_factory must be callable returning a VectorEnv, got {type(env_factory).__name__}")
+        if not callable(make_env):
+            raise TypeError(f"make_env must be callable returning a VectorEnv, got {type(make_env).__name__}")
         _check_int("n_episodes", n_episodes, minimum=1)
         _check_int("start_seed", start_seed, minimum=0)
-        _check_int("max_steps", max_steps, minimum=1)
+        if max_steps is not None:
+            _check_int("max_steps", max_steps, minimum=1)
         _check_int("n_videos", n_videos, minimum=0)
         if n_videos > n_episodes:
             raise ValueError(f"n_videos ({n_videos}) must be <= n_episodes ({n_episodes})")
@@ -173,7 +176,7 @@ class Evaluator:
             raise ValueError(f"metric_keys must be a sequence of non-empty strings, got {metric_keys!r}")
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-        self.env_factory = env_factory
+        self.make_env = make_env
         self.n_episodes = n_episodes
         self.start_seed = start_seed
         self.max_steps = max_steps
@@ -201,23 +204,25 @@ class Evaluator:
 
         Raises:
             TypeError: if ``policy`` lacks ``reset``/``select_action`` or ``select_action`` returns no tensor.
-            ValueError: on an env that breaks the contract (no autoreset mode, bad frames, bad action shape).
+            ValueError: on an env that breaks the contract (no autoreset mode, bad frames, bad action shape), or
+                when ``max_steps`` is None and the env has no time limit.
             KeyError: if ``is_success`` or a metric key is missing from ``info``.
         """
         if not isinstance(policy, PolicyLike):
             raise TypeError(f"policy must have reset() and select_action(obs), got {type(policy).__name__}")
-        envs = self.env_factory()
+        envs = self.make_env()
         episodes: list[EpisodeResult] = []
         video_paths: list[str] = []
         try:
             autoreset = _autoreset_mode(envs)
+            max_steps = self.max_steps or _env_time_limit(envs)
             with _eval_context(policy, self.device, self.start_seed), tqdm(
                 total=self.n_episodes, desc="eval", unit="episode", disable=not self.progress
             ) as bar:
                 for first in range(0, self.n_episodes, envs.num_envs):
                     seeds = self.seeds[first : first + envs.num_envs]
                     n_film = max(0, min(len(seeds), self.n_videos - first))
-                    batch, videos = self._run_batch(envs, autoreset, policy, seeds, n_film)
+                    batch, videos = self._run_batch(envs, autoreset, policy, seeds, n_film, max_steps)
                     episodes += batch
                     video_paths += [str(self._write_video(seeds[j], frames)) for j, frames in videos.items()]
                     bar.update(len(batch))
@@ -227,7 +232,13 @@ class Evaluator:
         return self._summarise(episodes, video_paths)
 
     def _run_batch(
-        self, envs: gym.vector.VectorEnv, autoreset: AutoresetMode, policy: PolicyLike, seeds: list[int], n_film: int
+        self,
+        envs: gym.vector.VectorEnv,
+        autoreset: AutoresetMode,
+        policy: PolicyLike,
+        seeds: list[int],
+        n_film: int,
+        max_steps: int,
     ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
         """Run one batch of episodes (sub-env ``j`` <- ``seeds[j]``); film sub-envs ``0 .. n_film - 1``."""
         n_envs, n_valid = envs.num_envs, len(seeds)
@@ -236,7 +247,7 @@ class Evaluator:
         state = _BatchState(n_envs, n_valid, self.metric_keys)
         filmed = list(range(n_film))
         frames = {j: [frame] for j, frame in zip(filmed, _render(envs, filmed))}
-        for _ in range(self.max_steps):
+        for _ in range(max_steps):
             running = state.running.copy()
             action = _to_env_action(policy.select_action(obs_to_torch(obs, self.device)), envs)
             obs, _, terminated, truncated, info = envs.step(action)
@@ -412,9 +423,18 @@ def _eval_context(policy: PolicyLike, device: torch.device, seed: int) -> Iterat
             policy.train()
 
 
-def _resolve_device(device: str) -> torch.device:
+def _env_time_limit(envs: gym.vector.VectorEnv) -> int:
+    """The sub-envs' ``spec.max_episode_steps`` (the step cap when ``max_steps`` is None)."""
+    spec = envs.get_attr("spec")[0]
+    limit = getattr(spec, "max_episode_steps", None)
+    if limit is None:
+        raise ValueError("max_steps is None and the env has no spec.max_episode_steps: give max_steps")
+    return int(limit)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
     """``auto`` -> cuda if available else cpu; an explicit CUDA device without CUDA is an error."""
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)

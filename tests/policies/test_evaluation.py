@@ -174,8 +174,9 @@ def test_same_seeds_give_identical_results_with_a_stochastic_policy():
     assert other["episodes"][0] != runs[0]["episodes"][1]  # seed 8: same env start, different policy noise
 
 
-def test_videos_film_the_first_episodes(tmp_path):
-    evaluator = Evaluator(make_envs(2), n_episodes=5, start_seed=50, max_steps=20, n_videos=3,
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_videos_film_the_first_episodes(tmp_path, mode):
+    evaluator = Evaluator(make_envs(2, mode), n_episodes=5, start_seed=50, max_steps=20, n_videos=3,
                           video_dir=tmp_path / "videos", fps=10, progress=False)
     result = evaluator.run(HalfPlanePolicy())
     assert result["video_paths"] == [str(tmp_path / "videos" / f"episode_{s}.mp4") for s in (50, 51, 52)]
@@ -185,7 +186,8 @@ def test_videos_film_the_first_episodes(tmp_path):
         with av.open(path) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
             rate = container.streams.video[0].average_rate
-        assert len(frames) == episode["length"] + 1  # initial state + one frame per step (NEXT_STEP)
+        # initial state + one frame per step; SAME_STEP has already reset the sub-env when the terminal frame is due
+        assert len(frames) == episode["length"] + (1 if mode is AutoresetMode.NEXT_STEP else 0)
         assert frames[0].shape == (IMAGE, IMAGE, 3) and rate == 10
 
 
@@ -198,6 +200,19 @@ def test_save_eval_info_round_trip(tmp_path):
     with pytest.raises(ValueError, match="eval_info.json"):
         save_eval_info(path, {"success_rate": float("nan")})
     assert json.loads(path.read_text())["n_episodes"] == 3  # a failed write leaves the old file intact
+
+
+def test_max_steps_defaults_to_the_env_time_limit():
+    result = Evaluator(make_envs(4), n_episodes=8, start_seed=1000, metric_keys=["coverage"], progress=False).run(
+        HalfPlanePolicy()
+    )
+    assert result["episodes"] == [reference_episode(1000 + i, max_steps=10_000) for i in range(8)]
+    assert max(e["length"] for e in result["episodes"]) == 20  # PointReach-v0's max_episode_steps
+    no_limit = [lambda: gym.make("test/PointReach-v0", max_episode_steps=None).unwrapped]
+    with pytest.raises(ValueError, match="max_steps"):
+        Evaluator(lambda: gym.vector.SyncVectorEnv(no_limit), n_episodes=1, start_seed=0, progress=False).run(
+            HalfPlanePolicy()
+        )
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -237,5 +252,5 @@ def test_module_policy_is_evaluated_in_eval_mode_and_restored():
             return self.dropout(obs["observation.environment_state"])
 
     net = Net().train()
-    Evaluator(make_envs(2), n_episodes=2, start_seed=0, max_steps=3, progress=False).run(net)
+    Evaluator(make_envs(2), n_episodes=2, start_seed=0, max_steps=3, device=torch.device("cpu"), progress=False).run(net)
     assert net.modes and not any(net.modes) and net.training
