@@ -1,0 +1,93 @@
+"""Training windows over a dataset: a short observation history and an action chunk per frame.
+
+Timeline for item ``t`` (n_obs_steps = To, horizon = H)::
+
+    observations  t-To+1 ... t          (before the episode start: the first frame is repeated)
+    actions                  t ... t+H-1  (past the episode end: the last action is repeated,
+                                           and ``action_is_pad`` is True there)
+
+Windows never cross an episode boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from policies.datasets.reader import LeRobotDatasetReader
+
+
+class ChunkWindowDataset(Dataset):
+    """``torch`` dataset with one item per frame of every episode of a :class:`LeRobotDatasetReader`.
+
+    An item holds, for each ``obs_keys`` entry, the frames t-To+1..t stacked on a leading time axis
+    (images as float32 (To, C, H, W) in [0, 1], low-dim as float32 (To, *shape)) and
+    ``<key>_is_pad`` (bool (To,), True where the first frame was repeated); ``action``
+    (float32 (H, *shape)) over t..t+H-1 and ``action_is_pad`` (bool (H,)); plus ``index``,
+    ``episode_index`` and ``task`` (the instruction string).
+
+    Raises:
+        KeyError: if an obs key or ``action_key`` is not a feature of the dataset.
+        ValueError: if n_obs_steps or horizon < 1, or a key is a string feature.
+    """
+
+    def __init__(
+        self,
+        dataset: LeRobotDatasetReader,
+        obs_keys: Sequence[str],
+        n_obs_steps: int,
+        horizon: int,
+        action_key: str = "action",
+    ) -> None:
+        """Index the episodes and load (decode) the arrays of the requested keys."""
+        if n_obs_steps < 1 or horizon < 1:
+            raise ValueError(f"n_obs_steps and horizon must be >= 1, got {n_obs_steps}, {horizon}")
+        for key in [*obs_keys, action_key]:
+            if key not in dataset.features:
+                raise KeyError(f"{key!r} is not a feature of {dataset.root}; features are {sorted(dataset.features)}")
+            if dataset.features[key]["dtype"] == "string":
+                raise ValueError(f"{key!r} is a string feature and cannot be stacked")
+        if dataset.features[action_key]["dtype"] in ("video", "image"):
+            raise ValueError(f"action_key {action_key!r} must be a low-dim feature")
+        self.dataset = dataset
+        self.obs_keys = list(obs_keys)
+        self.action_key = action_key
+        self.n_obs_steps = int(n_obs_steps)
+        self.horizon = int(horizon)
+        self._visual = {k for k in self.obs_keys if dataset.features[k]["dtype"] in ("video", "image")}
+        self._arrays = {k: dataset.array(k) for k in {*self.obs_keys, action_key}}
+        self._episode = np.repeat(np.arange(dataset.num_episodes), dataset.episode_lengths)
+        self._start = np.repeat(dataset.episode_starts, dataset.episode_lengths)
+        self._last = self._start + np.repeat(dataset.episode_lengths, dataset.episode_lengths) - 1
+
+    def __len__(self) -> int:
+        return self.dataset.num_frames
+
+    def indices(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Global frame indices (obs, action) of item ``t`` and their padding masks."""
+        if not 0 <= t < len(self):
+            raise IndexError(f"item {t} out of range [0, {len(self)})")
+        obs_raw = np.arange(t - self.n_obs_steps + 1, t + 1)
+        act_raw = np.arange(t, t + self.horizon)
+        obs_pad, act_pad = obs_raw < self._start[t], act_raw > self._last[t]
+        return np.maximum(obs_raw, self._start[t]), np.minimum(act_raw, self._last[t]), obs_pad, act_pad
+
+    def __getitem__(self, t: int) -> dict[str, Any]:
+        obs_idx, act_idx, obs_pad, act_pad = self.indices(int(t))
+        item: dict[str, Any] = {}
+        for key in self.obs_keys:
+            values = torch.from_numpy(np.ascontiguousarray(self._arrays[key][obs_idx]))
+            if key in self._visual:
+                values = values.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+            item[key] = values.to(torch.float32)
+            item[f"{key}_is_pad"] = torch.from_numpy(obs_pad)
+        item[self.action_key] = torch.from_numpy(self._arrays[self.action_key][act_idx].astype(np.float32))
+        item[f"{self.action_key}_is_pad"] = torch.from_numpy(act_pad)
+        item["index"] = int(t)
+        item["episode_index"] = int(self._episode[t])
+        item["task"] = self.dataset.frame_task(int(t))
+        return item
