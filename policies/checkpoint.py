@@ -1,0 +1,367 @@
+"""Atomic, exactly-resumable checkpoints with the policy's normalisation inside the weights.
+
+Layout written by :func:`save_checkpoint`::
+
+    <run_dir>/checkpoints/
+    ├── 000500/
+    │   ├── pretrained_model/             everything inference needs
+    │   │   ├── config.json               {"type": policy name, "config": dataclass fields, "features": {...}}
+    │   │   ├── model.safetensors         policy state_dict, normaliser stats included
+    │   │   └── train_config.yaml         the resolved training config (OmegaConf YAML)
+    │   └── training_state/               what an exact resume needs on top
+    │       ├── optimizer.pt              optimizer.state_dict()
+    │       ├── scheduler.pt              lr scheduler state_dict() (only if one was given)
+    │       ├── ema.safetensors           EMA.state_dict() (only if one was given)
+    │       ├── rng_state.pt              python, numpy, torch (and CUDA) generator states
+    │       └── training_step.json        {"step": 500}
+    ├── 001000/
+    └── last -> 001000                    relative symlink to the newest complete checkpoint
+
+A checkpoint is written into ``checkpoints/.tmp-*`` (files fsynced) and renamed into place in one
+``os.replace``, so a ``<step>`` directory is either complete or absent; ``last`` is swapped atomically after.
+``.pt`` files are read with ``torch.load(weights_only=True)``: no pickled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from omegaconf import OmegaConf
+
+from policies.base import Policy
+from policies.ema import EMA
+from policies.registry import policy_class
+
+FORMAT_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+LAST = "last"
+PRETRAINED = "pretrained_model"
+TRAINING_STATE = "training_state"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory or file is missing, truncated, corrupt or incompatible; the message names it."""
+
+
+def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    """``<run_dir>/checkpoints/<step:06d>``."""
+    return Path(run_dir) / CHECKPOINTS_DIR / f"{step:06d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, writer: Callable[[Any], None], binary: bool = True) -> None:
+    """Write a file through ``writer(file)`` and fsync it (atomicity comes from renaming the parent dir)."""
+    with open(path, "wb" if binary else "w") as f:
+        writer(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _rng_state() -> dict[str, Any]:
+    """Generator states as plain types and tensors, so ``torch.load(weights_only=True)`` can read them."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_pretrained(dst: Path, policy: Policy, train_config: Mapping[str, Any] | None) -> None:
+    dst.mkdir()
+    meta = {"format_version": FORMAT_VERSION, "type": policy.name,
+            "config": dataclasses.asdict(policy.config), "features": policy.features}
+    _write(dst / "config.json", lambda f: json.dump(meta, f, indent=2), binary=False)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+    _write(dst / "model.safetensors", lambda f: f.write(safetensors.torch.save(tensors)))
+    cfg = OmegaConf.create(dict(train_config) if train_config is not None else {})
+    _write(dst / "train_config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), binary=False)
+    _fsync_dir(dst)
+
+
+def _write_training_state(dst: Path, step: int, optimizer: torch.optim.Optimizer,
+                          scheduler: Any | None, ema: EMA | None) -> None:
+    dst.mkdir()
+    _write(dst / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
+    if scheduler is not None:
+        _write(dst / "scheduler.pt", lambda f: torch.save(scheduler.state_dict(), f))
+    if ema is not None:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
+        _write(dst / "ema.safetensors", lambda f: f.write(safetensors.torch.save(tensors)))
+    _write(dst / "rng_state.pt", lambda f: torch.save(_rng_state(), f))
+    _write(dst / "training_step.json", lambda f: json.dump({"step": int(step)}, f), binary=False)
+    _fsync_dir(dst)
+
+
+def _point_last(ckpt_root: Path, name: str) -> None:
+    tmp_link = ckpt_root / f".tmp-last-{uuid.uuid4().hex}"
+    os.symlink(name, tmp_link)
+    os.replace(tmp_link, ckpt_root / LAST)
+    _fsync_dir(ckpt_root)
+
+
+def _step_dirs(ckpt_root: Path) -> list[Path]:
+    """Complete checkpoint dirs (all-digit names), oldest first."""
+    if not ckpt_root.is_dir():
+        return []
+    return sorted((p for p in ckpt_root.iterdir() if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None = None,
+    ema: EMA | None = None,
+    train_config: Mapping[str, Any] | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write checkpoint ``step`` atomically (layout in the module docstring) and point ``last`` at it.
+
+    ``policy``'s own (training) weights go to ``model.safetensors``; EMA weights go to ``ema.safetensors``
+    (to export EMA weights as the model, save inside ``with ema.applied(policy):``). ``train_config`` is the
+    resolved config as a plain dict. With ``keep_last=k`` only the newest ``k`` checkpoints are kept.
+    Re-saving an existing step replaces it. Returns the checkpoint dir. Raises ``ValueError`` for a negative
+    step or ``keep_last < 1``.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last must be None or >= 1, got {keep_last}")
+    final = checkpoint_dir(run_dir, step)
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        _write_pretrained(tmp / PRETRAINED, policy, train_config)
+        _write_training_state(tmp / TRAINING_STATE, step, optimizer, scheduler, ema)
+        _fsync_dir(tmp)
+        if final.exists():
+            old = root / f".old-{final.name}-{uuid.uuid4().hex}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _point_last(root, final.name)
+    if keep_last is not None:
+        for old_dir in _step_dirs(root)[:-keep_last]:
+            shutil.rmtree(old_dir)
+    return final
+
+
+def find_last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """Newest complete checkpoint dir of a run: ``last``'s target, else the highest step; ``None`` if none."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    last = root / LAST
+    if last.is_dir():
+        return root / os.readlink(last) if last.is_symlink() else last
+    dirs = _step_dirs(root)
+    return dirs[-1] if dirs else None
+
+
+def _pretrained_dir(path: str | os.PathLike) -> Path:
+    """Accept a checkpoint dir, its ``pretrained_model`` dir, ``checkpoints/last`` or a run dir (its last one)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
+    if (path / CHECKPOINTS_DIR).is_dir():
+        last = find_last_checkpoint(path)
+        if last is None:
+            raise CheckpointError(f"run directory {str(path)!r} holds no checkpoint")
+        path = last
+    return path / PRETRAINED if (path / PRETRAINED).is_dir() else path
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} is missing")
+    return path
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(str(_require(path)))
+    except CheckpointError:
+        raise
+    except Exception as err:  # safetensors raises its own error type for every malformed file
+        raise CheckpointError(f"{str(path)!r} is truncated or not a valid safetensors file: {err}") from err
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(_require(path), map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{str(path)!r} is truncated or corrupt: {err}") from err
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(_require(path).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON: {err}") from err
+
+
+def load_model_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The policy ``state_dict`` (normaliser stats included) of a checkpoint, on ``device``.
+
+    ``path`` as for :func:`load_policy`. Raises :class:`CheckpointError` naming a missing or corrupt file.
+    """
+    state = _load_safetensors(_pretrained_dir(path) / "model.safetensors")
+    return {k: v.to(device) for k, v in state.items()}
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild the exact policy of a checkpoint (class, config, features, weights, normaliser) in eval mode.
+
+    ``path`` is a checkpoint dir, its ``pretrained_model`` dir, ``checkpoints/last`` or a run dir; ``device`` is a torch
+    device or ``"auto"`` (CUDA when available). Raises :class:`CheckpointError` naming a missing or corrupt
+    file, an unknown policy type or a config field the policy's config class rejects.
+    """
+    pretrained = _pretrained_dir(path)
+    meta_file = pretrained / "config.json"
+    meta = _read_json(meta_file)
+    for field in ("type", "config", "features"):
+        if field not in meta:
+            raise CheckpointError(f"{str(meta_file)!r} has no {field!r} field")
+    try:
+        cls = policy_class(meta["type"])
+        config = cls.config_class(**meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{str(meta_file)!r}: cannot rebuild the policy config: {err}") from err
+    policy = cls(config, meta["features"], stats=None)
+    try:
+        policy.load_state_dict(load_model_state(pretrained), strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{str(pretrained / 'model.safetensors')!r} does not match {meta_file}: {err}") from err
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return policy.to(torch.device(device)).eval()
+
+
+def load_training_state(
+    path: str | os.PathLike,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None = None,
+    ema: EMA | None = None,
+) -> int:
+    """Restore optimizer, scheduler, EMA and the python/numpy/torch RNGs from a checkpoint; return its step.
+
+    Load the policy weights first (:func:`load_policy` or :func:`load_model_state`) and build the optimizer
+    over that policy. Raises :class:`CheckpointError` naming a missing/corrupt file or a state that does not
+    fit the given object (e.g. another model's optimizer).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist")
+    state_dir = path / TRAINING_STATE
+    if not state_dir.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(state_dir)!r} does not exist")
+    step_file = state_dir / "training_step.json"
+    step = _read_json(step_file).get("step")
+    if not isinstance(step, int):
+        raise CheckpointError(f"{str(step_file)!r} has no integer 'step'")
+    targets: list[tuple[str, Any, Callable[[Path], Any]]] = [("optimizer.pt", optimizer, _torch_load)]
+    if scheduler is not None:
+        targets.append(("scheduler.pt", scheduler, _torch_load))
+    if ema is not None:
+        targets.append(("ema.safetensors", ema, _load_safetensors))
+    for name, target, reader in targets:
+        file = state_dir / name
+        try:
+            target.load_state_dict(reader(file))
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{str(file)!r} does not fit the given {type(target).__name__}: {err}") from err
+    _set_rng_state(_torch_load(state_dir / "rng_state.pt"))
+    return step
+
+
+# Settings a resumed run must share with the run that wrote the checkpoint; the rest (steps, eval, logging,
+# device, output paths) may change.
+RESUME_GUARDED = (
+    "policy", "env", "seed", "dataset.n_episodes", "dataset.start_seed", "dataset.keep_failed",
+    "optim.batch_size", "optim.lr", "optim.weight_decay", "optim.warmup_steps", "optim.ema_decay",
+    "optim.grad_clip_norm",
+)
+_ABSENT = object()
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _show(value: Any) -> str:
+    return "<absent>" if value is _ABSENT else repr(value)
+
+
+def check_resume_compatible(
+    path: str | os.PathLike, train_config: Mapping[str, Any], guarded: tuple[str, ...] = RESUME_GUARDED
+) -> None:
+    """Refuse to resume from checkpoint ``path`` when a ``guarded`` setting differs from ``train_config``.
+
+    Compares the resolved config saved in ``train_config.yaml`` with the new one, key path by key path.
+    Raises :class:`CheckpointError` listing each differing key with its saved and new value, or naming a
+    missing ``train_config.yaml``.
+    """
+    file = _pretrained_dir(path) / "train_config.yaml"
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(_require(file)), resolve=True)
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{str(file)!r} is not a readable YAML config: {err}") from err
+    new = OmegaConf.to_container(OmegaConf.create(dict(train_config)), resolve=True)
+    changes = []
+    for key in guarded:
+        old_value, new_value = _lookup(saved, key), _lookup(new, key)
+        if old_value != new_value:
+            changes.append(f"{key}: {_show(old_value)} -> {_show(new_value)}")
+    if changes:
+        raise CheckpointError(f"cannot resume from {str(file)!r}; settings changed: " + "; ".join(changes))
