@@ -111,8 +111,8 @@ def empty_info(
     features: dict[str, dict[str, Any]],
     robot_type: str | None,
     chunks_size: int,
-    data_files_size_in_mb: int,
-    video_files_size_in_mb: int,
+    data_files_size_in_mb: float,
+    video_files_size_in_mb: float,
 ) -> dict[str, Any]:
     """Return the info.json of a dataset with no episode yet, in LeRobot's key order."""
     has_video = any(ft["dtype"] == "video" for ft in features.values())

@@ -143,7 +143,7 @@ class LeRobotDatasetWriter:
         self._user_features = validate_features(dict(features)) if features is not None else None
         self._robot_type = robot_type
         self._video = video or VideoEncoding()
-        self._limits = (int(chunks_size), float(data_files_size_in_mb), float(video_files_size_in_mb))
+        self._limits = (int(chunks_size), _number(data_files_size_in_mb), _number(video_files_size_in_mb))
         self._lock_fd: int | None = None
         self._buffer: dict[str, list[Any]] = {}
         self._buffer_tasks: list[str] = []
@@ -288,7 +288,7 @@ class LeRobotDatasetWriter:
             raise DatasetError(f"{self.root} has no {INFO_PATH} but holds {leftovers[0]}; refusing to write there")
         features = with_default_features(self._user_features)
         chunks, data_mb, video_mb = self._limits
-        info = empty_info(self._fps, features, self._robot_type, chunks, int(data_mb), int(video_mb))
+        info = empty_info(self._fps, features, self._robot_type, chunks, data_mb, video_mb)
         atomic_write_json(self.root / INFO_PATH, info)
         self._info, self._tasks, self._stats = info, [], {}
         self._data, self._data_table, self._videos = None, None, {}
@@ -305,6 +305,11 @@ class LeRobotDatasetWriter:
                 bad = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
                 raise DatasetError(f"{self.root / INFO_PATH}: features differ from the writer's at keys {bad}")
         episodes = load_episodes(self.root, info)
+        self._limits = (  # the dataset's own file-size settings win over the constructor's defaults
+            int(info.get("chunks_size", self._limits[0])),
+            _number(info.get("data_files_size_in_mb", self._limits[1])),
+            _number(info.get("video_files_size_in_mb", self._limits[2])),
+        )
         self._info, self._tasks = info, load_tasks(self.root, info)
         self._stats = load_stats(self.root, info, episodes)
         self._videos, self._data, self._data_table = {}, None, None
@@ -523,3 +528,8 @@ def _coerce(key: str, value: Any, ft: Mapping[str, Any]) -> Any:
         raise ValueError(f"frame[{key!r}]: non-finite value")
     return arr.astype(target).reshape(()) if shape == (1,) else arr.astype(target)
 
+
+
+def _number(value: float) -> int | float:
+    """An int when integral (as LeRobot writes sizes in info.json), else the float."""
+    return int(value) if float(value).is_integer() else float(value)
