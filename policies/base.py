@@ -27,7 +27,7 @@ class PolicyConfig:
 
     # --- timeline (steps at the control rate, fps = 10 for PushT) -------------------------------------------------
     n_obs_steps: int = 2  # To: observations the policy sees (the current one and To - 1 before it)
-    horizon: int = 16  # H: actions predicted per chunk, the first aligned with the oldest observation
+    horizon: int = 16  # H: actions predicted per chunk, the first one for the current step
     n_action_steps: int = 8  # Ta: actions executed from each chunk before replanning
 
     # --- normalisation mode per feature kind ("min_max" -> [-1, 1], "mean_std", "identity") -----------------------
@@ -48,10 +48,9 @@ class PolicyConfig:
         for field in ("n_obs_steps", "horizon", "n_action_steps"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)!r}")
-        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+        if self.n_action_steps > self.horizon:
             raise ValueError(
-                f"n_obs_steps - 1 + n_action_steps must be <= horizon (executed actions start at index "
-                f"n_obs_steps - 1 of the chunk), got n_obs_steps={self.n_obs_steps}, "
+                f"n_action_steps must be <= horizon (actions executed per chunk), got "
                 f"n_action_steps={self.n_action_steps}, horizon={self.horizon}"
             )
         for kind, mode in self.normalization_mapping.items():
@@ -68,8 +67,8 @@ class PolicyConfig:
 
     @property
     def action_delta_indices(self) -> list[int]:
-        """Frame offsets of the action chunk in one training sample: ``[1 - To, ..., H - To]``."""
-        return list(range(1 - self.n_obs_steps, 1 - self.n_obs_steps + self.horizon))
+        """Frame offsets of the action chunk in one training sample: ``[0, ..., H - 1]``."""
+        return list(range(self.horizon))
 
 
 def _plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,14 +92,14 @@ def _is_abstract(cls: type) -> bool:
 class Policy(nn.Module, ABC):
     """Base of all policies: normalisation inside the module, observation and action queues for control.
 
-    Timeline of one control step with To = ``n_obs_steps`` = 2, H = ``horizon`` = 16, Ta = ``n_action_steps`` = 8
-    (``t`` is the step at which the policy replans)::
+    Timeline with To = ``n_obs_steps`` = 2, H = ``horizon`` = 16, Ta = ``n_action_steps`` = 8; the policy
+    replans at step ``t`` (the same alignment as ``ChunkWindowDataset``: obs t-To+1..t, actions t..t+H-1)::
 
-        step:       t-1  t    t+1  ...  t+7  t+8  ...  t+14
+        step:       t-1  t    t+1  ...  t+7  t+8  ...  t+15
         observed:   o    o                                      <- To observations (oldest first)
-        chunk:      a0   a1   a2   ...  a8   a9   ...  a15      <- H actions; a0 is aligned with o(t-1)
-        executed:        a1   a2   ...  a8                      <- Ta actions, from index To - 1
-        next plan:                           t+8: uses o(t+7), o(t+8)
+        chunk:           a0   a1   ...  a7   a8   ...  a15      <- H actions; a0 is the action for step t
+        executed:        a0   a1   ...  a7                      <- the first Ta actions
+        next plan:                           t+8: sees o(t+7), o(t+8), executes its a0..a7
 
     ``select_action`` keeps the last To observations and the Ta pending actions; it calls
     ``predict_action_chunk`` only when the action queue is empty, i.e. once every Ta calls. ``reset``
@@ -221,8 +220,7 @@ class Policy(nn.Module, ABC):
         if not self._action_queue:
             history = {key: torch.stack(list(queue), dim=1) for key, queue in self._obs_queues.items()}
             chunk = self.predict_action_chunk(history, generator=generator)
-            start = self.config.n_obs_steps - 1
-            self._action_queue.extend(chunk[:, start : start + self.config.n_action_steps].unbind(dim=1))
+            self._action_queue.extend(chunk[:, : self.config.n_action_steps].unbind(dim=1))
         return self._action_queue.popleft()
 
     @abstractmethod

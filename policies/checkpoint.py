@@ -251,12 +251,15 @@ def load_model_state(path: str | os.PathLike, device: str | torch.device = "cpu"
     return {k: v.to(device) for k, v in state.items()}
 
 
-def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
     """Rebuild the exact policy of a checkpoint (class, config, features, weights, normaliser) in eval mode.
 
-    ``path`` is a checkpoint dir, its ``pretrained_model`` dir, ``checkpoints/last`` or a run dir; ``device`` is a torch
-    device or ``"auto"`` (CUDA when available). Raises :class:`CheckpointError` naming a missing or corrupt
-    file, an unknown policy type or a config field the policy's config class rejects.
+    ``path`` is a checkpoint dir, its ``pretrained_model`` dir, ``checkpoints/last`` or a run dir; ``device``
+    is a torch device or ``"auto"`` (CUDA when available). With ``use_ema`` (default) and a sibling
+    ``training_state/ema.safetensors``, the averaged parameters replace the trained ones: the weights the
+    trainer evaluates. A ``pretrained_model`` dir copied on its own holds the raw training weights only.
+    Raises :class:`CheckpointError` naming a missing or corrupt file, an unknown policy type or a config
+    field the policy's config class rejects.
     """
     pretrained = _pretrained_dir(path)
     meta_file = pretrained / "config.json"
@@ -274,6 +277,14 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         policy.load_state_dict(load_model_state(pretrained), strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{str(pretrained / 'model.safetensors')!r} does not match {meta_file}: {err}") from err
+    ema_file = pretrained.parent / TRAINING_STATE / "ema.safetensors"
+    if use_ema and ema_file.is_file():
+        ema = EMA(policy)
+        try:
+            ema.load_state_dict(_load_safetensors(ema_file))
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{str(ema_file)!r} does not match {meta_file}: {err}") from err
+        ema.copy_to(policy)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return policy.to(torch.device(device)).eval()

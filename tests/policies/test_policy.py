@@ -125,7 +125,7 @@ def test_config_is_a_valid_hydra_structured_config():
     node = OmegaConf.structured(FlowMatchingConfig)
     config = FlowMatchingConfig(**OmegaConf.to_container(node))
     assert config == FlowMatchingConfig()
-    assert config.action_delta_indices == list(range(-1, 15))
+    assert config.action_delta_indices == list(range(16))  # as ChunkWindowDataset: actions t..t+H-1
     assert config.observation_delta_indices == [-1, 0]
 
 
@@ -262,7 +262,7 @@ def test_select_action_replans_once_every_n_action_steps_and_reset_clears():
     first_obs, first_chunk = calls[0]
     assert torch.equal(first_obs["observation.state"], torch.stack([states[0], states[0]], dim=1))  # padded
     assert torch.equal(calls[1][0]["observation.state"], torch.stack([states[7], states[8]], dim=1))
-    assert torch.equal(torch.stack(actions[:8], dim=1), first_chunk[:, 1:9])  # executed from index To - 1
+    assert torch.equal(torch.stack(actions[:8], dim=1), first_chunk[:, :8])  # the first Ta actions, in order
     policy.select_action({"observation.state": states[16]})
     assert len(calls) == 3
     policy.reset()
