@@ -176,7 +176,8 @@ def concat_videos(parts: list[tuple[Path, int | None]], out_path: Path, fps: int
     output is shown at ``k / fps`` s. All parts must share codec, size and pixel format.
 
     Raises:
-        DatasetError: if a part cannot be read or differs in codec/size from the first part.
+        DatasetError: if a part cannot be read, has fewer than ``max_frames`` frames, or differs in
+            codec/size from the first part; ``out_path`` is then left untouched.
     """
     with atomic_path(out_path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         out_stream, signature, total = None, None, 0
@@ -189,7 +190,10 @@ def concat_videos(parts: list[tuple[Path, int | None]], out_path: Path, fps: int
                         out_stream, signature = out.add_stream_from_template(stream), sig
                     elif sig != signature:
                         raise DatasetError(f"cannot join {path}: stream {sig} differs from {signature}")
-                    total += _copy_packets(container, stream, out, out_stream, fps, total, max_frames)
+                    copied = _copy_packets(container, stream, out, out_stream, fps, total, max_frames)
+                    if max_frames is not None and copied < max_frames:
+                        raise DatasetError(f"{path} holds {copied} frames, {max_frames} expected")
+                    total += copied
             except (av.FFmpegError, IndexError) as err:
                 raise DatasetError(f"cannot read video {path} for joining: {err}") from err
     return total

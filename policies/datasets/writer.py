@@ -112,7 +112,8 @@ class LeRobotDatasetWriter:
     (``video`` features: HxWx3 uint8; LeRobot's timestamp/index features are added for you). When
     ``root`` already holds a dataset, ``fps`` and ``features`` may be omitted and must otherwise
     match it. The constructor does no I/O; :meth:`open` (or the first :meth:`add_frame`, or
-    ``with``) creates/resumes the dataset and takes a lock so that one writer at a time appends.
+    ``with``) creates/resumes the dataset and takes a lock so that one writer at a time appends;
+    the ``fps``/``features``/``num_*`` properties raise RuntimeError on a writer that is not open.
     An episode buffered but not saved when the writer is closed or killed is lost.
     """
 
@@ -188,25 +189,25 @@ class LeRobotDatasetWriter:
     @property
     def fps(self) -> int:
         """Frames per second of the dataset."""
-        self.open()
+        self._require_open()
         return self._info["fps"]
 
     @property
     def features(self) -> dict[str, dict[str, Any]]:
         """All features of the dataset (info.json ``features``, default features included)."""
-        self.open()
+        self._require_open()
         return copy.deepcopy(self._info["features"])
 
     @property
     def num_episodes(self) -> int:
         """Committed episodes."""
-        self.open()
+        self._require_open()
         return self._info["total_episodes"]
 
     @property
     def num_frames(self) -> int:
         """Committed frames."""
-        self.open()
+        self._require_open()
         return self._info["total_frames"]
 
     @property
@@ -482,6 +483,10 @@ class LeRobotDatasetWriter:
         return info
 
     # ------------------------------------------------------------------ helpers
+    def _require_open(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError(f"writer for {self.root} is not open: call open() or use it in a with block")
+
     def _frame_keys(self) -> set[str]:
         return {k for k in self._info["features"] if k not in DEFAULT_FEATURES}
 

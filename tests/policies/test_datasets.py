@@ -240,6 +240,17 @@ def test_add_frame_rejects_bad_input_naming_the_key(tmp_path):
         assert writer.num_buffered_frames == 0
 
 
+def test_dataset_with_no_saved_episode_reads_as_empty(tmp_path):
+    writer = LeRobotDatasetWriter(tmp_path / "ds", fps=FPS, features=FEATURES)
+    writer.add_frame({k: v[0] for k, v in episode_frames(0, 1).items()}, task="never saved")
+    writer.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        _ = writer.num_episodes
+    ds = LeRobotDatasetReader(tmp_path / "ds")
+    assert (ds.num_episodes, ds.num_frames, ds.tasks) == (0, 0, [])
+    assert ds.array("action").shape == (0, 2) and ds.array(CAM).shape == (0, 32, 32, 3)
+
+
 def test_image_and_multidim_features_round_trip_exactly(tmp_path):
     features = {
         "observation.images.wrist": {"dtype": "image", "shape": [6, 4, 3], "names": ["height", "width", "channels"]},
