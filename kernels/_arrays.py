@@ -13,7 +13,7 @@ import numpy as np
 import warp as wp
 
 Kind = Literal["numpy", "torch", "warp"]
-ElementKind = Literal["float", "int", "bool", "uint8", "depth"]
+ElementKind = Literal["float", "int", "bool", "uint8", "depth", "color"]
 
 _NP_DTYPES: dict[Any, type] = {
     wp.float32: np.float32,
@@ -66,6 +66,8 @@ def _element_ok(kind: ElementKind, dtype: Any, torch_tensor: Any = None) -> bool
             return text == "torch.uint8"
         if kind == "depth":
             return torch_tensor.is_floating_point() or text in ("torch.uint16", "torch.int32")
+        if kind == "color":
+            return torch_tensor.is_floating_point() or text == "torch.uint8"
         return False
     dtype = np.dtype(dtype)
     if kind == "float":
@@ -78,6 +80,8 @@ def _element_ok(kind: ElementKind, dtype: Any, torch_tensor: Any = None) -> bool
         return dtype == np.uint8
     if kind == "depth":
         return np.issubdtype(dtype, np.floating) or dtype in (np.dtype(np.uint16), np.dtype(np.int32))
+    if kind == "color":
+        return np.issubdtype(dtype, np.floating) or dtype == np.uint8
     return False
 
 
@@ -87,6 +91,7 @@ _KIND_TEXT = {
     "bool": "dtype bool",
     "uint8": "dtype uint8",
     "depth": "a floating-point dtype (metres) or uint16 (scaled by depth_scale)",
+    "color": "a floating-point dtype or uint8",
 }
 
 

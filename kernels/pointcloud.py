@@ -305,7 +305,7 @@ def voxel_downsample(
     color_uint8 = False
     if colors is not None:
         color_uint8 = str(getattr(colors, "dtype", "")).endswith("uint8")
-        cols = as_warp(colors, "colors", dev, shape=(n, 3), dtype=wp.vec3)
+        cols = as_warp(colors, "colors", dev, shape=(n, 3), dtype=wp.vec3, element="color")
     if normals is not None:
         nrm = as_warp(normals, "normals", dev, shape=(n, 3), dtype=wp.vec3)
 
