@@ -193,7 +193,10 @@ class CorrectionForces:
                 mujoco.mj_objectVelocity(self.model, data, mujoco.mjtObj.mjOBJ_BODY, int(bid), vel[k], 0)
             kwargs = {"body_lin_vel": vel[:, 3:], "body_ang_vel": vel[:, :3]}
         w = self(points, data.xpos[ids], data.xquat[ids], data.xipos[ids], valid=valid, **kwargs)
-        w = w.detach().cpu().numpy() if hasattr(w, "detach") else np.asarray(to_kind(w, "numpy") if isinstance(w, wp.array) else w)
+        if hasattr(w, "detach"):
+            w = w.detach().cpu().numpy()
+        elif isinstance(w, wp.array):
+            w = w.numpy()
         out = np.zeros((self.model.nbody, 6))
         out[ids] = w
         return out
