@@ -376,3 +376,15 @@ def check_resume_compatible(
             changes.append(f"{key}: {_show(old_value)} -> {_show(new_value)}")
     if changes:
         raise CheckpointError(f"cannot resume from {str(file)!r}; settings changed: " + "; ".join(changes))
+
+
+def load_train_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The resolved training config saved with a checkpoint (``path`` as for :func:`load_policy`).
+
+    Raises :class:`CheckpointError` naming a missing or unreadable ``train_config.yaml``.
+    """
+    file = _require(_pretrained_dir(path) / "train_config.yaml")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(file), resolve=True)
+    except Exception as err:
+        raise CheckpointError(f"{str(file)!r} is not a readable YAML config: {err}") from err

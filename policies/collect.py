@@ -59,11 +59,10 @@ def record_episodes(
         RuntimeError: if no episode at all could be saved within ``max_attempts``.
     """
     features = features_from_spaces(env.observation_space, env.action_space)
-    writer = LeRobotDatasetWriter(root, fps=fps, features=features, robot_type=robot_type)
-    saved = saved_before = writer.num_episodes
     max_attempts = max_attempts if max_attempts is not None else 2 * n_episodes
     attempts, frames = 0, 0
-    try:
+    with LeRobotDatasetWriter(root, fps=fps, features=features, robot_type=robot_type) as writer:
+        saved = saved_before = writer.num_episodes
         with tqdm(total=n_episodes, initial=saved, desc="collecting demos", unit="ep") as bar:
             while saved < n_episodes and attempts < max_attempts:
                 seed = start_seed + saved_before + attempts
@@ -77,8 +76,6 @@ def record_episodes(
                 frames += len(episode_frames)
                 saved += 1
                 bar.update(1)
-    finally:
-        writer.close()
     if saved == 0:
         raise RuntimeError(f"no successful episode in {attempts} attempts; check the expert and env config")
     return CollectionStats(episodes_saved=saved, episodes_attempted=attempts, frames=frames)

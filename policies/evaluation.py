@@ -16,20 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import av
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
+from policies.datasets.atomic import atomic_write_bytes
+from policies.datasets.video import write_video
 from policies.stats_utils import wilson_interval
 
 __all__ = ["EpisodeResult", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
@@ -263,7 +262,7 @@ class Evaluator:
     def _write_video(self, seed: int, frames: list[np.ndarray]) -> Path:
         """Write one filmed episode as ``<video_dir>/episode_<seed>.mp4``."""
         assert self.video_dir is not None  # checked in __init__ when n_videos > 0
-        return _write_mp4(self.video_dir / f"episode_{seed}.mp4", np.stack(frames), self.fps)
+        return write_video(self.video_dir / f"episode_{seed}.mp4", np.stack(frames), self.fps)
 
     def _summarise(self, episodes: list[EpisodeResult], video_paths: list[str]) -> dict[str, Any]:
         """Aggregate per-episode results into the flat result dict of ``run``."""
@@ -298,7 +297,7 @@ def save_eval_info(path: str | os.PathLike, result: Mapping[str, Any]) -> Path:
         text = json.dumps(dict(result), indent=2, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as err:
         raise ValueError(f"save_eval_info: result cannot be written to {path}: {err}") from err
-    _atomic_write_bytes(path, (text + "\n").encode())
+    atomic_write_bytes(path, (text + "\n").encode())
     return path
 
 
@@ -451,51 +450,6 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> Path:
-    """Encode (T, H, W, 3) uint8 frames as H.264 mp4 with PyAV, atomically; odd sizes are edge-padded to even.
-
-    Stand-in for ``policies.datasets.video.write_video`` (same contract) until that module exists.
-    """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"{path}: frames must be (T, H, W, 3) uint8 with T >= 1, got {frames.shape} {frames.dtype}")
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2  # yuv420p needs even sizes
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.height, stream.width = frames.shape[1], frames.shape[2]
-            stream.pix_fmt = "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode(None))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _json_default(value: Any) -> Any:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,13 @@ from policies import checkpoint as ckpt
 from policies.base import Policy
 from policies.collect import Agent, record_episodes
 from policies.datasets import ChunkWindowDataset, LeRobotDatasetReader
+from policies.datasets.atomic import atomic_write_bytes, atomic_write_json
 from policies.ema import EMA
 from policies.evaluation import Evaluator, save_eval_info
 from policies.registry import make_policy
 from policies.runtime import resolve_device, seed_everything
 from policies.tracking import Tracker
 from policies.train_config import TrainConfig
-from policies.utils import atomic_write_text
 
 
 @dataclass
@@ -36,6 +36,7 @@ class EnvFactories:
     make_vector_env: Callable[[int], gym.vector.VectorEnv]  # n parallel envs, for evaluation
     make_expert: Callable[[gym.Env], Agent]  # the demonstrator for an env
     fps: int  # control rate of the env (frames per second of the dataset)
+    max_episode_steps: int  # episode length limit, in control steps
 
 
 class Trainer:
@@ -110,7 +111,7 @@ class Trainer:
             tags=tuple(cfg.logger.tags),
             run_id=_read_run_id(self.run_dir) if cfg.resume else None,
         )
-        atomic_write_text(self.run_dir / "wandb_run_id.txt", str(self.tracker.run_id or ""))
+        atomic_write_bytes(self.run_dir / "wandb_run_id.txt", str(self.tracker.run_id or "").encode())
 
     def _resume(self) -> None:
         last = ckpt.find_last_checkpoint(self.run_dir)
@@ -148,6 +149,7 @@ class Trainer:
             make_env=lambda: self.envs.make_vector_env(min(cfg.n_envs, n_episodes)),
             n_episodes=n_episodes,
             start_seed=cfg.start_seed,
+            max_steps=self.envs.max_episode_steps,
             n_videos=cfg.n_videos,
             video_dir=self.run_dir / "eval" / tag / "videos",
             fps=self.envs.fps,
@@ -192,7 +194,7 @@ class Trainer:
             final = self.evaluate(cfg.eval.n_episodes, tag="final")
             checkpoint = self.save()
             figures = _headline(final, checkpoint, self.tracker.run_path)
-            atomic_write_text(self.run_dir / "results.json", json.dumps(figures, indent=2))
+            atomic_write_json(self.run_dir / "results.json", figures)
             self.tracker.log({f"final/{k}": v for k, v in figures.items() if isinstance(v, float)}, step=self.step)
         finally:
             self.tracker.finish()

@@ -9,13 +9,22 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import gymnasium as gym  # noqa: E402
 
 from sim.expert import ExpertConfig, PushTExpert  # noqa: E402
-from sim.factory import ENV_ID, EnvConfig, make_env, make_expert, make_vector_env, register_configs  # noqa: E402
+from sim.factory import (  # noqa: E402
+    ENV_ID,
+    EnvConfig,
+    env_config_from_dict,
+    make_env,
+    make_expert,
+    make_vector_env,
+    register_configs,
+)
 from sim.pusht_config import DomainRandomizationConfig, PushTConfig  # noqa: E402
 
 __all__ = [
     "ENV_ID",
     "DomainRandomizationConfig",
     "EnvConfig",
+    "env_config_from_dict",
     "ExpertConfig",
     "PushTConfig",
     "PushTExpert",

@@ -30,14 +30,14 @@ def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
 def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True) -> gym.vector.VectorEnv:
     """``num_envs`` copies of the env, in worker processes when ``asynchronous`` (one per core is the sweet spot).
 
-    Uses gymnasium's SAME_STEP autoreset: a finished sub-env is reset within the step that ended it, and the
-    final observation and info are returned in ``info["final_obs"]`` / ``info["final_info"]``.
+    Uses gymnasium's NEXT_STEP autoreset: the step after the one that ended a sub-env's episode resets it (its
+    action is ignored), so the last frame of an episode can still be rendered.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     kwargs = _env_kwargs(cfg)
     fns = [lambda: gym.make(cfg.id, config=kwargs, render_mode="rgb_array", disable_env_checker=True)] * num_envs
-    mode = gym.vector.AutoresetMode.SAME_STEP
+    mode = gym.vector.AutoresetMode.NEXT_STEP
     if asynchronous and num_envs > 1:
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="fork")
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
@@ -57,6 +57,17 @@ def _to_object(node, cls):
     if OmegaConf.is_config(node):
         node = OmegaConf.to_container(node, resolve=True)
     return cls(**node)
+
+
+def env_config_from_dict(values: dict) -> EnvConfig:
+    """A validated :class:`EnvConfig` from a plain dict (e.g. the ``env`` node of a saved training config).
+
+    Raises:
+        omegaconf.errors.ConfigKeyError: an unknown key, naming it; ValueError: a bad value, naming the field.
+    """
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), values))
 
 
 def _env_kwargs(cfg: EnvConfig) -> PushTConfig:

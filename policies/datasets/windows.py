@@ -91,3 +91,27 @@ class ChunkWindowDataset(Dataset):
         item["episode_index"] = int(self._episode[t])
         item["task"] = self.dataset.frame_task(int(t))
         return item
+
+    def get_batch(self, items: np.ndarray) -> dict[str, torch.Tensor]:
+        """Items ``items`` stacked into one batch, gathered in a few vectorised index operations.
+
+        Same content as collating ``[self[t] for t in items]`` for the tensor keys (no ``index``,
+        ``episode_index`` or ``task``); used by the trainer, where per-item Python costs dominate on a CPU.
+        """
+        t = np.asarray(items, dtype=np.int64)
+        if t.ndim != 1 or (t.size and (t.min() < 0 or t.max() >= len(self))):
+            raise IndexError(f"batch items must be a 1-D array of indices in [0, {len(self)})")
+        start, last = self._start[t, None], self._last[t, None]
+        obs_raw = t[:, None] + np.arange(1 - self.n_obs_steps, 1)
+        act_raw = t[:, None] + np.arange(self.horizon)
+        obs_idx, act_idx = np.maximum(obs_raw, start), np.minimum(act_raw, last)
+        batch: dict[str, torch.Tensor] = {}
+        for key in self.obs_keys:
+            values = torch.from_numpy(np.ascontiguousarray(self._arrays[key][obs_idx]))
+            if key in self._visual:
+                values = values.permute(0, 1, 4, 2, 3).to(torch.float32).div_(255.0)
+            batch[key] = values.to(torch.float32)
+            batch[f"{key}_is_pad"] = torch.from_numpy(obs_raw < start)
+        batch[self.action_key] = torch.from_numpy(self._arrays[self.action_key][act_idx].astype(np.float32))
+        batch[f"{self.action_key}_is_pad"] = torch.from_numpy(act_raw > last)
+        return batch

@@ -519,3 +519,26 @@ def test_write_and_read_video_round_trip(tmp_path, codec):
         write_video(tmp_path / "odd.mp4", frames[:, :31], fps=FPS)
     with pytest.raises(DatasetFileNotFoundError, match="missing.mp4"):
         read_video(tmp_path / "missing.mp4")
+
+
+def test_get_batch_equals_collated_items(tmp_path):
+    """The trainer's vectorised batch gather returns exactly what per-item indexing returns."""
+    from torch.utils.data import default_collate
+
+    root = tmp_path / "ds"
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [2], "names": None},
+        "action": {"dtype": "float32", "shape": [2], "names": None},
+    }
+    rng = np.random.default_rng(0)
+    with LeRobotDatasetWriter(root, fps=10, features=features) as writer:
+        for length in (5, 9, 3):
+            for _ in range(length):
+                writer.add_frame({k: rng.normal(size=2).astype(np.float32) for k in features}, task="t")
+            writer.save_episode()
+    windows = ChunkWindowDataset(LeRobotDatasetReader(root), ["observation.state"], n_obs_steps=3, horizon=6)
+    items = np.array([0, 4, 5, 13, 16, 7, 0])
+    batch = windows.get_batch(items)
+    expected = default_collate([windows[int(t)] for t in items])
+    for key, value in batch.items():
+        assert torch.equal(value, expected[key]), key

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from policies.evaluation import _write_mp4
+from policies.datasets import write_video
 from policies.tracking import Tracker, _has_wandb_credentials
 
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 7-byte file header, 32 KiB blocks, 7-byte record headers
@@ -67,7 +67,7 @@ def quiet_wandb(tmp_path, monkeypatch):
 
 def test_offline_run_holds_config_history_and_video(tmp_path):
     config = OmegaConf.create({"policy": {"lr": 1e-4, "lr_copy": "${policy.lr}"}, "seed": 3})
-    video = _write_mp4(tmp_path / "episode_7.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=10)
+    video = write_video(tmp_path / "episode_7.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=10)
     with Tracker("realsim-test", mode="offline", run_dir=tmp_path / "run", config=config, name="bc",
                  group="pusht", tags=("unit",)) as tracker:
         for step in range(3):
@@ -108,7 +108,7 @@ def test_resume_continues_the_same_run(tmp_path):
 def test_disabled_mode_writes_nothing_but_checks_inputs(tmp_path):
     tracker = Tracker("realsim-test", mode="disabled", run_dir=tmp_path / "run", config={"a": 1}, run_id="x1")
     tracker.log({"loss": 1.0}, step=0)
-    video = _write_mp4(tmp_path / "v.mp4", np.zeros((2, 16, 16, 3), np.uint8), fps=10)
+    video = write_video(tmp_path / "v.mp4", np.zeros((2, 16, 16, 3), np.uint8), fps=10)
     tracker.log_video("eval/video", video, step=1)
     with pytest.raises(TypeError, match="'loss'"):
         tracker.log({"loss": "low"}, step=2)

@@ -1,0 +1,49 @@
+"""Benchmarks that run our code and the reference on the same data in one process and print each ratio.
+
+Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2]`
+       `python scripts/bench.py kernels [device=cpu|cuda] [sizes=100000,1000000]`
+Figures are printed as `name: value` lines at the end (ratios > 1 mean realsim is faster) and written to
+`outputs/bench/<area>.json`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from policies.datasets.atomic import atomic_write_json
+from policies.runtime import print_figures
+
+
+def _options(args: list[str]) -> dict[str, str]:
+    options = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise SystemExit(f"bench options are key=value, got {arg!r}")
+        options[key] = value
+    return options
+
+
+def main(argv: list[str]) -> None:
+    """Runs the benchmark area named by ``argv[0]`` with ``key=value`` options."""
+    if not argv or argv[0] not in ("sim", "kernels"):
+        raise SystemExit(__doc__)
+    area, options = argv[0], _options(argv[1:])
+    if area == "sim":
+        from sim.bench import run_sim_benchmarks
+
+        figures = run_sim_benchmarks(n_steps=int(options.get("n_steps", 1000)), n_envs=int(options.get("n_envs", 2)))
+    else:
+        from kernels.bench import run_kernel_benchmarks
+
+        sizes = [int(s) for s in options.get("sizes", "100000,1000000").split(",")]
+        figures = run_kernel_benchmarks(device=options.get("device", "cpu"), sizes=sizes)
+    out = Path(options.get("out", f"outputs/bench/{area}.json"))
+    atomic_write_json(out, figures)
+    print(f"figures written to {out}")
+    print_figures(figures)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
