@@ -29,9 +29,11 @@ from kernels.pointcloud import (
     transform_points,
     voxel_downsample,
 )
+from kernels.render import BatchRenderer, RenderOutput
 from kernels.tsdf import SurfacePoints, TSDFVolume
 
 __all__ = [
+    "BatchRenderer",
     "ChamferResult",
     "CorrectionForces",
     "DepthPoints",
@@ -39,6 +41,7 @@ __all__ = [
     "KnnResult",
     "NeighborSearch",
     "RadiusResult",
+    "RenderOutput",
     "SurfacePoints",
     "TSDFVolume",
     "VoxelResult",

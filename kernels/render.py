@@ -1,0 +1,451 @@
+"""Batched ray-cast rendering of MuJoCo scenes: depth, geom/body segmentation and Lambert RGB.
+
+One Warp module. ``BatchRenderer`` builds one ``wp.Mesh`` per visible geom of an ``MjModel`` (in the
+geom frame: primitives tessellated like MuJoCo's renderer, mesh geoms as they are), shared by every
+world. Each step it takes geom and camera poses from one or many ``MjData`` (or from arrays, e.g.
+a batched simulator), and one launch casts a ray through every pixel of every camera of every
+world: each ray is moved into the frame of each geom whose bounding sphere it meets and tested
+against that geom's BVH. Cameras use MuJoCo's conventions (look along -z, +y up, vertical ``fovy``,
+square pixels, image row 0 at the top) and clip at MuJoCo's ``znear``/``zfar``.
+
+Outputs per world, camera and pixel: depth along the optical axis (m; 0 where nothing is hit, the
+"missing" value of ``depth_to_points``), the geom id and body id hit (-1 for background, like
+MuJoCo's segmentation) and an RGB colour ``geom colour * (ambient + (1 - ambient) * max(0, n.l))``
+under a headlight (uint8). ``world_from_camera_cv`` gives the pose that back-projects the depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import mujoco
+import numpy as np
+import warp as wp
+
+from kernels._arrays import positive, to_kind
+from kernels._runtime import launch_rows, resolve_device
+from kernels.cameras import camera_id, mujoco_pose_to_cv
+from kernels.geom_mesh import geom_mesh
+
+# How a geom is intersected: its BVH (tessellated primitive or mesh), or an exact slab test for boxes
+# (their mesh is the box itself, so the result is the same, about five times cheaper).
+_MESH = wp.constant(0)
+_BOX = wp.constant(1)
+# Pixels are binned in TILE x TILE tiles; a ray only visits the geoms that meet its tile's frustum.
+TILE = 8
+
+
+@wp.func
+def _box_hit(o: wp.vec3, d: wp.vec3, half: wp.vec3, max_t: float) -> wp.vec4:
+    """Entry of ray o + t d (box frame) into the box |x| <= half: (normal, t); t < 0 when missed or beyond max_t."""
+    t0 = wp.float32(-1.0e30)
+    t1 = wp.float32(1.0e30)
+    axis = wp.int32(-1)
+    sign = wp.float32(0.0)
+    for k in range(3):
+        if wp.abs(d[k]) < 1.0e-12:
+            if wp.abs(o[k]) > half[k]:
+                return wp.vec4(0.0, 0.0, 0.0, -1.0)
+        else:
+            a = (-half[k] - o[k]) / d[k]
+            b = (half[k] - o[k]) / d[k]
+            s = -1.0
+            if a > b:
+                tmp = a
+                a = b
+                b = tmp
+                s = 1.0
+            if a > t0:
+                t0 = a
+                axis = k
+                sign = s
+            t1 = wp.min(t1, b)
+    if t0 > t1 or t0 < 0.0 or t0 >= max_t or axis < 0:
+        return wp.vec4(0.0, 0.0, 0.0, -1.0)
+    n = wp.vec3(0.0)
+    n[axis] = sign
+    return wp.vec4(n[0], n[1], n[2], t0)
+
+
+@wp.func
+def _aabb_enters(o: wp.vec3, d: wp.vec3, lo: wp.vec3, hi: wp.vec3, max_t: float) -> bool:
+    """Whether ray o + t d meets the box [lo, hi] for some t in [0, max_t)."""
+    t0 = wp.float32(0.0)
+    t1 = max_t
+    for k in range(3):
+        inv = 1.0 / d[k]
+        a = (lo[k] - o[k]) * inv
+        b = (hi[k] - o[k]) * inv
+        t0 = wp.max(t0, wp.min(a, b))
+        t1 = wp.min(t1, wp.max(a, b))
+    return t0 <= t1
+
+
+@wp.func
+def _outside(x: float, z: float, slope: float, r: float, keep_above: float) -> bool:
+    """Whether a sphere (camera-frame coordinate x, z; radius r) lies wholly on the far side of the plane x = -slope z."""
+    s = keep_above * (x + slope * z) / wp.sqrt(1.0 + slope * slope)
+    return s < -r
+
+
+@wp.kernel
+def _bin_tiles(radii: wp.array(dtype=float), geom_pos: wp.array2d(dtype=wp.vec3), cam_pos: wp.array2d(dtype=wp.vec3),
+               cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float), height: int, width: int, tile: int,
+               znear: float, zfar: float, lists: wp.array3d(dtype=wp.int32), keys: wp.array3d(dtype=float),
+               counts: wp.array2d(dtype=wp.int32), offset: int):
+    # One row per (world, camera, tile): the geoms whose bounding sphere meets the tile's frustum,
+    # sorted nearest first so that near hits cut the ray short for the geoms behind them.
+    row = wp.tid() + offset
+    ncam = cam_pos.shape[1]
+    tiles_x = (width + tile - 1) // tile
+    tiles = tiles_x * ((height + tile - 1) // tile)
+    t = row % tiles
+    wc = row // tiles
+    c = wc % ncam
+    w = wc // ncam
+    f = cam_f[c]
+    cx = 0.5 * float(width - 1)
+    cy = 0.5 * float(height - 1)
+    u0 = (t % tiles_x) * tile
+    v0 = (t // tiles_x) * tile
+    u1 = wp.min(u0 + tile, width)
+    v1 = wp.min(v0 + tile, height)
+    # Tile edges as slopes x / depth and y / depth (image y points down, camera y up).
+    a0 = (float(u0) - 0.5 - cx) / f
+    a1 = (float(u1) - 0.5 - cx) / f
+    b0 = -(float(v1) - 0.5 - cy) / f
+    b1 = -(float(v0) - 0.5 - cy) / f
+    rt = wp.transpose(cam_rot[w, c])
+    o = cam_pos[w, c]
+    n = wp.int32(0)
+    for g in range(radii.shape[0]):
+        p = rt * (geom_pos[w, g] - o)
+        r = radii[g]
+        depth = -p[2]
+        if depth + r < znear or depth - r > zfar:
+            continue
+        # x >= a0 * depth, x <= a1 * depth, y >= b0 * depth, y <= b1 * depth  (depth = -z)
+        if _outside(p[0], p[2], a0, r, 1.0) or _outside(p[0], p[2], a1, r, -1.0):
+            continue
+        if _outside(p[1], p[2], b0, r, 1.0) or _outside(p[1], p[2], b1, r, -1.0):
+            continue
+        key = wp.length(p) - r
+        k = n
+        n += 1
+        while k > 0:
+            if keys[wc, t, k - 1] <= key:
+                break
+            keys[wc, t, k] = keys[wc, t, k - 1]
+            lists[wc, t, k] = lists[wc, t, k - 1]
+            k -= 1
+        keys[wc, t, k] = key
+        lists[wc, t, k] = g
+    counts[wc, t] = n
+
+
+@wp.kernel
+def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32), halves: wp.array(dtype=wp.vec3),
+             lows: wp.array(dtype=wp.vec3), highs: wp.array(dtype=wp.vec3),
+             radii: wp.array(dtype=float), colors: wp.array(dtype=wp.vec3),
+             geom_ids: wp.array(dtype=wp.int32), body_ids: wp.array(dtype=wp.int32),
+             geom_pos: wp.array2d(dtype=wp.vec3), geom_rot: wp.array2d(dtype=wp.mat33),
+             cam_pos: wp.array2d(dtype=wp.vec3), cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float),
+             lists: wp.array3d(dtype=wp.int32), counts: wp.array2d(dtype=wp.int32),
+             height: int, width: int, tile: int, znear: float, zfar: float, ambient: float,
+             depth: wp.array(dtype=float), seg_geom: wp.array(dtype=wp.int32), seg_body: wp.array(dtype=wp.int32),
+             rgb: wp.array2d(dtype=wp.uint8), offset: int):
+    row = wp.tid() + offset
+    ncam = cam_pos.shape[1]
+    col = row % width
+    line = (row // width) % height
+    c = (row // (width * height)) % ncam
+    w = row // (width * height * ncam)
+    f = cam_f[c]
+    # Ray through the pixel centre; its camera-frame z is -1, so the hit parameter t is the depth.
+    d_cam = wp.vec3((float(col) - 0.5 * float(width - 1)) / f, -(float(line) - 0.5 * float(height - 1)) / f, -1.0)
+    d = cam_rot[w, c] * d_cam
+    start = cam_pos[w, c] + znear * d
+    dd = wp.dot(d, d)
+    best = zfar - znear
+    hit = wp.int32(-1)
+    normal = wp.vec3(0.0)
+    # Only the geoms binned to this pixel's tile (see _bin_tiles), nearest first.
+    wc = w * ncam + c
+    t = (line // tile) * ((width + tile - 1) // tile) + col // tile
+    for k in range(counts[wc, t]):
+        g = lists[wc, t, k]
+        oc = start - geom_pos[w, g]
+        b = wp.dot(oc, d)
+        cc = wp.dot(oc, oc) - radii[g] * radii[g]
+        disc = b * b - dd * cc
+        if disc >= 0.0:
+            root = wp.sqrt(disc)
+            if (-b + root) / dd >= 0.0 and (-b - root) / dd < best:
+                rg = geom_rot[w, g]
+                rt = wp.transpose(rg)
+                if kinds[g] == _BOX:
+                    r = _box_hit(rt * oc, rt * d, halves[g], best)
+                    if r[3] >= 0.0:
+                        best = r[3]
+                        hit = g
+                        normal = rg * wp.vec3(r[0], r[1], r[2])
+                elif _aabb_enters(rt * oc, rt * d, lows[g], highs[g], best):
+                    q = wp.mesh_query_ray(meshes[g], rt * oc, rt * d, best)
+                    if q.result and q.t < best:
+                        best = q.t
+                        hit = g
+                        normal = rg * q.normal
+    if hit < 0:
+        depth[row] = 0.0
+        seg_geom[row] = -1
+        seg_body[row] = -1
+        for k in range(3):
+            rgb[row, k] = wp.uint8(0)
+        return
+    depth[row] = znear + best
+    seg_geom[row] = geom_ids[hit]
+    seg_body[row] = body_ids[hit]
+    n = wp.normalize(normal)
+    if wp.dot(n, d) > 0.0:
+        n = -n
+    lambert = wp.max(0.0, -wp.dot(n, d) / wp.sqrt(dd))
+    shade = ambient + (1.0 - ambient) * lambert
+    col3 = colors[hit] * shade
+    for k in range(3):
+        rgb[row, k] = wp.uint8(wp.clamp(col3[k] * 255.0 + 0.5, 0.0, 255.0))
+
+
+class RenderOutput(NamedTuple):
+    """Rendered images, indexed ``[world, camera, row, column]``.
+
+    ``depth`` float32 (m, 0 = nothing hit), ``geom`` and ``body`` int32 ids (-1 = background),
+    ``rgb`` uint8 with a trailing channel axis.
+    """
+
+    depth: Any
+    geom: Any
+    body: Any
+    rgb: Any
+
+
+def default_geom_groups() -> tuple[int, ...]:
+    """Geom groups MuJoCo renders by default (``mjvOption.geomgroup``: groups 0, 1 and 2)."""
+    opt = mujoco.MjvOption()
+    return tuple(int(g) for g in np.nonzero(np.asarray(opt.geomgroup))[0])
+
+
+def geom_color(model: mujoco.MjModel, geom: int) -> np.ndarray:
+    """RGBA MuJoCo draws a geom with: its material's colour when it has one and its own rgba is the default."""
+    rgba = np.asarray(model.geom_rgba[geom], dtype=np.float64)
+    mat = int(model.geom_matid[geom])
+    if mat >= 0 and np.allclose(rgba, [0.5, 0.5, 0.5, 1.0]):
+        rgba = np.asarray(model.mat_rgba[mat], dtype=np.float64)
+    return rgba
+
+
+class BatchRenderer:
+    """Renders ``num_worlds`` copies of a MuJoCo model through several cameras in one Warp launch.
+
+    Args:
+        model: the ``MjModel``; its geoms (selected by ``geom_groups``, alpha > 0) become meshes.
+        cameras: model camera names or ids, rendered in this order.
+        height, width: image size in pixels.
+        num_worlds: how many worlds (``MjData``) each ``update`` supplies.
+        geom_groups: geom groups to draw; default MuJoCo's default visible groups (0, 1, 2).
+        ambient: ambient share of the shading in [0, 1].
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+    Raises:
+        ValueError: for a camera that does not exist, an orthographic camera, a bad size or count,
+            or a model with no visible geom.
+    """
+
+    def __init__(self, model: mujoco.MjModel, cameras: Sequence[str | int], height: int, width: int, *,
+                 num_worlds: int = 1, geom_groups: Sequence[int] | None = None, ambient: float = 0.3,
+                 device: str | None = None):
+        self.device = resolve_device(device)
+        self.model = model
+        if isinstance(cameras, (str, int)):
+            cameras = [cameras]
+        if len(cameras) == 0:
+            raise ValueError("cameras must list at least one camera")
+        self.camera_ids = np.array([camera_id(model, c) for c in cameras], dtype=np.int32)
+        for c, cid in zip(cameras, self.camera_ids):
+            if int(model.cam_projection[cid]) != 0:
+                raise ValueError(f"camera {c!r} is orthographic; only perspective cameras are supported")
+        self.height = positive(height, "height", integer=True)
+        self.width = positive(width, "width", integer=True)
+        self.num_worlds = positive(num_worlds, "num_worlds", integer=True)
+        self.ambient = float(ambient)
+        if not 0.0 <= self.ambient <= 1.0:
+            raise ValueError(f"ambient must be in [0, 1], got {ambient!r}")
+        groups = set(default_geom_groups() if geom_groups is None else geom_groups)
+        self.geom_ids = np.array([g for g in range(model.ngeom)
+                                  if int(model.geom_group[g]) in groups and geom_color(model, g)[3] > 0.0], dtype=np.int32)
+        if len(self.geom_ids) == 0:
+            raise ValueError(f"the model has no geom with alpha > 0 in groups {sorted(groups)}")
+        self._build_meshes()
+        self.znear = float(model.vis.map.znear * model.stat.extent)
+        self.zfar = float(model.vis.map.zfar * model.stat.extent)
+        fovy = np.deg2rad(np.asarray(model.cam_fovy[self.camera_ids], dtype=np.float64))
+        self._cam_f = wp.array((0.5 * self.height / np.tan(fovy / 2)).astype(np.float32), dtype=float, device=self.device)
+        w, g, c = self.num_worlds, len(self.geom_ids), len(self.camera_ids)
+        self._host_geom_pos = np.zeros((w, g, 3), np.float32)
+        self._host_geom_rot = np.zeros((w, g, 3, 3), np.float32)
+        self._host_cam_pos = np.zeros((w, c, 3), np.float32)
+        self._host_cam_rot = np.zeros((w, c, 3, 3), np.float32)
+        self.geom_pos = wp.zeros((w, g), dtype=wp.vec3, device=self.device)
+        self.geom_rot = wp.zeros((w, g), dtype=wp.mat33, device=self.device)
+        self.cam_pos = wp.zeros((w, c), dtype=wp.vec3, device=self.device)
+        self.cam_rot = wp.zeros((w, c), dtype=wp.mat33, device=self.device)
+        self.tile = TILE
+        tiles = ((self.width + TILE - 1) // TILE) * ((self.height + TILE - 1) // TILE)
+        self._lists = wp.zeros((w * c, tiles, g), dtype=wp.int32, device=self.device)
+        self._keys = wp.zeros((w * c, tiles, g), dtype=float, device=self.device)
+        self._counts = wp.zeros((w * c, tiles), dtype=wp.int32, device=self.device)
+        n = w * c * self.height * self.width
+        self._depth = wp.zeros(n, dtype=float, device=self.device)
+        self._geom = wp.zeros(n, dtype=wp.int32, device=self.device)
+        self._body = wp.zeros(n, dtype=wp.int32, device=self.device)
+        self._rgb = wp.zeros((n, 3), dtype=wp.uint8, device=self.device)
+        self._updated = False
+
+    def _build_meshes(self) -> None:
+        self._meshes, radii, colors, kinds, halves, lows, highs = [], [], [], [], [], [], []
+        for g in self.geom_ids:
+            m = geom_mesh(self.model, int(g))
+            is_box = int(self.model.geom_type[g]) == mujoco.mjtGeom.mjGEOM_BOX
+            kinds.append(1 if is_box else 0)
+            halves.append(self.model.geom_size[g] if is_box else np.zeros(3))
+            lows.append(m.vertices.min(axis=0) - 1e-6)
+            highs.append(m.vertices.max(axis=0) + 1e-6)
+            self._meshes.append(wp.Mesh(wp.array(m.vertices.astype(np.float32), dtype=wp.vec3, device=self.device),
+                                        wp.array(m.faces.reshape(-1), dtype=wp.int32, device=self.device)))
+            radii.append(float(np.linalg.norm(m.vertices, axis=1).max()) * 1.0001 + 1e-6)
+            colors.append(geom_color(self.model, int(g))[:3])
+        self._mesh_ids = wp.array([m.id for m in self._meshes], dtype=wp.uint64, device=self.device)
+        self._radii = wp.array(np.array(radii, np.float32), dtype=float, device=self.device)
+        self._kinds = wp.array(np.array(kinds, np.int32), dtype=wp.int32, device=self.device)
+        self._halves = wp.array(np.array(halves, np.float32), dtype=wp.vec3, device=self.device)
+        self._lows = wp.array(np.array(lows, np.float32), dtype=wp.vec3, device=self.device)
+        self._highs = wp.array(np.array(highs, np.float32), dtype=wp.vec3, device=self.device)
+        self._colors = wp.array(np.array(colors, np.float32), dtype=wp.vec3, device=self.device)
+        self._geom_ids_w = wp.array(self.geom_ids, dtype=wp.int32, device=self.device)
+        body = self.model.geom_bodyid[self.geom_ids].astype(np.int32)
+        self._body_ids_w = wp.array(body, dtype=wp.int32, device=self.device)
+
+    def intrinsics(self, camera: int = 0) -> np.ndarray:
+        """3x3 pinhole matrix (OpenCV pixel convention) of camera slot ``camera``."""
+        f = float(self._cam_f.numpy()[camera])
+        return np.array([[f, 0, (self.width - 1) / 2], [0, f, (self.height - 1) / 2], [0, 0, 1.0]])
+
+    def world_from_camera_cv(self, world: int = 0, camera: int = 0) -> np.ndarray:
+        """4x4 pose (OpenCV axes) of camera slot ``camera`` in world ``world`` at the last update."""
+        return mujoco_pose_to_cv(self._host_cam_pos[world, camera], self._host_cam_rot[world, camera])
+
+    def update(self, data: mujoco.MjData | Sequence[mujoco.MjData]) -> None:
+        """Take geom and camera poses from ``num_worlds`` ``MjData`` (after ``mj_forward``/``mj_step``).
+
+        Raises:
+            ValueError: if the number of worlds differs from ``num_worlds``.
+        """
+        datas = [data] if isinstance(data, mujoco.MjData) else list(data)
+        if len(datas) != self.num_worlds:
+            raise ValueError(f"update needs {self.num_worlds} MjData (num_worlds), got {len(datas)}")
+        for w, d in enumerate(datas):
+            self._host_geom_pos[w] = d.geom_xpos[self.geom_ids]
+            self._host_geom_rot[w] = d.geom_xmat[self.geom_ids].reshape(-1, 3, 3)
+            self._host_cam_pos[w] = d.cam_xpos[self.camera_ids]
+            self._host_cam_rot[w] = d.cam_xmat[self.camera_ids].reshape(-1, 3, 3)
+        self._upload()
+
+    def update_from_arrays(self, geom_xpos: Any, geom_xmat: Any, cam_xpos: Any, cam_xmat: Any) -> None:
+        """Take poses from batched arrays shaped like stacked ``MjData`` fields.
+
+        Args:
+            geom_xpos ``(W, ngeom, 3)``, geom_xmat ``(W, ngeom, 9)``, cam_xpos ``(W, ncam, 3)``,
+            cam_xmat ``(W, ncam, 9)``: all of the model's geoms and cameras, world frame.
+
+        Raises:
+            ValueError: on wrong shapes or non-finite values.
+        """
+        w, m = self.num_worlds, self.model
+        gp = _host(geom_xpos, "geom_xpos", (w, m.ngeom, 3))
+        gr = _host(geom_xmat, "geom_xmat", (w, m.ngeom, 9))
+        cp = _host(cam_xpos, "cam_xpos", (w, m.ncam, 3))
+        cr = _host(cam_xmat, "cam_xmat", (w, m.ncam, 9))
+        self._host_geom_pos[:] = gp[:, self.geom_ids]
+        self._host_geom_rot[:] = gr[:, self.geom_ids].reshape(w, -1, 3, 3)
+        self._host_cam_pos[:] = cp[:, self.camera_ids]
+        self._host_cam_rot[:] = cr[:, self.camera_ids].reshape(w, -1, 3, 3)
+        self._upload()
+
+    def set_camera_pose(self, world: int, camera: int, pos: Any, xmat: Any) -> None:
+        """Move camera slot ``camera`` of world ``world`` to any viewpoint (MuJoCo axes: looks along -z).
+
+        Raises:
+            ValueError: on an index out of range, wrong shapes or a non-rotation matrix.
+        """
+        if not (0 <= world < self.num_worlds and 0 <= camera < len(self.camera_ids)):
+            raise ValueError(f"world {world} / camera {camera} out of range ({self.num_worlds} worlds, "
+                             f"{len(self.camera_ids)} cameras)")
+        p = _host(pos, "pos", (3,))
+        r = _host(xmat, "xmat", (3, 3)) if np.shape(xmat) == (3, 3) else _host(xmat, "xmat", (9,)).reshape(3, 3)
+        if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
+            raise ValueError("xmat must be a rotation matrix")
+        self._host_cam_pos[world, camera] = p
+        self._host_cam_rot[world, camera] = r
+        self._upload()
+
+    def _upload(self) -> None:
+        for host, dev in ((self._host_geom_pos, self.geom_pos), (self._host_geom_rot, self.geom_rot),
+                          (self._host_cam_pos, self.cam_pos), (self._host_cam_rot, self.cam_rot)):
+            dev.assign(host)
+        self._updated = True
+
+    def render(self, *, like: str = "numpy", copy: bool = True) -> RenderOutput:
+        """Cast every ray and return depth, segmentation and RGB for all worlds and cameras.
+
+        ``like`` picks the output kind (``numpy`` or ``torch``); with ``copy=False`` the outputs are
+        views of buffers the next ``render`` overwrites.
+
+        Raises:
+            RuntimeError: if no ``update`` gave poses yet.
+            ValueError: on an unknown ``like``.
+        """
+        if not self._updated:
+            raise RuntimeError("call update(data) before render()")
+        if like not in ("numpy", "torch"):
+            raise ValueError(f"like must be 'numpy' or 'torch', got {like!r}")
+        launch_rows(_bin_tiles, self._counts.shape[0] * self._counts.shape[1], [
+            self._radii, self.geom_pos, self.cam_pos, self.cam_rot, self._cam_f, self.height, self.width, self.tile,
+            self.znear, self.zfar, self._lists, self._keys, self._counts], self.device)
+        rows = self._depth.shape[0]
+        launch_rows(_raycast, rows, [
+            self._mesh_ids, self._kinds, self._halves, self._lows, self._highs, self._radii, self._colors,
+            self._geom_ids_w, self._body_ids_w,
+            self.geom_pos, self.geom_rot, self.cam_pos, self.cam_rot, self._cam_f, self._lists, self._counts,
+            self.height, self.width, self.tile, self.znear, self.zfar, self.ambient,
+            self._depth, self._geom, self._body, self._rgb], self.device)
+        shape = (self.num_worlds, len(self.camera_ids), self.height, self.width)
+        outs = []
+        for arr, shp in ((self._depth, shape), (self._geom, shape), (self._body, shape), (self._rgb, (*shape, 3))):
+            out = to_kind(arr, like).reshape(shp)
+            if copy:
+                out = out.copy() if like == "numpy" else out.clone()
+            outs.append(out)
+        return RenderOutput(*outs)
+
+
+def _host(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    elif isinstance(x, wp.array):
+        x = x.numpy()
+    a = np.asarray(x)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+        raise ValueError(f"{name} must hold finite numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
