@@ -120,10 +120,10 @@ def as_warp(
         raise ValueError(f"{name} is required, got None")
     np_dtype = _NP_DTYPES[dtype]
     if isinstance(x, wp.array):
-        host = x.numpy()
-        if not _element_ok(element, host.dtype):
-            raise ValueError(f"{name} must have {_KIND_TEXT[element]}, got {host.dtype}")
-        x = host
+        # Zero-copy views: NumPy on the CPU, a torch tensor on a GPU; checked and converted below.
+        x = x.numpy() if x.device.is_cpu else wp.to_torch(x)
+    if is_torch(x) and x.device.type == "cpu":
+        x = x.detach().numpy()  # NumPy's checks are much faster than torch's on the CPU
     if is_torch(x):
         _check_shape(name, tuple(x.shape), shape)
         if not _element_ok(element, None, x):

@@ -135,20 +135,23 @@ def _ensure_loaded(kernel: wp.Kernel, device: wp.context.Device) -> None:
         _loaded.add(key)
 
 
-def launch_rows(kernel: wp.Kernel, rows: int, inputs: Sequence[Any], device: wp.context.Device) -> None:
+def launch_rows(kernel: wp.Kernel, rows: int, inputs: Sequence[Any], device: wp.context.Device, *,
+                min_split: int = MIN_ROWS_PER_SPLIT) -> None:
     """Launch ``kernel`` over ``rows`` rows; on the CPU split the rows over threads.
 
     The kernel's last parameter must be ``offset: int`` and its row is ``wp.tid() + offset``. Rows
-    must write disjoint outputs (no atomics), because CPU pieces run concurrently.
+    must write disjoint outputs (no atomics), because CPU pieces run concurrently. Launches of
+    fewer than ``min_split`` rows run in one piece (lower it for kernels whose rows are long loops).
     """
     if rows <= 0:
         return
     threads = cpu_threads() if device.is_cpu else 1
-    if threads == 1 or rows < MIN_ROWS_PER_SPLIT:
+    if threads == 1 or rows < min_split:
         wp.launch(kernel, dim=rows, inputs=[*inputs, 0], device=device)
         return
     _ensure_loaded(kernel, device)
-    pieces = min(threads * 4, max(1, rows // (MIN_ROWS_PER_SPLIT // 4)))
+    # A few pieces per thread balance uneven rows; small launches get one piece per thread.
+    pieces = threads * 4 if rows >= 16 * min_split else threads
     step = (rows + pieces - 1) // pieces
     starts = list(range(0, rows, step))
 

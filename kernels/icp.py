@@ -17,7 +17,7 @@ import warp as wp
 
 from kernels._arrays import as_rigid, as_warp, kind_of, np_to_kind, positive
 from kernels._runtime import launch_chunks, reduction_slots, resolve_device
-from kernels.neighbors import NeighborSearch, _grid_dim, estimate_normals
+from kernels.neighbors import NeighborSearch, estimate_normals, gather, spatial_order
 
 # Robust kernels, named as in Open3D (open3d.pipelines.registration.*Loss).
 LOSSES = {"l2": 0, "l1": 1, "huber": 2, "cauchy": 3, "gm": 4, "tukey": 5}
@@ -46,14 +46,13 @@ def _robust_weight(r: float, loss: int, k: float) -> float:
     return w
 
 
-@wp.kernel
-def _icp_terms(grid: wp.uint64, target: wp.array(dtype=wp.vec3), target_normals: wp.array(dtype=wp.vec3),
-               source: wp.array(dtype=wp.vec3), pose: wp.mat44, max_dist: float, cell: float, loss: int,
-               loss_scale: float, acc: wp.array2d(dtype=wp.float64), offset: int, chunk: int, spread: int):
-    t = wp.tid()
-    s = wp.transform_point(pose, source[t + offset])
-    # Nearest target point closer than max_dist: search a radius of one cell first and widen it only
-    # while the best candidate found may still be beaten by a point outside the searched radius.
+@wp.func
+def _nearest(grid: wp.uint64, target: wp.array(dtype=wp.vec3), s: wp.vec3, max_dist: float, cell: float) -> wp.vec2:
+    """Nearest target point strictly closer than max_dist to s: (index as float, squared distance); index -1 if none.
+
+    Searches a radius of one cell first and widens it only while a point outside the searched
+    radius could still beat the best candidate.
+    """
     best = max_dist * max_dist
     hit = wp.int32(-1)
     j = wp.int32(0)
@@ -68,6 +67,27 @@ def _icp_terms(grid: wp.uint64, target: wp.array(dtype=wp.vec3), target_normals:
         if radius >= max_dist or (hit >= 0 and best <= radius * radius):
             break
         radius = wp.min(2.0 * radius, max_dist)
+    return wp.vec2(float(hit), best)
+
+
+@wp.kernel
+def _pilot_distances(grid: wp.uint64, target: wp.array(dtype=wp.vec3), source: wp.array(dtype=wp.vec3),
+                     pick: wp.array(dtype=wp.int32), pose: wp.mat44, max_dist: float, cell: float,
+                     out: wp.array(dtype=float)):
+    t = wp.tid()
+    r = _nearest(grid, target, wp.transform_point(pose, source[pick[t]]), max_dist, cell)
+    out[t] = wp.where(r[0] >= 0.0, wp.sqrt(r[1]), -1.0)
+
+
+@wp.kernel
+def _icp_terms(grid: wp.uint64, target: wp.array(dtype=wp.vec3), target_normals: wp.array(dtype=wp.vec3),
+               source: wp.array(dtype=wp.vec3), pose: wp.mat44, max_dist: float, cell: float, loss: int,
+               loss_scale: float, acc: wp.array2d(dtype=wp.float64), offset: int, chunk: int, spread: int):
+    t = wp.tid()
+    s = wp.transform_point(pose, source[t + offset])
+    found = _nearest(grid, target, s, max_dist, cell)
+    hit = wp.int32(found[0])
+    best = found[1]
     if hit < 0:
         return
     slot = chunk + t % spread
@@ -109,12 +129,6 @@ class ICPResult:
     converged: bool
 
 
-def _point_spacing(points: wp.array) -> float:
-    """Typical distance (m) from a point to its nearest other point, from a sample."""
-    search = NeighborSearch(points)
-    return search._initial_radius(points, 2)
-
-
 def _twist_to_matrix(x: np.ndarray) -> np.ndarray:
     """[alpha, beta, gamma, tx, ty, tz] -> 4x4 with R = Rz(gamma) Ry(beta) Rx(alpha), as Open3D."""
     a, b, g = x[:3]
@@ -126,6 +140,42 @@ def _twist_to_matrix(x: np.ndarray) -> np.ndarray:
     m[:3, :3] = rz @ ry @ rx
     m[:3, 3] = x[3:]
     return m
+
+
+class _AdaptiveGrid:
+    """The target's hash grid, with cells sized to the current correspondence distances.
+
+    A query first searches one cell around the moved source point, so cells about as large as the
+    typical nearest distance answer most queries at once with few candidates; far from convergence
+    that distance is large, near convergence it shrinks to the point spacing.
+    """
+
+    def __init__(self, search: NeighborSearch, max_dist: float):
+        self.search = search
+        self.max_dist = max_dist
+        self.min_cell = min(max_dist, 1.5 * search._spacing())
+        self.cell = -1.0
+
+    def fit(self, distance: float) -> None:
+        cell = float(np.clip(1.2 * distance, self.min_cell, self.max_dist))
+        if self.cell < 0 or abs(cell - self.cell) > 0.25 * self.cell:
+            self.search.grid.build(self.search.sorted, cell)
+            self.cell = cell
+
+
+def _pilot_scale(grid: _AdaptiveGrid, src: wp.array, pose: np.ndarray) -> float:
+    """Median distance (m) from sampled source points, moved by ``pose``, to the target (within max_dist)."""
+    dev = src.device
+    grid.fit(0.0)
+    pick = np.random.default_rng(0).integers(0, src.shape[0], 256).astype(np.int32)
+    out = wp.empty(len(pick), dtype=float, device=dev)
+    mat = wp.mat44(*pose.astype(np.float32).reshape(-1).tolist())
+    wp.launch(_pilot_distances, len(pick), inputs=[grid.search.grid.id, grid.search.sorted, src,
+                                                   wp.array(pick, device=dev), mat, grid.max_dist, grid.cell, out],
+              device=dev)
+    d = out.numpy()
+    d = d[d >= 0]
+    return float(np.median(d)) if len(d) else grid.max_dist
 
 
 class _Terms:
@@ -188,19 +238,25 @@ def icp_point_to_plane(
     rel_rmse = positive(relative_rmse, "relative_rmse", allow_zero=True)
     pose = np.eye(4) if init is None else as_rigid(init, "init")
 
-    d = _grid_dim(tgt.shape[0])
-    grid = wp.HashGrid(d, d, d, device=dev)
-    cell = min(max_dist, max(2.0 * _point_spacing(tgt), max_dist / 8.0))
-    grid.build(tgt, cell)
+    # Target and source in Morton order: grid cells and consecutive queries then touch nearby memory.
+    search = NeighborSearch(tgt, device=dev.alias)
+    tgt_sorted, nrm_sorted = search.sorted, gather(nrm, search.order)
+    src = gather(src, spatial_order(src))
     n = src.shape[0]
     slots = reduction_slots(n, dev)
     acc = wp.zeros((slots, _NUM_TERMS), dtype=wp.float64, device=dev)
+    grid = _AdaptiveGrid(search, max_dist)
+    grid.fit(_pilot_scale(grid, src, pose))
 
     def evaluate(m: np.ndarray) -> _Terms:
         acc.zero_()
         mat = wp.mat44(*m.astype(np.float32).reshape(-1).tolist())
-        launch_chunks(_icp_terms, n, [grid.id, tgt, nrm, src, mat, max_dist, cell, LOSSES[loss], scale, acc], dev, slots)
-        return _Terms(acc.numpy())
+        launch_chunks(_icp_terms, n, [search.grid.id, tgt_sorted, nrm_sorted, src, mat, max_dist, grid.cell,
+                                      LOSSES[loss], scale, acc], dev, slots)
+        terms = _Terms(acc.numpy())
+        if terms.count:
+            grid.fit(np.sqrt(terms.sq_sum / terms.count))  # next pass: cells sized to the current distances
+        return terms
 
     def score(t: _Terms) -> tuple[float, float]:
         return t.count / n, (np.sqrt(t.sq_sum / t.count) if t.count else 0.0)

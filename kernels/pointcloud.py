@@ -17,6 +17,10 @@ from kernels._arrays import as_matrix, as_rigid, as_warp, kind_of, positive, to_
 from kernels._runtime import launch_chunks, launch_rows, reduction_slots, resolve_device
 
 _BIG = wp.constant(1.0e30)
+# Element-wise kernels give each thread a block of this many points (a Warp CPU thread costs a few ns).
+_BLOCK = wp.constant(256)
+# Points per bucket of the CPU farthest point sampler.
+_FPS_BUCKET = 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -38,39 +42,43 @@ def _pixel_valid(depth: wp.array2d(dtype=float), mask: wp.array2d(dtype=wp.bool)
 
 
 @wp.kernel
-def _depth_flags(depth: wp.array2d(dtype=float), mask: wp.array2d(dtype=wp.bool), use_mask: int,
-                 inv_scale: float, trunc: float, stride: int, cols_out: int,
-                 flags: wp.array(dtype=wp.int32), offset: int):
-    i = wp.tid() + offset
-    row = (i // cols_out) * stride
-    col = (i % cols_out) * stride
-    z = _pixel_valid(depth, mask, use_mask, row, col, inv_scale, trunc)
-    flags[i] = wp.where(z > 0.0, 1, 0)
+def _depth_row_counts(depth: wp.array2d(dtype=float), mask: wp.array2d(dtype=wp.bool), use_mask: int,
+                      inv_scale: float, trunc: float, stride: int, counts: wp.array(dtype=wp.int32), offset: int):
+    # One thread per kept image row: a loop over the row costs far less than a thread per pixel.
+    row = (wp.tid() + offset) * stride
+    c = wp.int32(0)
+    for col in range(0, depth.shape[1], stride):
+        if _pixel_valid(depth, mask, use_mask, row, col, inv_scale, trunc) > 0.0:
+            c += 1
+    counts[wp.tid() + offset] = c
 
 
 @wp.kernel
 def _depth_points(depth: wp.array2d(dtype=float), mask: wp.array2d(dtype=wp.bool), use_mask: int,
-                  inv_scale: float, trunc: float, stride: int, cols_out: int,
+                  inv_scale: float, trunc: float, stride: int, starts: wp.array(dtype=wp.int32),
                   fx: float, fy: float, cx: float, cy: float, world_from_camera: wp.mat44,
-                  rgb: wp.array3d(dtype=wp.uint8), use_rgb: int, slots: wp.array(dtype=wp.int32),
+                  rgb: wp.array3d(dtype=wp.uint8), use_rgb: int,
                   points: wp.array(dtype=wp.vec3), colors: wp.array2d(dtype=wp.uint8), offset: int):
-    i = wp.tid() + offset
-    row = (i // cols_out) * stride
-    col = (i % cols_out) * stride
-    z = _pixel_valid(depth, mask, use_mask, row, col, inv_scale, trunc)
-    if z > 0.0:
-        k = slots[i]
-        p = wp.vec3((float(col) - cx) * z / fx, (float(row) - cy) * z / fy, z)
-        points[k] = wp.transform_point(world_from_camera, p)
-        if use_rgb != 0:
-            for c in range(3):
-                colors[k, c] = rgb[row, col, c]
+    r = wp.tid() + offset
+    row = r * stride
+    k = starts[r]
+    y = (float(row) - cy) / fy
+    for col in range(0, depth.shape[1], stride):
+        z = _pixel_valid(depth, mask, use_mask, row, col, inv_scale, trunc)
+        if z > 0.0:
+            p = wp.vec3((float(col) - cx) * z / fx, y * z, z)
+            points[k] = wp.transform_point(world_from_camera, p)
+            if use_rgb != 0:
+                for c in range(3):
+                    colors[k, c] = rgb[row, col, c]
+            k += 1
 
 
 @wp.kernel
 def _transform(points: wp.array(dtype=wp.vec3), m: wp.mat44, out: wp.array(dtype=wp.vec3), offset: int):
-    i = wp.tid() + offset
-    out[i] = wp.transform_point(m, points[i])
+    b = wp.tid() + offset
+    for i in range(b * _BLOCK, wp.min((b + 1) * _BLOCK, points.shape[0])):
+        out[i] = wp.transform_point(m, points[i])
 
 
 @wp.kernel
@@ -129,23 +137,59 @@ def _segment_mean(values: wp.array(dtype=wp.vec3), order: wp.array(dtype=wp.int3
 
 
 @wp.kernel
-def _fps_serial(points: wp.array(dtype=wp.vec3), start: int, count: int,
-                dist: wp.array(dtype=float), selected: wp.array(dtype=wp.int32)):
-    # One thread: on the CPU this is the fastest form (no launch per sample).
+def _bucket_bounds(points: wp.array(dtype=wp.vec3), size: int, lo: wp.array(dtype=wp.vec3), hi: wp.array(dtype=wp.vec3),
+                   offset: int):
+    b = wp.tid() + offset
     n = points.shape[0]
+    a = points[b * size]
+    mn = a
+    mx = a
+    for j in range(b * size + 1, wp.min((b + 1) * size, n)):
+        mn = wp.min(mn, points[j])
+        mx = wp.max(mx, points[j])
+    lo[b] = mn
+    hi[b] = mx
+
+
+@wp.kernel
+def _fps_buckets(points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=wp.int32), size: int,
+                 lo: wp.array(dtype=wp.vec3), hi: wp.array(dtype=wp.vec3), start: int, count: int,
+                 dist: wp.array(dtype=float), bucket_max: wp.array(dtype=float), bucket_arg: wp.array(dtype=wp.int32),
+                 selected: wp.array(dtype=wp.int32)):
+    # One thread, exact FPS over Morton-ordered points grouped in buckets with bounding boxes: a new
+    # sample can only lower the distances of a bucket whose box is nearer than the bucket's largest
+    # distance, so the other buckets are skipped. Ties go to the lowest original index, as in Open3D.
+    n = points.shape[0]
+    nb = lo.shape[0]
     for j in range(n):
         dist[j] = _BIG
-    far = start
+    for b in range(nb):
+        bucket_max[b] = _BIG
+        bucket_arg[b] = b * size
+    far = start  # a sorted position
     for k in range(count):
-        selected[k] = far
-        origin = points[far]
-        best = wp.float32(0.0)
-        for j in range(n):
-            d = wp.min(dist[j], wp.length_sq(points[j] - origin))
-            dist[j] = d
-            if d > best:
-                best = d
-                far = j
+        selected[k] = ids[far]
+        s = points[far]
+        best = wp.float32(-1.0)
+        best_pos = wp.int32(0)
+        for b in range(nb):
+            gap = wp.max(wp.max(lo[b] - s, s - hi[b]), wp.vec3(0.0))
+            if wp.length_sq(gap) < bucket_max[b]:
+                m = wp.float32(-1.0)
+                arg = wp.int32(0)
+                for j in range(b * size, wp.min((b + 1) * size, n)):
+                    d = wp.min(dist[j], wp.length_sq(points[j] - s))
+                    dist[j] = d
+                    if d > m or (d == m and ids[j] < ids[arg]):
+                        m = d
+                        arg = j
+                bucket_max[b] = m
+                bucket_arg[b] = arg
+            bm = bucket_max[b]
+            if bm > best or (bm == best and ids[bucket_arg[b]] < ids[best_pos]):
+                best = bm
+                best_pos = bucket_arg[b]
+        far = best_pos
 
 
 @wp.kernel
@@ -232,18 +276,17 @@ def depth_to_points(
     if rgb is not None:
         c = as_warp(rgb, "rgb", dev, shape=(h, w, 3), dtype=wp.uint8, element="uint8")
 
-    rows_out, cols_out = (h + stride - 1) // stride, (w + stride - 1) // stride
-    n = rows_out * cols_out
-    common = [d, m, int(mask is not None), 1.0 / scale, min(trunc, _BIG), stride, cols_out]
-    flags = wp.empty(n, dtype=wp.int32, device=dev)
-    launch_rows(_depth_flags, n, [*common, flags], dev)
-    slots = wp.empty(n, dtype=wp.int32, device=dev)
-    wp.utils.array_scan(flags, slots, inclusive=False)
-    total = int(slots[n - 1 : n].numpy()[0] + flags[n - 1 : n].numpy()[0])
+    rows_out = (h + stride - 1) // stride
+    common = [d, m, int(mask is not None), 1.0 / scale, min(trunc, _BIG), stride]
+    counts = wp.empty(rows_out, dtype=wp.int32, device=dev)
+    launch_rows(_depth_row_counts, rows_out, [*common, counts], dev, min_split=16)
+    starts = wp.empty(rows_out, dtype=wp.int32, device=dev)
+    wp.utils.array_scan(counts, starts, inclusive=False)
+    total = int(starts[rows_out - 1 : rows_out].numpy()[0] + counts[rows_out - 1 : rows_out].numpy()[0])
     points = wp.empty(total, dtype=wp.vec3, device=dev)
     colors = wp.empty((total if rgb is not None else 1, 3), dtype=wp.uint8, device=dev)
-    launch_rows(_depth_points, n, [*common, float(fx), float(fy), float(cx), float(cy), _mat44(pose),
-                                   c, int(rgb is not None), slots, points, colors], dev)
+    launch_rows(_depth_points, rows_out, [*common, starts, float(fx), float(fy), float(cx), float(cy), _mat44(pose),
+                                          c, int(rgb is not None), points, colors], dev, min_split=16)
     return DepthPoints(to_kind(points, out_kind), to_kind(colors, out_kind) if rgb is not None else None)
 
 
@@ -257,7 +300,7 @@ def transform_points(points: Any, transform: Any, *, device: str | None = None) 
     p = as_warp(points, "points", dev, shape=(None, 3), dtype=wp.vec3)
     m = as_matrix(transform, "transform", 4, 4)
     out = wp.empty_like(p)
-    launch_rows(_transform, p.shape[0], [p, _mat44(m), out], dev)
+    launch_rows(_transform, (p.shape[0] + _BLOCK - 1) // _BLOCK, [p, _mat44(m), out], dev, min_split=64)
     return to_kind(out, kind_of(points))
 
 
@@ -367,10 +410,30 @@ def farthest_point_sample(points: Any, num_samples: int, *, start_index: int = 0
     selected = wp.empty(count, dtype=wp.int32, device=dev)
     dist = wp.empty(n, dtype=float, device=dev)
     if dev.is_cpu:
-        wp.launch(_fps_serial, dim=1, inputs=[p, start, count, dist, selected], device=dev)
+        _fps_bucketed(p, start, count, dist, selected, dev)
     else:
         _fps_parallel(p, start, count, dist, selected, dev)
     return to_kind(selected, kind_of(points))
+
+
+def _fps_bucketed(p: wp.array, start: int, count: int, dist: wp.array, selected: wp.array, dev: wp.context.Device) -> None:
+    """CPU form of FPS: one thread over Morton-ordered buckets of points, skipping buckets a sample cannot change."""
+    from kernels.neighbors import gather, spatial_order
+
+    n = p.shape[0]
+    order = spatial_order(p)
+    sorted_points = gather(p, order)
+    size = _FPS_BUCKET
+    buckets = (n + size - 1) // size
+    lo = wp.empty(buckets, dtype=wp.vec3, device=dev)
+    hi = wp.empty(buckets, dtype=wp.vec3, device=dev)
+    launch_rows(_bucket_bounds, buckets, [sorted_points, size, lo, hi], dev)
+    position = np.empty(n, dtype=np.int32)
+    position[order.numpy()] = np.arange(n, dtype=np.int32)
+    bucket_max = wp.empty(buckets, dtype=float, device=dev)
+    bucket_arg = wp.empty(buckets, dtype=wp.int32, device=dev)
+    wp.launch(_fps_buckets, dim=1, inputs=[sorted_points, order, size, lo, hi, int(position[start]), count, dist,
+                                           bucket_max, bucket_arg, selected], device=dev)
 
 
 def _fps_parallel(p: wp.array, start: int, count: int, dist: wp.array, selected: wp.array, dev: wp.context.Device) -> None:

@@ -32,26 +32,28 @@ def _integrate(tsdf: wp.array(dtype=float), weight: wp.array(dtype=float), dims:
                voxel: float, sdf_trunc: float, max_weight: float, camera_from_world: wp.mat44,
                fx: float, fy: float, cx: float, cy: float, depth: wp.array2d(dtype=float),
                inv_scale: float, depth_trunc: float, offset: int):
-    i = wp.tid() + offset
-    ijk = _voxel_index(i, dims[1], dims[2])
-    centre = origin + voxel * wp.vec3(float(ijk[0]) + 0.5, float(ijk[1]) + 0.5, float(ijk[2]) + 0.5)
-    pc = wp.transform_point(camera_from_world, centre)
-    if pc[2] <= 0.0:
-        return
-    u = wp.int32(wp.round(fx * pc[0] / pc[2] + cx))
-    v = wp.int32(wp.round(fy * pc[1] / pc[2] + cy))
-    if u < 0 or v < 0 or u >= depth.shape[1] or v >= depth.shape[0]:
-        return
-    d = depth[v, u] * inv_scale
-    if d <= 0.0 or d > depth_trunc:
-        return
-    sdf = d - pc[2]
-    if sdf < -sdf_trunc:
-        return
-    value = wp.min(1.0, sdf / sdf_trunc)
-    w = weight[i]
-    tsdf[i] = (tsdf[i] * w + value) / (w + 1.0)
-    weight[i] = wp.min(w + 1.0, max_weight)
+    # One thread per (x, y) column of voxels; stepping along z moves the camera-frame point by a constant.
+    col = wp.tid() + offset
+    ix = col // dims[1]
+    iy = col % dims[1]
+    base = origin + voxel * wp.vec3(float(ix) + 0.5, float(iy) + 0.5, 0.5)
+    pc = wp.transform_point(camera_from_world, base)
+    step = wp.transform_vector(camera_from_world, wp.vec3(0.0, 0.0, voxel))
+    i = col * dims[2]
+    for iz in range(dims[2]):
+        if pc[2] > 0.0:
+            u = wp.int32(wp.round(fx * pc[0] / pc[2] + cx))
+            v = wp.int32(wp.round(fy * pc[1] / pc[2] + cy))
+            if u >= 0 and v >= 0 and u < depth.shape[1] and v < depth.shape[0]:
+                d = depth[v, u] * inv_scale
+                if d > 0.0 and d <= depth_trunc:
+                    sdf = d - pc[2]
+                    if sdf >= -sdf_trunc:
+                        value = wp.min(1.0, sdf / sdf_trunc)
+                        w = weight[i + iz]
+                        tsdf[i + iz] = (tsdf[i + iz] * w + value) / (w + 1.0)
+                        weight[i + iz] = wp.min(w + 1.0, max_weight)
+        pc = pc + step
 
 
 @wp.func
@@ -194,11 +196,11 @@ class TSDFVolume:
         scale = positive(depth_scale, "depth_scale")
         trunc = positive(depth_trunc, "depth_trunc") if np.isfinite(depth_trunc) else 1.0e30
         cam = np.linalg.inv(pose).astype(np.float32)
-        launch_rows(_integrate, self.num_voxels, [
+        launch_rows(_integrate, self.dims[0] * self.dims[1], [
             self.tsdf, self.weight, wp.vec3i(*self.dims), wp.vec3(*self.origin), float(self.voxel_size),
             float(self.sdf_trunc), float(self.max_weight), wp.mat44(*cam.reshape(-1).tolist()),
             float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), d, 1.0 / scale, float(trunc)],
-            self.device)
+            self.device, min_split=64)
 
     def extract_points(self, *, like: str = "numpy") -> SurfacePoints:
         """Return the fused surface as points ``(K, 3)`` and unit normals ``(K, 3)`` (pointing to free space).
