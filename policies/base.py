@@ -37,6 +37,11 @@ class PolicyConfig:
 
     # --- inputs ------------------------------------------------------------------------------------------------------
     observation_keys: tuple[str, ...] | None = None  # observation.* features to use; None: every one in `features`
+    # Predict actions as offsets from the latest value of this observation (e.g. observation.state, the pusher xy),
+    # normalised per chunk index: near-term actions get the resolution that precise pushing needs. The action
+    # stats given to the policy must then be those of the offsets, shape (horizon, action_dim): see
+    # ``relative_action_stats``. None: absolute actions.
+    relative_action_key: str | None = None
 
     def __post_init__(self) -> None:
         self.normalization_mapping = dict(self.normalization_mapping)
@@ -164,7 +169,17 @@ class Policy(nn.Module, ABC):
         modes = {
             key: config.normalization_mapping.get(kind, "identity") for key, kind in self.feature_kinds.items()
         }
-        self.normalizer = Normalizer(self.features, modes, stats)
+        norm_features = self.features
+        if config.relative_action_key is not None:
+            key = config.relative_action_key
+            if key not in self.input_keys or list(self.features[key]["shape"]) != list(self.features["action"]["shape"]):
+                raise ValueError(
+                    f"relative_action_key {key!r} must be an input feature shaped like 'action' "
+                    f"{self.features['action']['shape']}; inputs are {self.input_keys}"
+                )
+            chunk_shape = [config.horizon, *self.features["action"]["shape"]]
+            norm_features = {**self.features, "action": {**self.features["action"], "shape": chunk_shape}}
+        self.normalizer = Normalizer(norm_features, modes, stats)
         self._obs_queues: dict[str, deque[Tensor]] = {}
         self._action_queue: deque[Tensor] = deque()
 
@@ -222,6 +237,16 @@ class Policy(nn.Module, ABC):
             chunk = self.predict_action_chunk(history, generator=generator)
             self._action_queue.extend(chunk[:, : self.config.n_action_steps].unbind(dim=1))
         return self._action_queue.popleft()
+
+    def to_relative(self, actions: Tensor, obs: Mapping[str, Tensor]) -> Tensor:
+        """Action chunk ``(B, H, A)`` as offsets from the latest ``relative_action_key`` observation (no-op if unset)."""
+        key = self.config.relative_action_key
+        return actions if key is None else actions - obs[key][:, -1:]
+
+    def to_absolute(self, actions: Tensor, obs: Mapping[str, Tensor]) -> Tensor:
+        """Inverse of :meth:`to_relative`: offsets ``(B, H, A)`` back to world-frame actions."""
+        key = self.config.relative_action_key
+        return actions if key is None else actions + obs[key][:, -1:]
 
     @abstractmethod
     def predict_action_chunk(self, obs: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Tensor:

@@ -87,7 +87,12 @@ class Trainer:
         policy_cfg = dataclasses.asdict(cfg.policy)
         name = policy_cfg.pop("name")
         features = {k: v for k, v in dataset.features.items() if k.startswith("observation.") or k == "action"}
-        self.policy: Policy = make_policy(name, features, dataset.stats, policy_cfg).to(self.device)
+        stats = dict(dataset.stats)
+        reference = policy_cfg.get("relative_action_key")
+        if reference is not None:  # the policy predicts offsets: normalise with their per-index statistics
+            offsets = ChunkWindowDataset(dataset, [reference], n_obs_steps=1, horizon=policy_cfg["horizon"])
+            stats["action"] = offsets.relative_action_stats(reference)
+        self.policy: Policy = make_policy(name, features, stats, policy_cfg).to(self.device)
         self.windows = ChunkWindowDataset(
             dataset,
             obs_keys=self.policy.input_keys,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ACTION_MODES = ("pusher_xy", "joint_pos")
-CAMERAS = ("overhead", "wrist", "front")
+CAMERAS = ("overhead", "wrist", "side")
 
 
 def _check_range(name: str, value: tuple[float, float], low: float | None = None) -> None:
@@ -62,7 +62,7 @@ class PushTConfig:
     cameras: tuple[str, ...] = ()  # observation.images.<camera> for each named camera
     depth: bool = False  # also observation.depth.<camera> (m) for each camera
     image_size: tuple[int, int] = (96, 96)  # (height, width) of camera observations
-    render_camera: str = "overhead"  # camera for render() (rollout videos)
+    render_camera: str = "side"  # camera for render() (rollout videos): an oblique view the arm does not hide
     render_size: tuple[int, int] = (240, 240)
 
     # --- initial states -------------------------------------------------------------------------------------

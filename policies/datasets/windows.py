@@ -115,3 +115,23 @@ class ChunkWindowDataset(Dataset):
         batch[self.action_key] = torch.from_numpy(self._arrays[self.action_key][act_idx].astype(np.float32))
         batch[f"{self.action_key}_is_pad"] = torch.from_numpy(act_raw > last)
         return batch
+
+    def relative_action_stats(self, reference_key: str) -> dict[str, np.ndarray]:
+        """min/max/mean/std, per chunk index, of the action chunks as offsets from ``reference_key``'s latest frame.
+
+        Returns arrays of shape ``(horizon, *action_shape)``: the normalisation statistics of a policy whose
+        ``relative_action_key`` is ``reference_key``. Raises KeyError if the key is not one of ``obs_keys``.
+        """
+        if reference_key not in self.obs_keys:
+            raise KeyError(f"{reference_key!r} is not among the window's obs_keys {self.obs_keys}")
+        t = np.arange(len(self))
+        act_idx = np.minimum(t[:, None] + np.arange(self.horizon), self._last[:, None])
+        offsets = self._arrays[self.action_key][act_idx] - self._arrays[reference_key][t][:, None]
+        offsets = offsets.astype(np.float64)
+        return {
+            "min": offsets.min(0),
+            "max": offsets.max(0),
+            "mean": offsets.mean(0),
+            "std": offsets.std(0),
+            "count": np.array([len(t)]),
+        }

@@ -105,7 +105,7 @@ class FlowMatchingPolicy(Policy):
         """Flow-matching loss on one un-normalised batch; returns ``(loss, {"loss": float})``."""
         if "action" not in batch:
             raise KeyError("batch has no 'action'")
-        norm = self.normalizer.normalize(batch)
+        norm = self.normalizer.normalize({**batch, "action": self.to_relative(batch["action"], batch)})
         cond = self.encode_observations(norm)
         actions = norm["action"]
         expected = (cond.shape[0], self.config.horizon, self.action_dim)
@@ -139,4 +139,4 @@ class FlowMatchingPolicy(Policy):
             x = x + self.net(x, t, cond) / steps
         if self.config.clip_sample and self.normalizer.modes.get("action") == "min_max":
             x = x.clamp(-1.0, 1.0)
-        return self.normalizer.unnormalize_action(x)
+        return self.to_absolute(self.normalizer.unnormalize_action(x), obs)

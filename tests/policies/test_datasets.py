@@ -542,3 +542,31 @@ def test_get_batch_equals_collated_items(tmp_path):
     expected = default_collate([windows[int(t)] for t in items])
     for key, value in batch.items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_relative_action_stats_match_numpy(tmp_path):
+    root = tmp_path / "ds"
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [2], "names": None},
+        "action": {"dtype": "float32", "shape": [2], "names": None},
+    }
+    rng = np.random.default_rng(1)
+    episodes = [rng.normal(size=(n, 2, 2)).astype(np.float32) for n in (6, 4)]
+    with LeRobotDatasetWriter(root, fps=10, features=features) as writer:
+        for episode in episodes:
+            for state, action in episode:
+                writer.add_frame({"observation.state": state, "action": action}, task="t")
+            writer.save_episode()
+    windows = ChunkWindowDataset(LeRobotDatasetReader(root), ["observation.state"], n_obs_steps=1, horizon=3)
+    stats = windows.relative_action_stats("observation.state")
+    expected = []
+    for episode in episodes:
+        states, actions = episode[:, 0], episode[:, 1]
+        for t in range(len(episode)):
+            chunk = actions[np.minimum(np.arange(t, t + 3), len(episode) - 1)]
+            expected.append(chunk - states[t])
+    expected = np.stack(expected)
+    np.testing.assert_allclose(stats["min"], expected.min(0), atol=1e-6)
+    np.testing.assert_allclose(stats["max"], expected.max(0), atol=1e-6)
+    np.testing.assert_allclose(stats["mean"], expected.mean(0), atol=1e-6)
+    assert stats["min"].shape == (3, 2)

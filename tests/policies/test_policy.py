@@ -390,3 +390,36 @@ def test_random_crop_takes_windows_of_the_image():
         windows = images[i, 0].unfold(0, 4, 1).unfold(1, 4, 1).reshape(-1, 4, 4)
         assert any(torch.equal(crops[i, 0], w) for w in windows)
     assert torch.equal(crop_images(images, (4, 4), random=False), images[:, :, 1:5, 1:5])
+
+
+def test_relative_actions_resolve_small_offsets_finer_than_absolute_ones():
+    """Offsets from the state, normalised per chunk index, give millimetre precision where absolute actions don't."""
+    horizon = 8
+    step = torch.tensor([0.004, -0.002])  # a slow push: 4.5 mm per step
+
+    def target(state: torch.Tensor) -> torch.Tensor:
+        return state[:, None, :] + step * torch.arange(1, horizon + 1)[None, :, None]
+
+    def make_batch(g=None):
+        state = sample_states(128, g)
+        return {"observation.state": state[:, None, :], "action": target(state)}
+
+    offsets = target(torch.zeros(1, 2))[0]
+    relative_stats = {
+        "observation.state": workspace_stats()["observation.state"],
+        "action": {"min": (offsets - 0.01).tolist(), "max": (offsets + 0.01).tolist()},
+    }
+    errors = {}
+    for name, key, stats in (("absolute", None, workspace_stats()), ("relative", "observation.state", relative_stats)):
+        torch.manual_seed(0)
+        config = small_config(n_obs_steps=1, horizon=horizon, n_action_steps=4, relative_action_key=key)
+        policy = FlowMatchingPolicy(config, lowdim_features(), stats)
+        train(policy, make_batch, steps=300)
+        policy.eval()
+        batch = make_batch(torch.Generator().manual_seed(3))
+        chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(4))
+        errors[name] = (chunk - batch["action"]).norm(dim=-1).mean().item()
+    assert errors["relative"] < 0.002, errors
+    assert errors["relative"] < 0.5 * errors["absolute"], errors
+    with pytest.raises(ValueError, match="relative_action_key"):
+        FlowMatchingPolicy(small_config(relative_action_key="observation.nope"), lowdim_features(), workspace_stats())
