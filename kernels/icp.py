@@ -47,16 +47,20 @@ def _robust_weight(r: float, loss: int, k: float) -> float:
 
 
 @wp.func
-def _nearest(grid: wp.uint64, target: wp.array(dtype=wp.vec3), s: wp.vec3, max_dist: float, cell: float) -> wp.vec2:
+def _nearest(grid: wp.uint64, target: wp.array(dtype=wp.vec3), s: wp.vec3, max_dist: float, cell: float,
+             bound: float) -> wp.vec2:
     """Nearest target point strictly closer than max_dist to s: (index as float, squared distance); index -1 if none.
 
-    Searches a radius of one cell first and widens it only while a point outside the searched
-    radius could still beat the best candidate.
+    With a known upper bound on the distance (``bound`` >= 0: the distance to last pass's partner)
+    one query of that radius is exact. Otherwise it searches a radius of one cell first and widens
+    it only while a point outside the searched radius could still beat the best candidate.
     """
     best = max_dist * max_dist
     hit = wp.int32(-1)
     j = wp.int32(0)
     radius = wp.min(cell, max_dist)
+    if bound >= 0.0:
+        radius = wp.min(bound * 1.00001 + 1.0e-7, max_dist)
     while True:
         query = wp.hash_grid_query(grid, s, radius)
         while wp.hash_grid_query_next(query, j):
@@ -75,19 +79,25 @@ def _pilot_distances(grid: wp.uint64, target: wp.array(dtype=wp.vec3), source: w
                      pick: wp.array(dtype=wp.int32), pose: wp.mat44, max_dist: float, cell: float,
                      out: wp.array(dtype=float)):
     t = wp.tid()
-    r = _nearest(grid, target, wp.transform_point(pose, source[pick[t]]), max_dist, cell)
+    r = _nearest(grid, target, wp.transform_point(pose, source[pick[t]]), max_dist, cell, -1.0)
     out[t] = wp.where(r[0] >= 0.0, wp.sqrt(r[1]), -1.0)
 
 
 @wp.kernel
 def _icp_terms(grid: wp.uint64, target: wp.array(dtype=wp.vec3), target_normals: wp.array(dtype=wp.vec3),
                source: wp.array(dtype=wp.vec3), pose: wp.mat44, max_dist: float, cell: float, loss: int,
-               loss_scale: float, acc: wp.array2d(dtype=wp.float64), offset: int, chunk: int, spread: int):
+               loss_scale: float, partner: wp.array(dtype=wp.int32), acc: wp.array2d(dtype=wp.float64),
+               offset: int, chunk: int, spread: int):
     t = wp.tid()
-    s = wp.transform_point(pose, source[t + offset])
-    found = _nearest(grid, target, s, max_dist, cell)
+    i = t + offset
+    s = wp.transform_point(pose, source[i])
+    bound = wp.float32(-1.0)
+    if partner[i] >= 0:
+        bound = wp.length(target[partner[i]] - s)
+    found = _nearest(grid, target, s, max_dist, cell, bound)
     hit = wp.int32(found[0])
     best = found[1]
+    partner[i] = hit
     if hit < 0:
         return
     slot = chunk + t % spread
@@ -153,7 +163,8 @@ class _AdaptiveGrid:
     def __init__(self, search: NeighborSearch, max_dist: float):
         self.search = search
         self.max_dist = max_dist
-        self.min_cell = min(max_dist, 1.5 * search._spacing())
+        # A degenerate spacing (duplicate or coplanar-grid points) must not give zero-width cells.
+        self.min_cell = max(min(max_dist, 1.5 * search._spacing()), 1e-3 * max_dist)
         self.cell = -1.0
 
     def fit(self, distance: float) -> None:
@@ -245,6 +256,7 @@ def icp_point_to_plane(
     n = src.shape[0]
     slots = reduction_slots(n, dev)
     acc = wp.zeros((slots, _NUM_TERMS), dtype=wp.float64, device=dev)
+    partner = wp.full(n, -1, dtype=wp.int32, device=dev)  # last pass's correspondence of each source point
     grid = _AdaptiveGrid(search, max_dist)
     grid.fit(_pilot_scale(grid, src, pose))
 
@@ -252,7 +264,7 @@ def icp_point_to_plane(
         acc.zero_()
         mat = wp.mat44(*m.astype(np.float32).reshape(-1).tolist())
         launch_chunks(_icp_terms, n, [search.grid.id, tgt_sorted, nrm_sorted, src, mat, max_dist, grid.cell,
-                                      LOSSES[loss], scale, acc], dev, slots)
+                                      LOSSES[loss], scale, partner, acc], dev, slots)
         terms = _Terms(acc.numpy())
         if terms.count:
             grid.fit(np.sqrt(terms.sq_sum / terms.count))  # next pass: cells sized to the current distances

@@ -17,7 +17,9 @@ import warp as wp
 from kernels._arrays import as_warp, kind_of, positive, to_kind
 from kernels._runtime import launch_rows, resolve_device
 
-_MAX_ROUNDS = 40
+# Queries answered one after another by one CPU thread (each bounds the next one's search radius);
+# a GPU runs one query per thread instead.
+_CPU_RUN = 32
 # Sampled queries whose exact k-th distance sets the search radius of a large query batch.
 _PILOT_QUERIES = 256
 # Queries are answered in blocks of this many rows, bounding memory at block * k entries.
@@ -56,39 +58,72 @@ def _morton_keys(points: wp.array(dtype=wp.vec3), lo: wp.vec3, scale: float, key
     order[i] = i
 
 
-@wp.kernel
-def _knn_round(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=wp.int32), map_ids: int,
-               queries: wp.array(dtype=wp.vec3), pending: wp.array(dtype=wp.int32), out_rows: wp.array(dtype=wp.int32),
-               radius: float, k: int, idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float),
-               found: wp.array(dtype=wp.int32), offset: int):
-    # Query row r writes output row out_rows[r]; candidates are kept sorted by distance (insertion).
-    # Points are stored in Morton order: with map_ids the original index ids[j] is written, else j.
-    r = pending[wp.tid() + offset]
-    o = out_rows[r]
-    x = queries[r]
-    r2 = radius * radius
+@wp.func
+def _knn_one(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=wp.int32), map_ids: int,
+             reach: float, x: wp.vec3, o: int, radius: float, k: int,
+             idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float)):
+    """k nearest of x into row o of idx/d2. The radius starts at `radius` and doubles until k points lie
+    within it; each round takes only the points of the new shell (beyond the previous radius), so no
+    point is counted twice and the k found are exactly the nearest. Candidates stay sorted (insertion).
+    """
+    inner = wp.float32(-1.0)
+    rad = radius
     count = wp.int32(0)
     j = wp.int32(0)
-    query = wp.hash_grid_query(grid, x, radius)
-    while wp.hash_grid_query_next(query, j):
-        dd = wp.length_sq(points[j] - x)
-        pos = wp.int32(-1)
-        if count < k:
-            if dd <= r2:
-                pos = count
-                count += 1
-        elif dd < d2[o, k - 1]:
-            pos = k - 1
-        if pos >= 0:
-            while pos > 0:
-                if d2[o, pos - 1] <= dd:
-                    break
-                d2[o, pos] = d2[o, pos - 1]
-                idx[o, pos] = idx[o, pos - 1]
-                pos -= 1
-            d2[o, pos] = dd
-            idx[o, pos] = wp.where(map_ids != 0, ids[j], j)
-    found[r] = count
+    while True:
+        r2 = rad * rad
+        query = wp.hash_grid_query(grid, x, rad)
+        while wp.hash_grid_query_next(query, j):
+            dd = wp.length_sq(points[j] - x)
+            if dd > inner and dd <= r2:
+                pos = wp.int32(-1)
+                if count < k:
+                    pos = count
+                    count += 1
+                elif dd < d2[o, k - 1]:
+                    pos = k - 1
+                if pos >= 0:
+                    while pos > 0:
+                        if d2[o, pos - 1] <= dd:
+                            break
+                        d2[o, pos] = d2[o, pos - 1]
+                        idx[o, pos] = idx[o, pos - 1]
+                        pos -= 1
+                    d2[o, pos] = dd
+                    idx[o, pos] = wp.where(map_ids != 0, ids[j], j)
+        if count >= k or rad > reach:
+            break
+        inner = r2
+        rad = 2.0 * rad
+
+
+@wp.kernel
+def _knn(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=wp.int32), map_ids: int,
+         lo: wp.vec3, hi: wp.vec3, queries: wp.array(dtype=wp.vec3), out_rows: wp.array(dtype=wp.int32),
+         radius: float, k: int, run: int, idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float), offset: int):
+    # One thread answers a run of `run` consecutive queries (Morton order: neighbours in space). The
+    # previous query's k-th distance plus the step between the two queries bounds the next query's
+    # k-th distance (triangle inequality), so that radius holds k points and one round suffices.
+    # Query row r writes output row out_rows[r]; Points are stored in Morton order: with map_ids the
+    # original index ids[j] is written, else the sorted position j.
+    first = (wp.tid() + offset) * run
+    last = wp.min(first + run, queries.shape[0])
+    diag = wp.length(hi - lo)
+    prev = wp.vec3(0.0)
+    bound = wp.float32(-1.0)
+    for r in range(first, last):
+        x = queries[r]
+        o = out_rows[r]
+        # Beyond this radius every point has been seen: distance to the cloud's box plus its diagonal.
+        reach = wp.length(wp.max(wp.max(lo - x, x - hi), wp.vec3(0.0))) + diag
+        start = radius
+        if bound >= 0.0:
+            tight = (bound + wp.length(x - prev)) * 1.00001 + 1.0e-7
+            if tight <= radius:
+                start = tight
+        _knn_one(grid, points, ids, map_ids, reach, x, o, start, k, idx, d2)
+        bound = wp.sqrt(d2[o, k - 1])
+        prev = x
 
 
 @wp.kernel
@@ -266,6 +301,7 @@ class NeighborSearch:
         self.grid = wp.HashGrid(d, d, d, device=self.device)
         self._cell = -1.0
         self._min_cell: float | None = None
+        self._box: tuple[wp.vec3, wp.vec3] | None = None
         self._rng = np.random.default_rng(0)
 
     def _build(self, radius: float) -> None:
@@ -275,7 +311,7 @@ class NeighborSearch:
         if self._min_cell is None:
             self._min_cell = 2.0 * self._spacing()
         cell = max(radius, self._min_cell)
-        if cell != self._cell:
+        if self._cell < 0 or abs(cell - self._cell) > 0.25 * self._cell:
             self.grid.build(self.sorted, cell)
             self._cell = cell
 
@@ -347,49 +383,40 @@ class NeighborSearch:
 
     def _knn_rows(self, queries: wp.array, out_rows: wp.array, k: int, radius: float, idx: wp.array, d2: wp.array,
                   *, map_ids: bool) -> float:
-        """Answer every row of ``queries`` into output row ``out_rows[r]``; return the radius that answered most."""
+        """Answer every row of ``queries`` into output row ``out_rows[r]``; return the starting radius used.
+
+        For large batches a pilot of sampled queries first measures the typical k-th distance, which
+        sets the grid's cell size and the starting radius (each query then widens its own radius).
+        """
         rows = int(queries.shape[0])
         if rows > 4 * _PILOT_QUERIES:
             radius = self._pilot_radius(queries, k, radius)
-        found = wp.zeros(rows, dtype=wp.int32, device=self.device)
-        pending_host = np.arange(rows, dtype=np.int32)
-        first_radius = radius
-        for _ in range(_MAX_ROUNDS):
-            self._build(radius)
-            pending = wp.array(pending_host, dtype=wp.int32, device=self.device)
-            launch_rows(_knn_round, len(pending_host), [self.grid.id, self.sorted, self.order, int(map_ids), queries,
-                                                        pending, out_rows, radius, k, idx, d2, found], self.device)
-            counts = found.numpy()[pending_host]
-            pending_host = pending_host[counts < k]
-            if len(pending_host) == 0:
-                return first_radius
-            radius *= 2.0
-        raise RuntimeError(f"k-nearest search did not converge after {_MAX_ROUNDS} radius doublings")
+        self._build(radius)
+        run = _CPU_RUN if self.device.is_cpu else 1
+        launch_rows(_knn, (rows + run - 1) // run, [self.grid.id, self.sorted, self.order, int(map_ids), *self._bounds(),
+                                                   queries, out_rows, radius, k, run, idx, d2], self.device, min_split=64)
+        return radius
+
+    def _bounds(self) -> tuple[wp.vec3, wp.vec3]:
+        if self._box is None:
+            from kernels.pointcloud import _bounds_of
+
+            lo, hi = _bounds_of(self.sorted, self.device)
+            self._box = (wp.vec3(*lo.astype(np.float32)), wp.vec3(*hi.astype(np.float32)))
+        return self._box
 
     def _pilot_radius(self, queries: wp.array, k: int, radius: float) -> float:
-        """Exact k-th neighbour distances of a few sampled queries -> a radius answering ~95% of all at once.
-
-        The pilot widens only its query radius (not the grid's cells), so it costs no grid rebuild.
-        """
+        """Median exact k-th neighbour distance (x1.2) of a few sampled queries."""
         pick = np.sort(self._rng.integers(0, queries.shape[0], _PILOT_QUERIES)).astype(np.int32)
         sample = gather(queries, wp.array(pick, device=self.device))
         rows = wp.array(np.arange(_PILOT_QUERIES, dtype=np.int32), device=self.device)
         idx = wp.empty((_PILOT_QUERIES, k), dtype=wp.int32, device=self.device)
         d2 = wp.empty((_PILOT_QUERIES, k), dtype=float, device=self.device)
-        found = wp.zeros(_PILOT_QUERIES, dtype=wp.int32, device=self.device)
         self._build(radius)
-        r = radius
-        pending_host = np.arange(_PILOT_QUERIES, dtype=np.int32)
-        for _ in range(_MAX_ROUNDS):
-            pending = wp.array(pending_host, dtype=wp.int32, device=self.device)
-            wp.launch(_knn_round, len(pending_host), inputs=[self.grid.id, self.sorted, self.order, 0, sample, pending,
-                                                             rows, r, k, idx, d2, found, 0], device=self.device)
-            pending_host = pending_host[found.numpy()[pending_host] < k]
-            if len(pending_host) == 0:
-                break
-            r *= 2.0
+        wp.launch(_knn, _PILOT_QUERIES, device=self.device, inputs=[
+            self.grid.id, self.sorted, self.order, 0, *self._bounds(), sample, rows, radius, k, 1, idx, d2, 0])
         kth = np.sqrt(d2.numpy()[:, k - 1].astype(np.float64))
-        return max(float(np.quantile(kth, 0.95)) * 1.05, 1e-9)
+        return max(float(np.median(kth)) * 1.2, 1e-9)
 
     def _self_knn_blocks(self, k: int):
         """Yield ``(row0, rows, idx)`` blocks of the k nearest of every point, in sorted positions.

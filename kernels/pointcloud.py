@@ -17,8 +17,9 @@ from kernels._arrays import as_matrix, as_rigid, as_warp, kind_of, positive, to_
 from kernels._runtime import launch_chunks, launch_rows, reduction_slots, resolve_device
 
 _BIG = wp.constant(1.0e30)
-# Element-wise kernels give each thread a block of this many points (a Warp CPU thread costs a few ns).
-_BLOCK = wp.constant(256)
+# Element-wise kernels give each CPU thread a block of this many points (a Warp CPU thread costs a
+# few ns); a GPU runs one point per thread.
+_CPU_BLOCK = 256
 # Points per bucket of the CPU farthest point sampler.
 _FPS_BUCKET = 32
 
@@ -75,9 +76,9 @@ def _depth_points(depth: wp.array2d(dtype=float), mask: wp.array2d(dtype=wp.bool
 
 
 @wp.kernel
-def _transform(points: wp.array(dtype=wp.vec3), m: wp.mat44, out: wp.array(dtype=wp.vec3), offset: int):
+def _transform(points: wp.array(dtype=wp.vec3), m: wp.mat44, block: int, out: wp.array(dtype=wp.vec3), offset: int):
     b = wp.tid() + offset
-    for i in range(b * _BLOCK, wp.min((b + 1) * _BLOCK, points.shape[0])):
+    for i in range(b * block, wp.min((b + 1) * block, points.shape[0])):
         out[i] = wp.transform_point(m, points[i])
 
 
@@ -300,7 +301,8 @@ def transform_points(points: Any, transform: Any, *, device: str | None = None) 
     p = as_warp(points, "points", dev, shape=(None, 3), dtype=wp.vec3)
     m = as_matrix(transform, "transform", 4, 4)
     out = wp.empty_like(p)
-    launch_rows(_transform, (p.shape[0] + _BLOCK - 1) // _BLOCK, [p, _mat44(m), out], dev, min_split=64)
+    block = _CPU_BLOCK if dev.is_cpu else 1
+    launch_rows(_transform, (p.shape[0] + block - 1) // block, [p, _mat44(m), block, out], dev, min_split=64)
     return to_kind(out, kind_of(points))
 
 
