@@ -280,14 +280,14 @@ def depth_to_points(
     rows_out = (h + stride - 1) // stride
     common = [d, m, int(mask is not None), 1.0 / scale, min(trunc, _BIG), stride]
     counts = wp.empty(rows_out, dtype=wp.int32, device=dev)
-    launch_rows(_depth_row_counts, rows_out, [*common, counts], dev, min_split=16)
+    launch_rows(_depth_row_counts, rows_out, [*common, counts], dev, min_split=512)
     starts = wp.empty(rows_out, dtype=wp.int32, device=dev)
     wp.utils.array_scan(counts, starts, inclusive=False)
     total = int(starts[rows_out - 1 : rows_out].numpy()[0] + counts[rows_out - 1 : rows_out].numpy()[0])
     points = wp.empty(total, dtype=wp.vec3, device=dev)
     colors = wp.empty((total if rgb is not None else 1, 3), dtype=wp.uint8, device=dev)
     launch_rows(_depth_points, rows_out, [*common, starts, float(fx), float(fy), float(cx), float(cy), _mat44(pose),
-                                          c, int(rgb is not None), points, colors], dev, min_split=16)
+                                          c, int(rgb is not None), points, colors], dev, min_split=512)
     return DepthPoints(to_kind(points, out_kind), to_kind(colors, out_kind) if rgb is not None else None)
 
 
@@ -302,7 +302,7 @@ def transform_points(points: Any, transform: Any, *, device: str | None = None) 
     m = as_matrix(transform, "transform", 4, 4)
     out = wp.empty_like(p)
     block = _CPU_BLOCK if dev.is_cpu else 1
-    launch_rows(_transform, (p.shape[0] + block - 1) // block, [p, _mat44(m), block, out], dev, min_split=64)
+    launch_rows(_transform, (p.shape[0] + block - 1) // block, [p, _mat44(m), block, out], dev, min_split=512)
     return to_kind(out, kind_of(points))
 
 
