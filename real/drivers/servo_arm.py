@@ -7,10 +7,14 @@ Connect and disconnect keep the arm still:
 
 * ``connect`` opens the bus, pings every servo, puts any servo not in position mode into it (that needs its
   torque off for a moment), writes goal := present position and then enables torque, so the arm holds where it is
-  instead of jumping to a stale goal; it reads the torque back and fails if a servo did not enable it.
+  instead of jumping to a stale goal.
 * ``disconnect`` holds (goal := present position) and leaves torque **on**. That is the safe default: an arm whose
   torque is cut falls under gravity onto whatever is below it, while a holding arm stays where it was last seen
   moving. Set ``torque_off_on_disconnect`` only for an arm parked in a pose where it cannot fall.
+
+SYNC_WRITE has no status packet, so the writes of ``connect``, ``hold`` and ``disconnect`` are read back and a
+servo that did not take them raises :class:`~real.drivers.errors.ServoBusError` (``send_action``, the hot path,
+does not read back: its effect shows in the next observation).
 
 ``send_action`` clamps each target to the joint's calibrated range and, with ``max_relative_target``, to at most
 that far from the previous target; every clamp is logged; it returns the target sent, quantised to whole ticks.
@@ -124,6 +128,20 @@ def koch_config(port: str, joints: Sequence[JointCalibration] | None = None, **k
                           joints=list(joints) if joints is not None else default_joints(), **kwargs)
 
 
+def _write_verified(bus: ServoBus, name: str, values: np.ndarray) -> None:
+    """SYNC_WRITE ``values`` to register ``name`` and read it back (SYNC_WRITE has no status packet to confirm it).
+
+    Raises:
+        ServoBusError: a servo holds another value afterwards (names the ids).
+    """
+    bus.sync_write(name, values)
+    back = bus.sync_read(name)[name]
+    wrong = [i for i, v, b in zip(bus.motor_ids, values, back) if int(v) != int(b)]
+    if wrong:
+        raise ServoBusError(f"{bus}: servo id(s) {wrong} did not take {name} = "
+                            f"{[int(v) for i, v in zip(bus.motor_ids, values) if i in wrong]}", motor_id=wrong[0])
+
+
 class ServoArmRobot(Robot):
     """An arm of position-controlled bus servos behind the :class:`~real.robot.Robot` interface.
 
@@ -142,7 +160,7 @@ class ServoArmRobot(Robot):
 
     def __init__(self, config: ServoArmConfig) -> None:
         super().__init__(config)
-        self.config: ServoArmConfig = config
+        self.config: ServoArmConfig = config  # narrows the type
         table = CONTROL_TABLES[config.protocol]
         self.calibration = ArmCalibration(config.joints, table.ticks_per_rev, table.max_tick, table.velocity_unit)
         self._obs_features, self._act_features = joint_features(self.calibration.names)
@@ -183,7 +201,7 @@ class ServoArmRobot(Robot):
         Raises:
             MissingDriverError: the vendor SDK is not installed (names the extra to install).
             ConnectionError: the port cannot be opened, or a servo does not answer (names the id).
-            ServoBusError: a servo is of the wrong family, or did not enable its torque.
+            ServoBusError: a servo is of the wrong family, or did not take the goal or the torque enable.
         """
         cfg, table = self.config, CONTROL_TABLES[self.config.protocol]
         bus = BUSES[cfg.protocol](cfg.port, self.calibration.motor_ids, cfg.baudrate, cfg.num_retries, cfg.timeout_ms)
@@ -197,12 +215,8 @@ class ServoArmRobot(Robot):
                     bus.write("torque_enable", motor_id, 0)
                     bus.write("operating_mode", motor_id, table.position_mode)
             ticks = bus.sync_read("present_position")["present_position"]
-            bus.sync_write("goal_position", ticks)
-            bus.sync_write("torque_enable", [1] * len(ticks))
-            torque = bus.sync_read("torque_enable")["torque_enable"]
-            if not np.all(torque == 1):
-                off = [i for i, t in zip(bus.motor_ids, torque) if t != 1]
-                raise ServoBusError(f"{self}: servo id(s) {off} did not enable torque", motor_id=off[0])
+            _write_verified(bus, "goal_position", ticks)
+            _write_verified(bus, "torque_enable", np.ones_like(ticks))
         except BaseException:
             bus.close()
             raise
@@ -260,7 +274,7 @@ class ServoArmRobot(Robot):
             ServoBusError: the positions could not be read or the goal not sent.
         """
         ticks = self.bus.sync_read("present_position")["present_position"]
-        self.bus.sync_write("goal_position", ticks)
+        _write_verified(self.bus, "goal_position", ticks)
         self._target = self.calibration.ticks_to_rad(ticks)
 
     @requires_connected
@@ -283,7 +297,7 @@ class ServoArmRobot(Robot):
         bus = self.bus
         try:
             if self.config.torque_off_on_disconnect:
-                bus.sync_write("torque_enable", [0] * len(bus.motor_ids))
+                _write_verified(bus, "torque_enable", np.zeros(len(bus.motor_ids), dtype=np.int64))
             else:
                 self.hold()
         finally:

@@ -208,8 +208,8 @@ def test_torque_off_on_disconnect_and_operating_mode_fixed_on_connect(protocol, 
 
 def test_connect_names_a_missing_servo(protocol, emulated):
     emulated.set_responding(2, False)
-    robot = ServoArmRobot(ServoArmConfig(protocol=protocol, port=emulated.port, joints=JOINTS, num_retries=0,
-                                         timeout_ms=100))
+    robot = ServoArmRobot(ServoArmConfig(protocol=protocol, port=emulated.port, joints=JOINTS, num_retries=1,
+                                         timeout_ms=250))
     with pytest.raises(ConnectionError, match=r"servo id\(s\) \[2\]"):
         robot.connect()
     assert not robot.is_connected
