@@ -32,6 +32,9 @@ from kernels.geom_mesh import geom_mesh
 # (their mesh is the box itself, so the result is the same, about five times cheaper).
 _MESH = wp.constant(0)
 _BOX = wp.constant(1)
+# Spheres, capsules and cylinders: their tessellation lies inside the capsule of radius halves[g][0]
+# and half-length halves[g][1] about z, so a ray that misses that capsule misses the mesh (exact cull).
+_ROUND = wp.constant(2)
 # Pixels are binned in TILE x TILE tiles; a ray only visits the geoms that meet its tile's frustum.
 TILE = 8
 
@@ -66,6 +69,33 @@ def _box_hit(o: wp.vec3, d: wp.vec3, half: wp.vec3, max_t: float) -> wp.vec4:
     n = wp.vec3(0.0)
     n[axis] = sign
     return wp.vec4(n[0], n[1], n[2], t0)
+
+
+@wp.func
+def _segments_dist2(p1: wp.vec3, d1: wp.vec3, p2: wp.vec3, d2: wp.vec3) -> float:
+    """Squared distance between segments p1 + s d1 and p2 + t d2, s, t in [0, 1] (Ericson 5.1.9)."""
+    r = p1 - p2
+    a = wp.dot(d1, d1)
+    e = wp.dot(d2, d2)
+    f = wp.dot(d2, r)
+    s = wp.float32(0.0)
+    t = wp.float32(0.0)
+    if e <= 1.0e-20:
+        s = wp.clamp(-wp.dot(d1, r) / a, 0.0, 1.0)
+    else:
+        c = wp.dot(d1, r)
+        b = wp.dot(d1, d2)
+        denom = a * e - b * b
+        if denom > 1.0e-20:
+            s = wp.clamp((b * f - c * e) / denom, 0.0, 1.0)
+        t = (b * s + f) / e
+        if t < 0.0:
+            t = 0.0
+            s = wp.clamp(-c / a, 0.0, 1.0)
+        elif t > 1.0:
+            t = 1.0
+            s = wp.clamp((b - c) / a, 0.0, 1.0)
+    return wp.length_sq((p1 + s * d1) - (p2 + t * d2))
 
 
 @wp.func
@@ -191,11 +221,20 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
                         hit = g
                         normal = rg * wp.vec3(r[0], r[1], r[2])
                 elif _aabb_enters(rt * oc, rt * d, lows[g], highs[g], best):
-                    q = wp.mesh_query_ray(meshes[g], rt * oc, rt * d, best)
-                    if q.result and q.t < best:
-                        best = q.t
-                        hit = g
-                        normal = rg * q.normal
+                    ol = rt * oc
+                    dl = rt * d
+                    miss = False
+                    if kinds[g] == _ROUND:
+                        rh = halves[g]
+                        axis = wp.vec3(0.0, 0.0, rh[1])
+                        reach = rh[0] * 1.0001 + 1.0e-6
+                        miss = _segments_dist2(ol, best * dl, -axis, 2.0 * axis) > reach * reach
+                    if not miss:
+                        q = wp.mesh_query_ray(meshes[g], ol, dl, best)
+                        if q.result and q.t < best:
+                            best = q.t
+                            hit = g
+                            normal = rg * q.normal
     if hit < 0:
         depth[row] = 0.0
         seg_geom[row] = -1
@@ -214,6 +253,18 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
     col3 = colors[hit] * shade
     for k in range(3):
         rgb[row, k] = wp.uint8(wp.clamp(col3[k] * 255.0 + 0.5, 0.0, 255.0))
+
+
+def _intersector(model: mujoco.MjModel, geom: int) -> tuple[int, np.ndarray]:
+    """How the ray kernel treats a geom: (kind, parameters) for _BOX (half sizes) or _ROUND (radius, half-length)."""
+    kind, size = int(model.geom_type[geom]), np.asarray(model.geom_size[geom], dtype=np.float64)
+    if kind == mujoco.mjtGeom.mjGEOM_BOX:
+        return 1, size
+    if kind == mujoco.mjtGeom.mjGEOM_SPHERE:
+        return 2, np.array([size[0], 0.0, 0.0])
+    if kind in (mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER):
+        return 2, np.array([size[0], size[1], 0.0])  # a cylinder lies inside the capsule of its size
+    return 0, np.zeros(3)
 
 
 class RenderOutput(NamedTuple):
@@ -315,9 +366,9 @@ class BatchRenderer:
         self._meshes, radii, colors, kinds, halves, lows, highs = [], [], [], [], [], [], []
         for g in self.geom_ids:
             m = geom_mesh(self.model, int(g))
-            is_box = int(self.model.geom_type[g]) == mujoco.mjtGeom.mjGEOM_BOX
-            kinds.append(1 if is_box else 0)
-            halves.append(self.model.geom_size[g] if is_box else np.zeros(3))
+            kind, half = _intersector(self.model, int(g))
+            kinds.append(kind)
+            halves.append(half)
             lows.append(m.vertices.min(axis=0) - 1e-6)
             highs.append(m.vertices.max(axis=0) + 1e-6)
             self._meshes.append(wp.Mesh(wp.array(m.vertices.astype(np.float32), dtype=wp.vec3, device=self.device),
