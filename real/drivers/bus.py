@@ -14,6 +14,10 @@ control table. Every transaction goes through the SDK's packet code. What this l
 The SDK's ``GroupSyncRead.rxPacket`` drops each servo's error field and does not say which servo failed, so a sync
 read sends the instruction with ``GroupSyncRead.txPacket`` and collects each servo's status with the SDK's
 ``readRx``, in the order the servos answer.
+
+Known SDK limit: ``dynamixel_sdk`` 4.1's ``txPacket`` drops the result of its own byte stuffing, so an instruction
+whose parameters contain ``FF FF FD`` goes out unstuffed. Goal positions in 0..4095 never contain it; status packets
+(servo to host) are unstuffed correctly.
 """
 
 from __future__ import annotations

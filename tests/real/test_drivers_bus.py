@@ -169,3 +169,12 @@ def test_emulator_as_its_own_process():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_dynamixel_status_with_byte_stuffing_reads_back_exactly():
+    value = -0x02020001  # little-endian bytes FF FF FD FD: sent stuffed as FF FF FD FD FD, unstuffed by the SDK
+    with EmulatedServoBus("dynamixel", IDS, ticks=START) as emu:
+        emu.set_register(2, "homing_offset", value)
+        with DynamixelBus(emu.port, IDS, timeout_ms=TIMEOUT_MS) as b:
+            assert b.read("homing_offset", 2) == value
+            assert b.sync_read("homing_offset")["homing_offset"].tolist() == [0, value, 0]
