@@ -309,7 +309,10 @@ class NeighborSearch:
         most cells hold under ~4 points (the grid's fixed number of hash buckets would then alias
         far-apart cells and fill each query with useless candidates)."""
         if self._min_cell is None:
-            self._min_cell = 2.0 * self._spacing()
+            # Also keep coordinates / cell far below 2**31 (the grid's integer cell coordinates).
+            lo, hi = (np.array(v, dtype=np.float64) for v in self._bounds())
+            scale = max(1.0, float(np.abs(lo).max()), float(np.abs(hi).max()))
+            self._min_cell = max(2.0 * self._spacing(), 1e-6 * scale)
         cell = max(radius, self._min_cell)
         if self._cell < 0 or abs(cell - self._cell) > 0.25 * self._cell:
             self.grid.build(self.sorted, cell)
@@ -317,7 +320,8 @@ class NeighborSearch:
 
     def _sample(self, arr: wp.array, count: int) -> np.ndarray:
         n = arr.shape[0]
-        pick = np.arange(n, dtype=np.int32) if n <= count else self._rng.integers(0, n, count).astype(np.int32)
+        # Without replacement: a repeated pick would look like a zero-distance neighbour in _spacing.
+        pick = np.arange(n, dtype=np.int32) if n <= count else np.sort(self._rng.choice(n, count, replace=False)).astype(np.int32)
         if arr.device.is_cpu:
             return arr.numpy()[pick].astype(np.float64)
         return gather(arr, wp.array(pick, device=arr.device)).numpy().astype(np.float64)
@@ -325,6 +329,8 @@ class NeighborSearch:
     def _spacing(self) -> float:
         """Typical distance (m) from a point to its nearest other point, from a sample (surface assumed)."""
         ref = self._sample(self.points, 2048)
+        if len(ref) < 2:
+            return 0.0
         own = np.sqrt(((ref[:64, None, :] - ref[None, :, :]) ** 2).sum(-1))
         own.sort(axis=1)
         return float(np.median(own[:, 1])) * np.sqrt(min(1.0, len(ref) / self.num_points))
@@ -504,8 +510,9 @@ def statistical_outlier_mask(points: Any, k: int = 20, std_ratio: float = 2.0, *
     """Return a bool mask ``(N,)`` of inliers by the statistical outlier test of Open3D.
 
     For each point, ``a`` = mean distance to its ``k`` nearest neighbours (itself included, as in
-    Open3D); a point is kept when ``a < mean(a) + std_ratio * std(a)`` (sample std). Unlike Open3D,
-    a point whose neighbours all coincide with it (``a = 0``) is kept.
+    Open3D); a point is kept when ``a <= mean(a) + std_ratio * std(a)`` (sample std). Open3D uses
+    ``<`` and drops points with ``a = 0``, which removes every point of a cloud whose ``a`` are all
+    equal (a regular grid, coincident points); here those are kept. Elsewhere the masks agree.
 
     Raises:
         ValueError: on bad points, ``k`` not in ``[1, N]`` or ``std_ratio < 0``.
@@ -521,7 +528,7 @@ def statistical_outlier_mask(points: Any, k: int = 20, std_ratio: float = 2.0, *
         launch_rows(_row_mean_sqrt, rows, [d2, search.order, row0, avg], search.device)
     a = avg.numpy().astype(np.float64)
     std = a.std(ddof=1) if n > 1 else 0.0
-    mask = a < a.mean() + ratio * std
+    mask = a <= a.mean() + ratio * std
     if n == 1:
         mask[:] = True
     out = wp.array(mask, dtype=wp.bool, device=search.device)

@@ -150,3 +150,21 @@ def test_neighbour_ops_reject_bad_input(rng, call, message):
     p = rng.uniform(-1, 1, (20, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=message):
         call(p)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_tiny_and_degenerate_clouds(n):
+    p = np.array([[0.5, -2.0, 3.0], [0.6, -2.0, 3.0], [0.5, -1.9, 3.1]], dtype=np.float32)[:n]
+    res = knn_search(p, p, n)
+    _assert_knn_exact(p, p, res, n)
+    far = np.array([[40.0, 40.0, 40.0]], dtype=np.float32)
+    _assert_knn_exact(p, far, knn_search(p, far, 1), 1)
+    assert radius_search(p, p, 0.2).offsets[-1] == n * n
+    assert chamfer_distance(p, p).distance == 0.0
+    assert statistical_outlier_mask(p, 1).all()
+    same = np.repeat(p[:1], 50, axis=0)  # all points identical: zero extent, zero spacing
+    res = knn_search(same, same[:3], 4)
+    assert np.all(res.sq_distances == 0)
+    if n == 3:
+        normal = estimate_normals(p, 3, viewpoint=(0.0, 0.0, 10.0))
+        np.testing.assert_allclose(np.abs(normal @ np.array([0.0, -1.0, 1.0]) / np.sqrt(2)), 1.0, atol=1e-5)

@@ -181,3 +181,15 @@ def test_depth_to_points_rejects_bad_input(kwargs, message):
     depth, intr = args.pop("depth"), args.pop("intrinsics")
     with pytest.raises(ValueError, match=message):
         depth_to_points(depth, intr, **args)
+
+
+def test_single_point_and_coincident_clouds():
+    one = np.array([[1.0, -2.0, 3.0]], dtype=np.float32)
+    np.testing.assert_allclose(voxel_downsample(one, 0.1).points, one)
+    assert farthest_point_sample(one, 1).tolist() == [0]
+    np.testing.assert_allclose(transform_points(one, POSE), one @ POSE[:3, :3].T + POSE[:3, 3], atol=1e-5)
+    same = np.repeat(one, 40, axis=0)
+    np.testing.assert_allclose(voxel_downsample(same, 0.01).points, one)
+    assert farthest_point_sample(same, 3).tolist() == [0, 0, 0]  # every distance is 0: lowest index wins
+    empty = depth_to_points(np.zeros((4, 5), np.float32), K)
+    assert empty.points.shape == (0, 3)
