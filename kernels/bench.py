@@ -1,8 +1,9 @@
 """Benchmarks of the kernels against Open3D and MuJoCo's renderer, on the same data in the same process.
 
 ``run_kernel_benchmarks(device, sizes)`` times every point-cloud op with our kernels and with Open3D
-for each cloud size, and the batched renderer against MuJoCo's per-world renderer, prints one line
-per measurement and returns the headline figures as ``{name: value}``. Ratios are oriented so that
+for each cloud size, and the batched renderer against MuJoCo's per-world renderer, prints one table
+line per measurement and returns the figures as ``{name: value}`` (``scripts/bench.py kernels``
+prints them as ``name: value`` lines and writes them to JSON). Ratios are oriented so that
 > 1 means ours is faster (Open3D time / our time, our frames/s / MuJoCo frames/s). Times are the best
 of a few runs after a warm-up (which also compiles Warp modules). On a CUDA device our inputs are
 handed over as CUDA tensors, so copies to and from the host are not timed; Open3D runs on the CPU.
@@ -291,8 +292,4 @@ def run_kernel_benchmarks(device: str, sizes: list[int], *, render_worlds: int =
         _renderer(bench, xml, render_worlds, render_size, camera)
     else:
         print(f"renderer benchmark skipped: {xml} not found")
-    print()
-    for key, value in bench.figures.items():
-        if "ratio" in key or key.endswith("_fps"):
-            print(f"{key}: {value}")
     return dict(bench.figures)

@@ -22,9 +22,8 @@ def test_benchmark_reports_every_op_and_the_renderer(capsys):
     if PUSHT_XML.exists():
         assert figures["render_2x16_fps"] > 0
         assert figures["render_2x16_ratio_vs_mujoco_rgb"] > 0
-        assert "render_2x16_ratio_vs_mujoco_rgb_depth_seg: " in out
-    # Headline figures are printed machine-readably, one `name: value` per line.
-    assert "voxel_downsample_3k_ratio_vs_open3d: " in out
+        assert "render_2x16" in out
+    assert all(op in out for op in OPS)  # one table line per measurement
 
 
 @pytest.mark.parametrize("sizes", [[], [10], None])
