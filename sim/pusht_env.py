@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib import resources
 from typing import Any
@@ -87,6 +88,9 @@ class PushTEnv(gym.Env):
         self._joint_targets = NOMINAL_POSTURE.copy()
         self._steps = 0
         self.physics_params: dict[str, float] = {}
+        # Advances the physics by n steps; the digital twin replaces it to interleave its measurement-driven
+        # correction wrenches with the physics (see sim.twin.DigitalTwin).
+        self.advance_physics: Callable[[int], None] = self._mj_step
 
         self.observation_space = self._make_observation_space()
         if config.action_mode == "pusher_xy":
@@ -235,12 +239,12 @@ class PushTEnv(gym.Env):
                 waypoint = start + (target - start) * (k / n_ik)
                 self._joint_targets = self.ik.solve(self._joint_targets, self._tip_target(waypoint), PUSHER_DOWN)
                 self.data.ctrl[:] = self._joint_targets
-                mujoco.mj_step(self.model, self.data, nstep=physics_per_ik)
+                self.advance_physics(physics_per_ik)
             self._pusher_target = target
         else:
             self._joint_targets = np.clip(action, self.action_space.low, self.action_space.high).astype(float)
             self.data.ctrl[:] = self._joint_targets
-            mujoco.mj_step(self.model, self.data, nstep=self._n_substeps)
+            self.advance_physics(self._n_substeps)
             self._pusher_target = self.pusher_xy
         self._steps += 1
         coverage = self.coverage()
@@ -248,6 +252,9 @@ class PushTEnv(gym.Env):
         reward = min(coverage / self.config.success_threshold, 1.0)
         truncated = self._steps >= self.config.max_episode_steps
         return self._observation(), reward, success, truncated, self._info(coverage)
+
+    def _mj_step(self, n: int) -> None:
+        mujoco.mj_step(self.model, self.data, nstep=n)
 
     # ------------------------------------------------------------------------------------------ observation
     def _observation(self) -> dict[str, np.ndarray]:
