@@ -163,6 +163,8 @@ class CorrectionForces:
             mask = mask.reshape((w, n))
         rows = w * n
         slots = reduction_slots(rows, self.device)
+        if not self.device.is_cpu:  # many worlds already spread the atomics; cap the buffer at ~64k rows
+            slots = max(1, min(slots, 65536 // (w * b)))
         acc = wp.zeros((slots, w * b, _TERMS), dtype=wp.float64, device=self.device)
         launch_chunks(_wrench_terms, rows, [pts, mask, self.mesh_ids, pos, rot_w, com, lin, ang, float(self.gain),
                                             float(self.damping), float(self.cutoff), acc], self.device, slots)
