@@ -1,1 +1,51 @@
-"""realsim real package."""
+"""realsim's hardware side: the Robot interface, the safety layer, and the bridge (wire protocol, server, client).
+
+The real robot only tracks the twin's joints (DESIGN.md section 6). Any :class:`Robot` backend (hardware
+drivers in ``real.drivers``, the emulated reality, :class:`SimulatedJointRobot`) is wrapped in a
+:class:`SafeRobot` (limits, watchdog, e-stop) and served by a :class:`RobotServer` in its own process;
+:class:`RemoteRobot` is the same interface on the client side of the wire.
+"""
+
+from real.client import RemoteRobot, RemoteRobotConfig
+from real.protocol import PROTOCOL_VERSION, ProtocolError
+from real.robot import (
+    DeviceAlreadyConnectedError,
+    DeviceNotConnectedError,
+    Robot,
+    RobotConfig,
+    joint_features,
+    requires_connected,
+    requires_disconnected,
+)
+from real.safe_robot import SafeRobot, SafeRobotConfig
+from real.safety import Refusal, SafetyConfig, SafetyLayer, Status
+from real.server import RobotServer, ServerConfig, ServerProcess
+from real.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
+from real.transport import AuthenticationError, RemoteError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AuthenticationError",
+    "DeviceAlreadyConnectedError",
+    "DeviceNotConnectedError",
+    "ProtocolError",
+    "Refusal",
+    "RemoteError",
+    "RemoteRobot",
+    "RemoteRobotConfig",
+    "Robot",
+    "RobotConfig",
+    "RobotServer",
+    "SafeRobot",
+    "SafeRobotConfig",
+    "SafetyConfig",
+    "SafetyLayer",
+    "ServerConfig",
+    "ServerProcess",
+    "SimulatedJointRobot",
+    "SimulatedJointRobotConfig",
+    "Status",
+    "joint_features",
+    "requires_connected",
+    "requires_disconnected",
+]

@@ -271,7 +271,7 @@ class Robot(ABC):
 
     @abstractmethod
     def hold(self) -> None:
-        """Command the robot to stay where it is now (target := measured position).
+        """Command the robot to stop and stay still: target := where it comes to rest, braking within its limits.
 
         Raises:
             DeviceNotConnectedError: not connected.

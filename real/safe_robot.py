@@ -1,8 +1,8 @@
 """A robot behind the always-on safety layer and the command watchdog: what the bridge server drives.
 
 Every command to the backend goes through :class:`real.safety.SafetyLayer`; a watchdog thread makes the
-backend hold its position when no fresh (accepted) command came for ``watchdog_timeout``. Holding means
-target := the measured position; the backend then brakes within its own acceleration limits.
+backend hold its position when no fresh (accepted) command came for ``watchdog_timeout``. Holding means the
+backend's ``hold()``: it brakes within its acceleration limits and stays where it comes to rest.
 """
 
 from __future__ import annotations
@@ -191,6 +191,11 @@ class SafeRobot(Robot):
                 self._watchdog.feed(now)
             return {JOINT_POS: self._target.copy()}
 
+    def new_session(self) -> None:
+        """A new command source starts: its sequence numbers are checked from scratch."""
+        with self._lock:
+            self.safety.new_session()
+
     def refuse(self, refusal: Refusal, message: str) -> None:
         """Record a command refused before it reached this robot (e.g. NOT_COMMANDER by the server)."""
         with self._lock:
@@ -198,7 +203,7 @@ class SafeRobot(Robot):
 
     @requires_connected
     def hold(self, reason: str = "request") -> None:
-        """Hold the current position (target := measured position) until the next accepted command."""
+        """Make the backend brake and stay still until the next accepted command."""
         with self._lock:
             self._hold(reason)
 

@@ -122,19 +122,23 @@ class Verdict:
 
 
 class _RateLimitedLog:
-    """WARNING at most once per ``period`` seconds per kind, with the number of events since the last one."""
+    """Each event at DEBUG, and a WARNING at most once per ``period`` seconds per kind with the count since the last.
+
+    Messages are built lazily (``message()``), only when a line is actually written: the filter runs at 500 Hz.
+    """
 
     def __init__(self, period: float = 1.0) -> None:
         self.period = period
         self._last: dict[str, float] = {}
         self._pending: dict[str, int] = {}
 
-    def event(self, kind: str, message: str) -> None:
-        log.debug("safety %s: %s", kind, message)
+    def event(self, kind: str, message: Callable[[], str]) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("safety %s: %s", kind, message())
         now = time.monotonic()
         self._pending[kind] = self._pending.get(kind, 0) + 1
         if now - self._last.get(kind, -math.inf) >= self.period:
-            log.warning("safety %s (%d since last report): %s", kind, self._pending[kind], message)
+            log.warning("safety %s (%d since last report): %s", kind, self._pending[kind], message())
             self._last[kind] = now
             self._pending[kind] = 0
 
@@ -225,7 +229,7 @@ class SafetyLayer:
         if refusal == Refusal.NONE:
             raise ValueError("Refusal.NONE is not a refusal")
         self.refusal_counts[refusal] += 1
-        self._log.event(f"refused/{refusal.name.lower()}", message)
+        self._log.event(f"refused/{refusal.name.lower()}", lambda: message)
         return Verdict(None, (), refusal)
 
     def filter(self, target: np.ndarray, now: float, sent_at: float | None = None, seq: int | None = None) -> Verdict:
@@ -260,20 +264,20 @@ class SafetyLayer:
 
         clamps: list[str] = []
         desired = np.clip(target, self._lower, self._upper)
-        if not np.array_equal(desired, target):
+        if (desired != target).any():
             clamps.append("position")
         dt = min(max(stamp - self._ref_time, 1e-6), cfg.max_dt)
         vel = (desired - self._ref) / dt
         limited = np.clip(vel, -self._vmax, self._vmax)
-        if not np.array_equal(limited, vel):
+        if (limited != vel).any():
             clamps.append("velocity")
         vel = limited
         limited = np.clip(vel, self._ref_vel - self._amax * dt, self._ref_vel + self._amax * dt)
-        if not np.array_equal(limited, vel):
+        if (limited != vel).any():
             clamps.append("acceleration")
         step = limited * dt
         limited = np.clip(step, -cfg.max_step, cfg.max_step)
-        if not np.array_equal(limited, step):
+        if (limited != step).any():
             clamps.append("step")
         rate_limited = any(kind in clamps for kind in ("velocity", "acceleration", "step"))
         # A target within the rate limits passes bit-exactly; a limited one is rebuilt from the step (and clipped
@@ -286,7 +290,7 @@ class SafetyLayer:
             clamps.append("workspace")
         for kind in clamps:
             self.clamp_counts[kind] += 1
-            self._log.event(f"clamp/{kind}", f"target {np.round(target, 4)} -> {np.round(out, 4)}")
+            self._log.event(f"clamp/{kind}", lambda: f"target {np.round(target, 4)} -> {np.round(out, 4)}")
         if clamps:
             self._n_clamped_commands += 1
         self._ref_vel = (out - self._ref) / dt

@@ -145,18 +145,18 @@ class SimulatedJointRobot(Robot):
         with self._lock:
             self._advance(self._clock())
             self._target = self._q.copy()
+            self._v[:] = 0.0  # the brakes engage
             self._connected = False
 
     @requires_connected
     def get_observation(self) -> dict[str, np.ndarray]:
-        """The state integrated up to now; positions carry ``position_noise``."""
+        """The state at the last completed sub-step (its time is ``timestamp``); positions carry ``position_noise``."""
         with self._lock:
-            now = self._clock()
-            self._advance(now)
+            self._advance(self._clock())
             q = self._q if self.config.position_noise == 0 else self._q + self._rng.normal(
                 0.0, self.config.position_noise, self._q.shape)
             return {JOINT_POS: q.copy(), JOINT_VEL: self._v.copy(), JOINT_TARGET: self._target.copy(),
-                    TIMESTAMP: np.array([now])}
+                    TIMESTAMP: np.array([self._t])}
 
     @requires_connected
     def send_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -179,32 +179,42 @@ class SimulatedJointRobot(Robot):
 
     @requires_connected
     def hold(self) -> None:
-        """Target := the current position; the arm brakes within its acceleration limits."""
+        """Brake at the acceleration limit and stay where the arm comes to rest.
+
+        The target becomes each joint's stopping point ``q + v|v| / (2 a_max)`` (clamped to the limits), so the
+        arm decelerates straight to rest, in ``|v| / a_max`` seconds, without coming back to where it was.
+        """
         with self._lock:
             self._advance(self._clock())
-            self._target = self._q.copy()
+            stop = self._q + self._v * np.abs(self._v) / (2.0 * self._amax)
+            self._target = np.clip(stop, self._lower, self._upper)
 
     def _advance(self, now: float) -> None:
-        """Integrate the tracking dynamics from the last update time to ``now`` (s), in ``substep`` steps."""
-        elapsed = now - self._t
-        if elapsed <= 0:
+        """Integrate the tracking dynamics in whole ``substep`` steps up to ``now`` (s).
+
+        Like a controller sampling at 1/substep, the state is that of the last completed sub-step; its time is
+        ``self._t`` (the observation's timestamp).
+        """
+        dt = self.config.substep
+        n = int((now - self._t) / dt)
+        if n <= 0:
             return
-        self._t = now
-        dt_max = self.config.substep
-        n = math.ceil(elapsed / dt_max - 1e-9)
-        dt = elapsed / n
-        gain, vmax, amax = self.config.gain, self._vmax, self._amax
+        self._t += n * dt
         q, v, target = self._q, self._v, self._target
+        if not v.any() and np.array_equal(q, target):
+            return  # at rest on target
+        gain, vmax, two_a, dv_max = self.config.gain, self._vmax, 2.0 * self._amax, self._amax * dt
         for _ in range(n):
             err = target - q
-            if np.all(np.abs(v) < 1e-9) and np.all(np.abs(err) < 1e-9):
+            abs_err = np.abs(err)
+            speed = np.minimum(np.minimum(gain * abs_err, vmax), np.sqrt(two_a * abs_err))
+            v += np.clip(np.copysign(speed, err) - v, -dv_max, dv_max)
+            q += v * dt
+            if abs_err.max() < 1e-9 and np.abs(v).max() < 1e-9:
                 q[:] = target  # settled: snap and stop integrating
                 v[:] = 0.0
                 break
-            mag = np.minimum(np.minimum(gain * np.abs(err), vmax), np.sqrt(2.0 * amax * np.abs(err)))
-            v += np.clip(np.sign(err) * mag - v, -amax * dt, amax * dt)
-            q += v * dt
+        if (q < self._lower).any() or (q > self._upper).any():  # hard stops (targets are clamped inside them)
             at_stop = (q < self._lower) | (q > self._upper)
-            if np.any(at_stop):
-                np.clip(q, self._lower, self._upper, out=q)
-                v[at_stop] = 0.0
+            np.clip(q, self._lower, self._upper, out=q)
+            v[at_stop] = 0.0

@@ -1,0 +1,228 @@
+"""The client side of the bridge: :class:`RemoteRobot`, a :class:`Robot` whose backend runs in a server process.
+
+Each call is one request and one STATE reply over TCP (:mod:`real.protocol`): ``send_action`` sends a
+COMMAND, ``get_observation`` a HEARTBEAT (which does not feed the server's watchdog: only commands do, so a
+client that stops commanding leaves the robot holding). Observation timestamps are converted to this
+process's ``time.monotonic()`` with the clock offset estimated at the handshake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from real.panda import PANDA_JOINT_NAMES
+from real.protocol import Command, MsgType, ProtocolError, State
+from real.robot import (
+    JOINT_POS,
+    JOINT_TARGET,
+    JOINT_VEL,
+    SAFETY_CLAMPED,
+    SAFETY_REFUSED,
+    SAFETY_STATUS,
+    TIMESTAMP,
+    Features,
+    Robot,
+    RobotConfig,
+    joint_action,
+    joint_features,
+    requires_connected,
+    requires_disconnected,
+)
+from real.safety import Refusal, Status
+from real.transport import ConnectionClosedError, FramedSocket, client_handshake, expect, secret_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RemoteRobotConfig(RobotConfig):
+    """Where the robot server is and which joints it must have."""
+
+    id: str = "remote"
+    host: str = "127.0.0.1"
+    port: int = 0  # the server's TCP port (required)
+    secret: str = ""  # shared secret, if the server needs one
+    joint_names: tuple[str, ...] = PANDA_JOINT_NAMES  # checked against the server's robot at connect()
+    timeout: float = 1.0  # s to wait for each reply
+    connect_timeout: float = 5.0  # s for the TCP connection and the handshake
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.joint_names = tuple(str(n) for n in self.joint_names)
+        if not 1 <= int(self.port) <= 65535:
+            raise ValueError(f"RemoteRobotConfig.port must be the server's port in [1, 65535], got {self.port!r}")
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError(f"RemoteRobotConfig timeouts must be > 0, got timeout={self.timeout}, "
+                             f"connect_timeout={self.connect_timeout}")
+
+
+class RemoteRobot(Robot):
+    """A robot served by :class:`real.server.RobotServer`, with the same interface as a local backend.
+
+    Features are known before ``connect()`` from ``config.joint_names`` (with the ``safety.*`` keys of a robot
+    behind the safety layer); ``connect()`` checks them against the server's. ``send_action`` returns the
+    target the robot tracks after the command (clamped, or unchanged if refused; ``last_refusal`` says why).
+    A lost connection makes ``is_connected`` false and raises :class:`ConnectionError`; the server then holds
+    the robot.
+
+    Raises:
+        ConnectionError (``AuthenticationError``, ``RemoteError``): from ``connect()``: unreachable server,
+            failed handshake; from requests: the connection broke or the server reported an error.
+        TimeoutError: no reply within ``config.timeout``.
+        ValueError: from ``connect()``, if the server's robot has other joints than configured.
+    """
+
+    name = "remote"
+    config_class = RemoteRobotConfig
+
+    def __init__(self, config: RemoteRobotConfig) -> None:
+        super().__init__(config)
+        self.config: RemoteRobotConfig
+        self._obs_features, self._act_features = joint_features(config.joint_names, safety=True)
+        self._conn: FramedSocket | None = None
+        self._offset_ns = 0
+        self.server_info: dict[str, Any] = {}  # the server's WELCOME description, after connect()
+        self.last_state: State | None = None
+        self.last_refusal = Refusal.NONE
+        self.latencies_ns: list[int] | None = None  # set to a list to record request -> reply times
+
+    @property
+    def observation_features(self) -> Features:
+        """``joint.pos``, ``joint.vel``, ``joint.target``, ``timestamp`` and the ``safety.*`` keys."""
+        return self._obs_features
+
+    @property
+    def action_features(self) -> Features:
+        """``{"joint.pos": float64 [n]}``, joint position targets in rad."""
+        return self._act_features
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is up (it goes down on any transport error)."""
+        return self._conn is not None and not self._conn.closed
+
+    @property
+    def clock_offset_ns(self) -> int:
+        """The server's monotonic clock minus ours (ns), estimated at the handshake."""
+        return self._offset_ns
+
+    @requires_disconnected
+    def connect(self) -> None:
+        """Connect, authenticate, and check that the server's robot has the configured joints."""
+        cfg = self.config
+        sock = socket.create_connection((cfg.host, int(cfg.port)), timeout=cfg.connect_timeout)
+        conn = FramedSocket(sock)
+        try:
+            session = client_handshake(conn, secret_bytes(cfg.secret), cfg.connect_timeout)
+            names = [str(n) for n in session.info.get("joint_names", [])]
+            if names != list(cfg.joint_names):
+                raise ValueError(f"server robot has joints {names}, RemoteRobotConfig.joint_names is "
+                                 f"{list(cfg.joint_names)}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._offset_ns, self.server_info = conn, session.clock_offset_ns, session.info
+        log.info("%r connected to %s:%d (%s, clock offset %.3f ms)", self, cfg.host, cfg.port,
+                 session.info.get("name"), self._offset_ns * 1e-6)
+
+    @requires_connected
+    def disconnect(self) -> None:
+        """Say BYE (the server makes the robot hold) and close the connection."""
+        try:
+            self._request(MsgType.BYE)
+        except (ConnectionError, TimeoutError, ProtocolError) as exc:
+            log.info("%r: BYE not acknowledged (%s); closing anyway", self, exc)
+        finally:
+            self._close()
+
+    @requires_connected
+    def get_observation(self) -> dict[str, np.ndarray]:
+        """The robot's latest state (timestamp on this process's ``time.monotonic()`` clock) and safety status."""
+        return self._observation(self._request(MsgType.HEARTBEAT))
+
+    @requires_connected
+    def send_action(self, action: Mapping[str, Any], sent_at: float | None = None) -> dict[str, np.ndarray]:
+        """Send joint targets (rad); returns the target the robot tracks after the server's safety layer.
+
+        Args:
+            action: ``{"joint.pos": targets}``.
+            sent_at: the time (this process's ``time.monotonic()``, s) the targets belong to, e.g. the sample time
+                of a trajectory; default: now. The server's velocity and acceleration limits use the spacing of
+                these stamps, so stamping samples with their own time keeps send jitter out of the limits.
+
+        Raises:
+            KeyError, ValueError: wrong keys or size (values are checked by the server: NaN is refused there).
+        """
+        target = joint_action(action, len(self.config.joint_names))
+        stamp = None if sent_at is None else int(round(sent_at * 1e9))
+        state = self._request(MsgType.COMMAND, Command(target).encode(), stamp)
+        return {JOINT_POS: state.targets.copy()}
+
+    @requires_connected
+    def hold(self) -> None:
+        """Make the robot hold its current position."""
+        self._request(MsgType.HOLD)
+
+    @requires_connected
+    def estop(self) -> None:
+        """Latch the server's e-stop: the robot holds and every command is refused until :meth:`reset_estop`."""
+        self._request(MsgType.ESTOP)
+
+    @requires_connected
+    def reset_estop(self) -> None:
+        """Release the server's e-stop."""
+        self._request(MsgType.RESET)
+
+    @property
+    def status(self) -> Status:
+        """Safety status bits of the last reply."""
+        return Status(self.last_state.status) if self.last_state is not None else Status.OK
+
+    def _observation(self, state: State) -> dict[str, np.ndarray]:
+        stamp = (state.measured_ns - self._offset_ns) * 1e-9
+        return {JOINT_POS: state.positions, JOINT_VEL: state.velocities, JOINT_TARGET: state.targets,
+                TIMESTAMP: np.array([stamp]), SAFETY_STATUS: np.array([state.status], dtype=np.int64),
+                SAFETY_CLAMPED: np.array([state.clamped], dtype=np.int64),
+                SAFETY_REFUSED: np.array([state.refused], dtype=np.int64)}
+
+    def _request(self, msg_type: MsgType, payload: bytes = b"", timestamp_ns: int | None = None) -> State:
+        """Send one request and return the STATE that acknowledges it; any failure closes the connection."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            sent_ns = time.monotonic_ns()
+            seq, _ = conn.send(msg_type, payload, timestamp_ns=timestamp_ns)
+            frame = expect(conn.recv(self.config.timeout), MsgType.STATE)
+            state = State.decode(frame.payload)
+            if state.ack_seq != seq:
+                raise ProtocolError(f"STATE acknowledges seq {state.ack_seq}, expected {seq}")
+        except (OSError, ProtocolError) as exc:  # OSError covers ConnectionError and TimeoutError
+            self._close()
+            if isinstance(exc, ConnectionClosedError):
+                raise ConnectionClosedError(f"{self!r}: the server closed the connection") from exc
+            raise
+        if self.latencies_ns is not None:
+            self.latencies_ns.append(time.monotonic_ns() - sent_ns)
+        if len(state.positions) != len(self.config.joint_names):
+            self._close()
+            raise ProtocolError(f"STATE has {len(state.positions)} joints, expected {len(self.config.joint_names)}")
+        self.last_state = state
+        try:
+            self.last_refusal = Refusal(state.last_refusal)
+        except ValueError:  # a newer server's code: report it as a refusal we cannot name
+            log.warning("%r: unknown refusal code %d", self, state.last_refusal)
+            self.last_refusal = Refusal.MALFORMED
+        return state
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
