@@ -432,6 +432,37 @@ class BatchRenderer:
         self._host_cam_rot[:] = cr[:, self.camera_ids].reshape(w, -1, 3, 3)
         self._upload()
 
+    def update_from_body_poses(self, xpos: Any, xquat: Any) -> None:
+        """Take poses from body frames only, e.g. from a batched simulator: ``xpos (W, nbody, 3)``, ``xquat (W, nbody, 4)``.
+
+        Geom and camera poses follow from their fixed offsets in the body frames (``geom_pos``,
+        ``geom_quat``, ``cam_pos``, ``cam_quat``), as MuJoCo computes them.
+
+        Raises:
+            ValueError: on wrong shapes, non-finite values or non-unit quaternions, or when a
+                rendered camera is not fixed to its body (tracking cameras need ``update``).
+        """
+        w, m = self.num_worlds, self.model
+        pos = _host(xpos, "xpos", (w, m.nbody, 3))
+        quat = _host(xquat, "xquat", (w, m.nbody, 4))
+        norms = np.linalg.norm(quat, axis=-1)
+        if np.any(np.abs(norms - 1.0) > 1e-3):
+            raise ValueError("xquat must hold unit quaternions (w, x, y, z)")
+        moving = [int(c) for c in self.camera_ids if int(m.cam_mode[c]) != int(mujoco.mjtCamLight.mjCAMLIGHT_FIXED)]
+        if moving:
+            names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, c) or str(c) for c in moving]
+            raise ValueError(f"cameras {names} track other bodies; their poses need update(data)")
+        body_rot = _quats_to_mats(quat / norms[..., None])
+        for ids, dst_pos, dst_rot, off_pos, off_quat, owner in (
+            (self.geom_ids, self._host_geom_pos, self._host_geom_rot, m.geom_pos, m.geom_quat, m.geom_bodyid),
+            (self.camera_ids, self._host_cam_pos, self._host_cam_rot, m.cam_pos, m.cam_quat, m.cam_bodyid),
+        ):
+            b = owner[ids]
+            rot = body_rot[:, b]
+            dst_pos[:] = pos[:, b] + np.einsum("wgij,gj->wgi", rot, off_pos[ids])
+            dst_rot[:] = rot @ _quats_to_mats(np.asarray(off_quat[ids], dtype=np.float64))
+        self._upload()
+
     def set_camera_pose(self, world: int, camera: int, pos: Any, xmat: Any) -> None:
         """Move camera slot ``camera`` of world ``world`` to any viewpoint (MuJoCo axes: looks along -z).
 
@@ -487,6 +518,16 @@ class BatchRenderer:
                 out = out.copy() if like == "numpy" else out.clone()
             outs.append(out)
         return RenderOutput(*outs)
+
+
+def _quats_to_mats(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) of unit quaternions (..., 4) in (w, x, y, z) order."""
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
 
 
 def _host(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -193,6 +193,10 @@ def test_many_worlds_equal_single_world_renders_and_arrays_update(pusht):
     batch.update_from_arrays(stack("geom_xpos"), stack("geom_xmat"), stack("cam_xpos"), stack("cam_xmat"))
     again = batch.render()
     np.testing.assert_array_equal(again.geom, out.geom.numpy())
+    batch.update_from_body_poses(stack("xpos"), stack("xquat"))  # what a batched simulator provides
+    from_bodies = batch.render()
+    assert np.mean(from_bodies.geom == out.geom.numpy()) > 0.999
+    np.testing.assert_allclose(from_bodies.depth, out.depth.numpy(), atol=1e-4)
 
 
 def test_free_camera_pose_renders_like_the_model_camera():
@@ -223,6 +227,8 @@ def test_free_camera_pose_renders_like_the_model_camera():
         (lambda m, d: BatchRenderer(m, ["top"], 8, 8).set_camera_pose(0, 0, [0, 0, 1], np.ones((3, 3))), ValueError,
          "xmat must be a rotation matrix"),
         (lambda m, d: BatchRenderer(m, ["top"], 8, 8).set_camera_pose(0, 3, [0, 0, 1], np.eye(3)), ValueError, "out of range"),
+        (lambda m, d: BatchRenderer(m, ["top"], 8, 8).update_from_body_poses(d.xpos[None], 2 * d.xquat[None]), ValueError,
+         "xquat must hold unit quaternions"),
     ],
 )
 def test_renderer_rejects_bad_input(call, error, message):
