@@ -41,8 +41,8 @@ class TwinConfig:
     # forces: each depth point pulls on the nearest block surface point (kernels.CorrectionForces), the depth
     #       analogue of Real-is-Sim's visual forces; none: open loop.
     correction: str = "pose"
-    gain: float = 8000.0  # forces mode: spring stiffness (N/m), averaged over the attracting points
-    damping: float = 100.0  # forces mode: dashpot on the block surface velocity (N s/m)
+    gain: float = 3000.0  # forces mode: spring stiffness (N/m), averaged over the attracting points
+    damping: float = 40.0  # forces mode: dashpot on the block surface velocity (N s/m)
     cutoff: float = 0.06  # observed points farther than this from the block are ignored (m)
     bandwidth: float = 80.0  # pose mode: natural frequency of the critically damped pull (rad/s)
     min_fitness: float = 0.3  # pose mode: ICP inlier fraction below which a measurement is not trusted

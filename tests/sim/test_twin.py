@@ -1,0 +1,106 @@
+"""The digital twin keeps its block in sync with a different 'reality' from depth frames alone."""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import pytest
+
+import sim  # noqa: F401  (head-less rendering default)
+from sim.expert import PushTExpert
+from sim.pusht_config import DomainRandomizationConfig, PushTConfig
+from sim.pusht_env import PushTEnv
+from sim.pusht_geometry import wrap_angle
+from sim.twin import DepthFrame, DigitalTwin, TwinConfig
+
+REALITY = PushTConfig(randomization=DomainRandomizationConfig(friction_scale=(0.7, 0.7), block_mass_scale=(1.3, 1.3)))
+
+
+def _camera_feed(reality: PushTEnv, twin: DigitalTwin):
+    calibration = {c: twin.camera_calibration(c) for c in twin.config.cameras}
+
+    def measure() -> list[DepthFrame]:
+        frames = []
+        for camera in twin.config.cameras:
+            depth = reality.render_camera(camera, twin.config.depth_size, depth=True)
+            depth[depth > 2.0] = 0.0  # background: no return
+            frames.append(DepthFrame(camera, depth, *calibration[camera]))
+        return frames
+
+    return measure
+
+
+def _pose_error(twin: DigitalTwin, reality: PushTEnv) -> tuple[float, float]:
+    error = twin.env.block_pose - reality.block_pose
+    return float(np.linalg.norm(error[:2])), float(abs(wrap_angle(error[2])))
+
+
+def test_pose_correction_pulls_a_displaced_twin_block_onto_reality():
+    reality, twin = PushTEnv(REALITY), DigitalTwin(PushTEnv(), TwinConfig(depth_size=(96, 96)))
+    options = {"pusher_xy": (0.35, -0.2)}
+    twin.env.reset(seed=0, options={**options, "block_pose": (0.55, 0.05, 0.3)})
+    reality.reset(seed=0, options={**options, "block_pose": (0.565, 0.04, 0.38)})
+    twin.attach(_camera_feed(reality, twin))
+    twin.step_physics(0.5)
+    position, angle = _pose_error(twin, reality)
+    assert position < 0.002 and np.degrees(angle) < 1.0, (position, np.degrees(angle))
+    assert twin.measurements >= 0.5 * twin.config.rate_hz
+
+
+def _sync_error_under_pushes(correction: str, steps: int = 120) -> tuple[float, float]:
+    """RMS twin-vs-reality block error when reality differs (friction, mass) and its block gets pushes the twin
+    never sees, while the robot in reality tracks the twin's joint targets."""
+    reality = PushTEnv(REALITY)
+    twin = DigitalTwin(PushTEnv(), TwinConfig(correction=correction, depth_size=(96, 96)))
+    obs, _ = twin.env.reset(seed=100001)
+    reality.reset(seed=100001)
+    twin.attach(_camera_feed(reality, twin))
+    expert = PushTExpert.for_env(twin.env)
+    rng = np.random.default_rng(0)
+    block = reality.model.body("block").id
+    errors = []
+    for step in range(steps):
+        obs, *_ = twin.env.step(expert.act(obs))  # the policy acts in the twin ...
+        reality.data.ctrl[:] = twin.env.data.ctrl  # ... and the real robot tracks the twin's joint targets
+        reality.data.xfrc_applied[block, :2] = rng.normal(0, 1.5, 2) if step % 30 == 15 else 0.0
+        mujoco.mj_step(reality.model, reality.data, nstep=50)
+        errors.append(_pose_error(twin, reality))
+    rms_position, rms_angle = np.sqrt(np.mean(np.square(errors), axis=0))
+    return float(rms_position), float(np.degrees(rms_angle))
+
+
+def test_twin_follows_reality_under_unmodelled_pushes():
+    synced, open_loop = _sync_error_under_pushes("pose"), _sync_error_under_pushes("none")
+    assert synced[0] < 0.005 and synced[1] < 3.0, synced  # 5 mm and 3 degrees RMS
+    assert open_loop[0] > 3 * synced[0], (synced, open_loop)
+
+
+def test_forces_correction_pulls_towards_the_observed_block():
+    reality, twin = PushTEnv(), DigitalTwin(PushTEnv(), TwinConfig(correction="forces", depth_size=(96, 96)))
+    options = {"pusher_xy": (0.35, -0.2)}
+    twin.env.reset(seed=0, options={**options, "block_pose": (0.55, 0.05, 0.3)})
+    reality.reset(seed=0, options={**options, "block_pose": (0.565, 0.05, 0.3)})
+    before = _pose_error(twin, reality)[0]
+    twin.attach(_camera_feed(reality, twin))
+    twin.step_physics(0.5)
+    assert _pose_error(twin, reality)[0] < 0.5 * before
+
+
+def test_collect_mode_puts_the_twin_arm_at_measured_joints():
+    twin = DigitalTwin(PushTEnv(), TwinConfig(mode="collect"))
+    twin.env.reset(seed=0)
+    q = twin.env.ik.solve(twin.env.data.qpos[twin.env._arm_qpos], np.array([0.6, 0.1, 0.005]), twin.env.ik.site_pose(
+        twin.env.data.qpos[twin.env._arm_qpos])[1], iterations=100)
+    twin.follow_joints(q)
+    np.testing.assert_allclose(twin.env.pusher_xy, [0.6, 0.1], atol=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        twin.follow_joints(np.zeros(6))
+
+
+def test_bad_twin_config_names_the_field():
+    with pytest.raises(ValueError, match="twin.mode"):
+        TwinConfig(mode="replay")
+    with pytest.raises(ValueError, match="twin.correction"):
+        TwinConfig(correction="magic")
+    with pytest.raises(ValueError, match="no camera"):
+        DigitalTwin(PushTEnv(), TwinConfig(cameras=("ceiling",)))
