@@ -6,10 +6,12 @@ reference (the last target it let through, with its time and velocity) and, in t
 1. refuses a command when the e-stop is latched, when it is malformed (wrong size, NaN/inf), stale (older
    than ``max_command_age``, or dated that far in the future) or out of order (seq not above the last one);
 2. clamps the target to the joint position limits;
-3. limits the target's velocity ``(target - ref) / dt`` to ``max_velocity`` and its change of velocity to
+3. limits the target's velocity ``(target - ref) / dt`` to ``max_velocity`` (and, towards a position limit,
+   to ``sqrt(2 * max_acceleration * distance)`` so it can still stop in time) and its change of velocity to
    ``max_acceleration * dt``, where ``dt`` is the time since the reference (the sender's timestamps when given,
    so network jitter does not change the limit), capped at ``max_dt``;
-4. limits the change per command to ``max_step``, and clamps to the position limits again;
+4. limits the change per command to ``max_step``, and clamps to the position limits again: position limits
+   win over the acceleration limit where the two conflict (a target stopped at a limit);
 5. if a forward-kinematics callable is given, keeps the end effector inside the workspace box: a target
    outside is pulled back along the segment from the reference (bisection), or refused if the reference is
    outside too.
@@ -268,7 +270,10 @@ class SafetyLayer:
             clamps.append("position")
         dt = min(max(stamp - self._ref_time, 1e-6), cfg.max_dt)
         vel = (desired - self._ref) / dt
-        limited = np.clip(vel, -self._vmax, self._vmax)
+        # Towards a position limit, no faster than a stop at max_acceleration allows: v <= sqrt(2 a d).
+        up = np.minimum(self._vmax, np.sqrt(2.0 * self._amax * np.maximum(self._upper - self._ref, 0.0)))
+        down = np.minimum(self._vmax, np.sqrt(2.0 * self._amax * np.maximum(self._ref - self._lower, 0.0)))
+        limited = np.clip(vel, -down, up)
         if (limited != vel).any():
             clamps.append("velocity")
         vel = limited
