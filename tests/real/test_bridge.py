@@ -1,0 +1,241 @@
+"""The bridge end to end on real sockets: authentication, misbehaving clients, command ownership, stale and
+out-of-order commands, the e-stop, and the watchdog holding the robot when its commanding process dies."""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import signal
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from real.bench import measure_hold
+from real.client import RemoteRobot, RemoteRobotConfig
+from real.protocol import Command, ErrorCode, ErrorMessage, MsgType, State, encode_frame
+from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_STATUS
+from real.safe_robot import SafeRobot, SafeRobotConfig
+from real.safety import Refusal, SafetyConfig, Status
+from real.server import RobotServer, ServerConfig, ServerProcess
+from real.sim_robot import SimulatedJointRobot
+from real.transport import AuthenticationError, FramedSocket, RemoteError, client_handshake, expect
+
+# Measured on the shared 2-core test machine (load ~4, normal scheduling), over 8 runs each: after SIGKILL the
+# robot held within 1-5 ms and was at rest within 12-20 ms; after SIGSTOP (only the 25 ms watchdog can tell)
+# it held within 23-25 ms and was at rest within 27-30 ms. The issue's bound is 50 ms.
+HOLD_BOUND_MS = 50.0
+
+
+def _own_non_loopback_ipv4() -> str | None:
+    """An IPv4 address of one of this machine's own interfaces that is not loopback (traffic stays local)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            address = socket.inet_ntoa(packed[20:24])
+            if not ipaddress.ip_address(address).is_loopback:
+                return address
+    finally:
+        probe.close()
+    return None
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess(SimulatedJointRobot) as process:
+        yield process
+
+
+def _remote(server: ServerProcess, **overrides) -> RemoteRobot:
+    return RemoteRobot(RemoteRobotConfig(port=server.address[1], **overrides))
+
+
+def _raw_session(port: int, host: str = "127.0.0.1") -> FramedSocket:
+    conn = FramedSocket(socket.create_connection((host, port), timeout=5.0))
+    client_handshake(conn, b"", timeout=5.0)
+    return conn
+
+
+def _reply(conn: FramedSocket) -> State:
+    return State.decode(expect(conn.recv(2.0), MsgType.STATE).payload)
+
+
+# --- authentication and address policy -------------------------------------------------------------------------------
+
+
+def test_non_loopback_bind_needs_a_secret():
+    with pytest.raises(ValueError, match="secret"):
+        ServerConfig(host="0.0.0.0")
+    with pytest.raises(ValueError, match="secret"):
+        ServerConfig(host="192.0.2.7")
+    assert ServerConfig(host="localhost").host == "localhost"
+    assert ServerConfig(host="0.0.0.0", secret="x").secret == "x"
+
+
+def test_on_a_non_loopback_address_only_clients_with_the_secret_get_in():
+    host = _own_non_loopback_ipv4()
+    if host is None:
+        pytest.skip("this machine has no non-loopback IPv4 interface")
+    with ServerProcess(SimulatedJointRobot, ServerConfig(host=host, secret="s3cret")) as process:
+        port = process.address[1]
+        for secret in ("", "wrong"):
+            robot = RemoteRobot(RemoteRobotConfig(host=host, port=port, secret=secret))
+            with pytest.raises(AuthenticationError, match="server refused"):
+                robot.connect()
+            assert not robot.is_connected
+        with RemoteRobot(RemoteRobotConfig(host=host, port=port, secret="s3cret")) as robot:
+            assert robot.get_observation()[JOINT_POS].shape == (7,)
+            assert robot.server_info["name"] == "sim_joint"
+
+
+def test_a_client_with_a_secret_refuses_a_server_that_cannot_prove_it_knows_it(server):
+    robot = _remote(server, secret="s3cret")
+    with pytest.raises(AuthenticationError, match="prove"):
+        robot.connect()
+
+
+def test_client_checks_the_servers_joints(server):
+    robot = _remote(server, joint_names=("a", "b"))
+    with pytest.raises(ValueError, match="joints"):
+        robot.connect()
+    assert not robot.is_connected
+
+
+# --- misbehaving clients ---------------------------------------------------------------------------------------------
+
+
+def test_garbage_gets_an_error_and_a_closed_connection_and_the_server_keeps_serving(server):
+    conn = FramedSocket(socket.create_connection(("127.0.0.1", server.address[1]), timeout=5.0))
+    assert conn.recv(2.0).type == MsgType.HELLO
+    conn.sock.sendall(b"GET / HTTP/1.1\r\nHost: robot\r\n\r\n" + b"\x00" * 64)
+    error = ErrorMessage.decode(expect(conn.recv(2.0), MsgType.ERROR).payload)
+    assert error.code == ErrorCode.PROTOCOL and "magic" in error.text
+    with pytest.raises(ConnectionError):
+        conn.recv(2.0)
+    conn.close()
+    with _remote(server) as robot:
+        assert robot.get_observation()[JOINT_POS].shape == (7,)
+
+
+def test_a_commander_that_breaks_the_protocol_is_dropped_and_the_robot_holds(server):
+    conn = _raw_session(server.address[1])
+    with _remote(server) as observer:
+        q = observer.get_observation()[JOINT_TARGET]
+        conn.send(MsgType.COMMAND, Command(q).encode())
+        assert _reply(conn).last_refusal == Refusal.NONE
+        assert not observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING
+        conn.sock.sendall(encode_frame(MsgType.COMMAND, 99, time.monotonic_ns(), Command(q).encode())[:-1] + b"?")
+        assert expect(conn.recv(2.0), MsgType.ERROR)
+        conn.close()
+        deadline = time.monotonic() + 2.0
+        while not observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING
+
+
+def test_silent_clients_are_dropped_after_the_handshake_timeout_and_extra_clients_are_refused():
+    robot = SafeRobot(SimulatedJointRobot(), SafeRobotConfig(safety=SafetyConfig(watchdog_timeout=1.0)))
+    with RobotServer(robot, ServerConfig(max_clients=1, handshake_timeout=0.2)) as srv:
+        port = srv.address[1]
+        silent = FramedSocket(socket.create_connection(("127.0.0.1", port), timeout=5.0))
+        assert silent.recv(2.0).type == MsgType.HELLO
+        extra = FramedSocket(socket.create_connection(("127.0.0.1", port), timeout=5.0))
+        busy = ErrorMessage.decode(expect(extra.recv(2.0), MsgType.ERROR).payload)
+        assert busy.code == ErrorCode.BUSY
+        start = time.monotonic()
+        timeout = ErrorMessage.decode(expect(silent.recv(2.0), MsgType.ERROR).payload)
+        assert timeout.code == ErrorCode.AUTH_FAILED and "timed out" in timeout.text
+        assert 0.1 < time.monotonic() - start < 1.5
+        for conn in (silent, extra):
+            conn.close()
+        with RemoteRobot(RemoteRobotConfig(port=port)) as remote:  # the slot is free again
+            assert remote.get_observation()[JOINT_POS].shape == (7,)
+    assert not robot.is_connected
+
+
+# --- command ownership, staleness, ordering, e-stop -------------------------------------------------------------------
+
+
+def test_only_one_client_commands_at_a_time(server):
+    with _remote(server, id="a") as a, _remote(server, id="b") as b:
+        q = a.get_observation()[JOINT_TARGET]
+        a.send_action({JOINT_POS: q})
+        assert a.last_refusal == Refusal.NONE
+        sent = b.send_action({JOINT_POS: q + 1e-5})[JOINT_POS]
+        assert b.last_refusal == Refusal.NOT_COMMANDER
+        np.testing.assert_array_equal(sent, q)  # b's command changed nothing
+        a.disconnect()
+        time.sleep(0.05)
+        b.send_action({JOINT_POS: q + 1e-5})
+        assert b.last_refusal == Refusal.NONE
+
+
+def test_stale_commands_are_refused_over_the_wire(server):
+    with _remote(server) as robot:
+        q = robot.get_observation()[JOINT_TARGET]
+        sent = robot.send_action({JOINT_POS: q + 1e-5}, sent_at=time.monotonic() - 0.5)[JOINT_POS]
+        assert robot.last_refusal == Refusal.STALE and robot.status & Status.REFUSED
+        np.testing.assert_array_equal(sent, q)
+        robot.send_action({JOINT_POS: q + 1e-5})
+        assert robot.last_refusal == Refusal.NONE
+
+
+def test_out_of_order_commands_are_refused_over_the_wire(server):
+    conn = _raw_session(server.address[1])
+    try:
+        conn.send(MsgType.HEARTBEAT)
+        q = _reply(conn).targets
+        for seq, expected in ((10, Refusal.NONE), (9, Refusal.OUT_OF_ORDER), (10, Refusal.OUT_OF_ORDER),
+                              (11, Refusal.NONE)):
+            conn.sock.sendall(encode_frame(MsgType.COMMAND, seq, time.monotonic_ns(), Command(q).encode()))
+            state = _reply(conn)
+            assert state.ack_seq == seq and state.last_refusal == expected
+    finally:
+        conn.close()
+
+
+def test_estop_from_any_client_latches_until_reset(server):
+    with _remote(server, id="commander") as commander, _remote(server, id="panel") as panel:
+        q = commander.get_observation()[JOINT_TARGET]
+        commander.send_action({JOINT_POS: q})
+        panel.estop()
+        for _ in range(3):
+            commander.send_action({JOINT_POS: q + 1e-5})
+            assert commander.last_refusal == Refusal.ESTOP and commander.status & Status.ESTOP
+        panel.reset_estop()
+        time.sleep(0.02)
+        commander.send_action({JOINT_POS: q + 1e-5})
+        assert commander.last_refusal == Refusal.NONE and not commander.status & Status.ESTOP
+
+
+def test_clock_offset_between_processes_on_one_machine_is_estimated_near_zero(server):
+    with _remote(server) as robot:
+        assert abs(robot.clock_offset_ns) < 2_000_000  # both sides read the same CLOCK_MONOTONIC
+
+
+def test_a_lost_server_makes_the_client_disconnected():
+    with ServerProcess(SimulatedJointRobot) as process:
+        robot = RemoteRobot(RemoteRobotConfig(port=process.address[1]))
+        robot.connect()
+        process.stop()
+        with pytest.raises((ConnectionError, RemoteError)):
+            for _ in range(10):
+                robot.get_observation()
+        assert not robot.is_connected
+
+
+# --- the watchdog: the commanding process dies -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
+def test_robot_holds_within_50_ms_after_the_commanding_process_dies(server, sig):
+    result = measure_hold(server.address[1], sig)
+    assert result["speed_at_signal"] > 0.01  # it was moving when its commander died
+    assert result["hold_ms"] < HOLD_BOUND_MS, result
+    assert result["stop_ms"] < HOLD_BOUND_MS, result
