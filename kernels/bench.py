@@ -5,7 +5,7 @@ for each cloud size, and the batched renderer against MuJoCo's per-world rendere
 line per measurement and returns the figures as ``{name: value}`` (``scripts/bench.py kernels``
 prints them as ``name: value`` lines and writes them to JSON). Ratios are oriented so that
 > 1 means ours is faster (Open3D time / our time, our frames/s / MuJoCo frames/s). Times are the best
-of a few runs after a warm-up (which also compiles Warp modules). On a CUDA device our inputs are
+of up to five runs after a warm-up (which also compiles Warp modules). On a CUDA device our inputs are
 handed over as CUDA tensors, so copies to and from the host are not timed; Open3D runs on the CPU.
 """
 
@@ -43,10 +43,17 @@ _MOTION = np.array([[0.9980, -0.0523, 0.0349, 0.02], [0.0535, 0.9981, -0.0317, -
                     [-0.0332, 0.0335, 0.9989, 0.015], [0.0, 0.0, 0.0, 1.0]])
 
 
-def _best_time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
-    """Seconds of the fastest of ``repeats`` calls (after one warm-up call)."""
+def _best_time(fn: Callable[[], Any], sync: Callable[[], None], budget: float = 1.5) -> float:
+    """Seconds of the fastest call among up to five, after a warm-up call (which also compiles).
+
+    Cheap calls are repeated (about ``budget`` seconds in all) so that a busy machine's hiccups do
+    not decide the figure; calls slower than the budget run once more.
+    """
+    start = time.perf_counter()
     fn()
     sync()
+    warm = time.perf_counter() - start
+    repeats = max(1, min(5, int(budget / max(warm, 1e-6))))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -91,9 +98,8 @@ class _Bench:
         return torch.from_numpy(np.ascontiguousarray(a)).to(str(self.device))
 
     def compare(self, name: str, n: int, ours: Callable[[], Any], ref: Callable[[], Any]) -> None:
-        repeats = 3 if n <= 200_000 else 1
-        t_ours = _best_time(ours, repeats, self._sync)
-        t_ref = _best_time(ref, repeats, lambda: None)
+        t_ours = _best_time(ours, self._sync)
+        t_ref = _best_time(ref, lambda: None)
         ratio = t_ref / t_ours
         print(f"{name:<22} {_label(n):>5}  ours {t_ours * 1e3:9.1f} ms   open3d {t_ref * 1e3:9.1f} ms   ratio {ratio:6.2f}")
         self.figures[f"{name}_{_label(n)}_ratio_vs_open3d"] = round(ratio, 3)
@@ -232,7 +238,7 @@ def _renderer(b: _Bench, xml: Path, worlds: int, size: int, camera: str) -> None
         ours.update(datas)
         return ours.render(like="numpy" if b.device.is_cpu else "torch", copy=False)
 
-    t_ours = _best_time(render_ours, 3, b._sync)
+    t_ours = _best_time(render_ours, b._sync)
     reference = mujoco.Renderer(model, size, size)
     timings = {}
     for mode in ("rgb", "depth", "segmentation"):
@@ -248,7 +254,7 @@ def _renderer(b: _Bench, xml: Path, worlds: int, size: int, camera: str) -> None
                 reference.update_scene(d, camera=camera)
                 reference.render()
 
-        timings[mode] = _best_time(render_mujoco, 2, lambda: None)
+        timings[mode] = _best_time(render_mujoco, lambda: None)
     reference.close()
     fps_ours = worlds / t_ours
     fps_rgb = worlds / timings["rgb"]
