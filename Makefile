@@ -13,6 +13,8 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export WARP_CACHE_PATH ?= $(CURDIR)/.cache/warp
 export WANDB_SILENT ?= true
+# torch threads sleep while waiting instead of spinning (env worker processes share the cores)
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: train test lint bench clean apt
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-import sim
-from policies.checkpoint import load_policy, load_train_config
-from policies.evaluation import Evaluator, save_eval_info
-from policies.runtime import print_figures, resolve_device, seed_everything
-from policies.train_config import register_configs
+import sim  # noqa: E402
+from policies.checkpoint import load_policy, load_train_config  # noqa: E402
+from policies.evaluation import Evaluator, save_eval_info  # noqa: E402
+from policies.runtime import print_figures, resolve_device, seed_everything  # noqa: E402
+from policies.train_config import register_configs  # noqa: E402
 
 register_configs()
 
