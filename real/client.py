@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -70,7 +71,8 @@ class RemoteRobot(Robot):
     behind the safety layer); ``connect()`` checks them against the server's. ``send_action`` returns the
     target the robot tracks after the command (clamped, or unchanged if refused; ``last_refusal`` says why).
     A lost connection makes ``is_connected`` false and raises :class:`ConnectionError`; the server then holds
-    the robot.
+    the robot. Requests from several threads are serialised (one connection, one request at a time); a thread
+    that only observes can use its own ``RemoteRobot`` so it never waits behind the command stream.
 
     Raises:
         ConnectionError (``AuthenticationError``, ``RemoteError``): from ``connect()``: unreachable server,
@@ -92,6 +94,7 @@ class RemoteRobot(Robot):
         self.last_state: State | None = None
         self.last_refusal = Refusal.NONE
         self.latencies_ns: list[int] | None = None  # set to a list to record request -> reply times
+        self._request_lock = threading.Lock()
 
     @property
     def observation_features(self) -> Features:
@@ -194,8 +197,13 @@ class RemoteRobot(Robot):
 
     def _request(self, msg_type: MsgType, payload: bytes = b"", timestamp_ns: int | None = None) -> State:
         """Send one request and return the STATE that acknowledges it; any failure closes the connection."""
+        with self._request_lock:
+            return self._request_locked(msg_type, payload, timestamp_ns)
+
+    def _request_locked(self, msg_type: MsgType, payload: bytes, timestamp_ns: int | None) -> State:
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise ConnectionClosedError(f"{self!r}: the connection is closed")
         try:
             sent_ns = time.monotonic_ns()
             seq, _ = conn.send(msg_type, payload, timestamp_ns=timestamp_ns)

@@ -227,12 +227,13 @@ class SafeRobot(Robot):
 
         If the robot already holds, its target stays as it is (only an e-stop takes over the reason).
         """
-        self._watchdog.disarm()
         if self.hold_reason is not None:
             if reason == "estop":
                 self.hold_reason = reason
+            self._watchdog.disarm()
             return
-        self.backend.hold()
+        self.backend.hold()  # if this raises nothing changes here, and an armed watchdog still fires
+        self._watchdog.disarm()
         obs = self.backend.get_observation()
         now = self._clock()
         self._target = np.asarray(obs[JOINT_TARGET], dtype=np.float64).copy()
@@ -249,6 +250,11 @@ class SafeRobot(Robot):
                 return  # a command raced with the watchdog; it re-armed the deadline
             log.warning("%r: no fresh command for %.0f ms, holding", self,
                         1e3 * (self._clock() - self._last_command_time))
-            self._hold("watchdog")
+            try:
+                self._hold("watchdog")
+            except Exception:
+                log.exception("%r: the watchdog could not make the backend hold; retrying after another timeout", self)
+                self._watchdog.feed(self._clock())
+                return
             if self.on_watchdog is not None:
                 self.on_watchdog()

@@ -13,6 +13,8 @@ secret every client must pass the HMAC handshake (:mod:`real.protocol`), loopbac
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import ipaddress
 import itertools
@@ -24,7 +26,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -223,14 +224,15 @@ class RobotServer:
             pending = [c.deadline for c in self._clients.values() if c.session is None]
             timeout = max(0.0, min(pending) - time.monotonic()) if pending else None
             for key, _ in self._selector.select(timeout):
-                if key.data == "listener":
-                    self._accept()
-                elif key.data == "wake":
+                if key.data == "wake":
                     return
-                else:
-                    client = self._clients.get(key.data)
-                    if client is not None:
+                try:
+                    if key.data == "listener":
+                        self._accept()
+                    elif (client := self._clients.get(key.data)) is not None:
                         self._on_readable(client)
+                except Exception:  # never let one bad event stop the server
+                    log.exception("bridge server: unexpected error while handling %s", key.data)
             now = time.monotonic()
             for client in [c for c in self._clients.values() if c.session is None and c.deadline <= now]:
                 self.n_auth_failures += 1
@@ -267,32 +269,68 @@ class RobotServer:
         self._selector.register(sock, selectors.EVENT_READ, cid)
 
     def _on_readable(self, client: _Client) -> None:
-        """Read what arrived on one connection and answer each complete request; drop the client on any error."""
+        """Read what arrived on one connection and answer each complete request; drop the client on any error.
+
+        Socket errors (EOF, reset, a peer that does not read its replies) drop the client quietly; protocol and
+        authentication errors and backend failures are reported to it with an ERROR first.
+        """
         conn = client.conn
         try:
-            for frame in conn.receive_available():
-                if client.session is None:
-                    assert client.pending is not None
-                    client.session = finish_server_handshake(conn, client.pending, frame, self._secret,
-                                                             robot_info(self.robot))
-                    log.info("client %d (%s) connected", client.cid, conn.peer)
-                elif not self._handle(client, frame):
-                    self._drop(client, "said BYE")
+            frames = conn.receive_available()
+        except ProtocolError as exc:
+            self._refuse_protocol(client, exc)
+            return
+        except OSError as exc:  # EOF (ConnectionClosedError) or reset
+            self._drop(client, str(exc))
+            return
+        for frame in frames:
+            if client.session is None:
+                if not self._finish_handshake(client, frame):
                     return
+                continue
+            try:
+                reply = self._handle(client, frame)
+            except ProtocolError as exc:
+                self._refuse_protocol(client, exc)
+                return
+            except Exception as exc:  # the backend failed (hardware I/O included): tell the client, drop it
+                log.exception("client %d (%s): the robot failed", client.cid, conn.peer)
+                conn.send_error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+                self._drop(client, "internal error")
+                return
+            try:
+                conn.send(MsgType.STATE, reply.encode())
+            except OSError as exc:
+                self._drop(client, str(exc))
+                return
+            if frame.type == MsgType.BYE:
+                self._drop(client, "said BYE")
+                return
+
+    def _finish_handshake(self, client: _Client, frame: Frame) -> bool:
+        """Check the client's AUTH and welcome it; False (client dropped) if it failed."""
+        assert client.pending is not None
+        try:
+            client.session = finish_server_handshake(client.conn, client.pending, frame, self._secret,
+                                                     robot_info(self.robot))
         except AuthenticationError as exc:
             self.n_auth_failures += 1
-            log.warning("refused %s: %s", conn.peer, exc)
+            log.warning("refused %s: %s", client.conn.peer, exc)
             self._drop(client, "authentication failed")
+            return False
         except ProtocolError as exc:
-            log.warning("client %d (%s) broke the protocol, dropping it: %s", client.cid, conn.peer, exc)
-            conn.send_error(ErrorCode.PROTOCOL, str(exc))
-            self._drop(client, "protocol error")
-        except OSError as exc:  # EOF (ConnectionClosedError), reset, a peer that does not read its replies
+            self._refuse_protocol(client, exc)
+            return False
+        except OSError as exc:  # WELCOME could not be sent
             self._drop(client, str(exc))
-        except Exception:  # the backend failed: tell the client, keep serving the others
-            log.exception("client %d (%s): internal error", client.cid, conn.peer)
-            conn.send_error(ErrorCode.INTERNAL, traceback.format_exc(limit=1))
-            self._drop(client, "internal error")
+            return False
+        log.info("client %d (%s) connected", client.cid, client.conn.peer)
+        return True
+
+    def _refuse_protocol(self, client: _Client, exc: ProtocolError) -> None:
+        log.warning("client %d (%s) broke the protocol, dropping it: %s", client.cid, client.conn.peer, exc)
+        client.conn.send_error(ErrorCode.PROTOCOL, str(exc))
+        self._drop(client, "protocol error")
 
     def _drop(self, client: _Client, why: str) -> None:
         """Close a connection; if it held the command slot, free it and make the robot hold at once."""
@@ -308,12 +346,15 @@ class RobotServer:
         if self._commander == client.cid:
             self._release_command_slot()
             if self.robot.is_connected:
-                self.robot.hold("disconnect")
+                try:
+                    self.robot.hold("disconnect")
+                except Exception:  # an armed watchdog still fires and retries
+                    log.exception("could not make the robot hold after its commander (client %d) left", client.cid)
         if not self._stopping:
             log.info("client %d (%s) gone: %s", client.cid, peer, why)
 
-    def _handle(self, client: _Client, frame: Frame) -> bool:
-        """Act on one request and reply with STATE; returns False when the connection should end (BYE)."""
+    def _handle(self, client: _Client, frame: Frame) -> State:
+        """Act on one request; returns the STATE reply."""
         robot, cid = self.robot, client.cid
         assert client.session is not None
         if frame.type == MsgType.COMMAND:
@@ -344,8 +385,7 @@ class RobotServer:
                 robot.hold("disconnect")
         else:
             raise ProtocolError(f"unexpected {frame.type.name} from a client")
-        client.conn.send(MsgType.STATE, self._state(frame.seq).encode())
-        return frame.type != MsgType.BYE
+        return self._state(frame.seq)
 
     def _state(self, ack_seq: int) -> State:
         obs = self.robot.get_observation()
@@ -370,12 +410,24 @@ class RobotServer:
 BackendFactory = Callable[[], Robot]
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (PR_SET_PDEATHSIG), so no server is orphaned."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError) as exc:
+        log.warning("bridge server will not stop with its parent: %s", exc)
+
+
 def _serve_process(backend_factory: BackendFactory, server_config: ServerConfig, robot_config: SafeRobotConfig | None,
-                   fk: Callable[[np.ndarray], np.ndarray] | None, ready: Any) -> None:
+                   fk: Callable[[np.ndarray], np.ndarray] | None, die_with_parent: bool, ready: Any) -> None:
     """Child-process entry: build and serve the robot until SIGTERM/SIGINT, then leave it holding.
 
     Logs go to stderr at the level named by the environment variable ``REALSIM_BRIDGE_LOG`` (default WARNING).
     """
+    if die_with_parent:
+        _die_with_parent()
     level = os.environ.get("REALSIM_BRIDGE_LOG", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s bridge-server %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -411,12 +463,14 @@ class ServerProcess:
         robot: safety limits (default: the Panda's).
         fk: optional picklable forward kinematics for the workspace check.
         start_timeout: seconds to wait for the child to listen.
+        die_with_parent: on Linux, the child gets SIGTERM (and leaves the robot holding) when the thread that
+            started it dies, so a crashed parent leaves no orphaned server.
     """
 
     def __init__(self, backend_factory: BackendFactory, server: ServerConfig | None = None,
                  robot: SafeRobotConfig | None = None, fk: Callable[[np.ndarray], np.ndarray] | None = None,
-                 start_timeout: float = 30.0) -> None:
-        self._args = (backend_factory, server if server is not None else ServerConfig(), robot, fk)
+                 start_timeout: float = 30.0, die_with_parent: bool = True) -> None:
+        self._args = (backend_factory, server if server is not None else ServerConfig(), robot, fk, die_with_parent)
         self.start_timeout = start_timeout
         self._process: multiprocessing.process.BaseProcess | None = None
         self.address: tuple[str, int] | None = None

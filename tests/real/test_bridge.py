@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import multiprocessing
 import signal
 import socket
 import struct
@@ -16,7 +17,7 @@ import pytest
 from real.bench import measure_hold
 from real.client import RemoteRobot, RemoteRobotConfig
 from real.protocol import Command, ErrorCode, ErrorMessage, MsgType, State, encode_frame
-from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_STATUS
+from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_STATUS, requires_connected
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import Refusal, SafetyConfig, Status
 from real.server import RobotServer, ServerConfig, ServerProcess
@@ -157,6 +158,68 @@ def test_silent_clients_are_dropped_after_the_handshake_timeout_and_extra_client
         with RemoteRobot(RemoteRobotConfig(port=port)) as remote:  # the slot is free again
             assert remote.get_observation()[JOINT_POS].shape == (7,)
     assert not robot.is_connected
+
+
+class _FailingArm(SimulatedJointRobot):
+    """A simulated arm whose bus fails on demand, as hardware does."""
+
+    name = "failing_arm_test"
+    fail = False
+
+    @requires_connected
+    def send_action(self, action):
+        if self.fail:
+            raise OSError("servo bus timeout")
+        return super().send_action(action)
+
+
+def test_a_backend_failure_is_reported_to_the_client_and_the_robot_holds():
+    backend = _FailingArm()
+    robot = SafeRobot(backend, SafeRobotConfig(safety=SafetyConfig(watchdog_timeout=1.0)))
+    with RobotServer(robot) as srv:
+        port = srv.address[1]
+        commander = RemoteRobot(RemoteRobotConfig(port=port))
+        commander.connect()
+        q = commander.get_observation()[JOINT_TARGET]
+        commander.send_action({JOINT_POS: q})
+        assert robot.hold_reason is None
+        backend.fail = True
+        with pytest.raises(RemoteError, match="servo bus timeout") as info:
+            commander.send_action({JOINT_POS: q})
+        assert info.value.code == ErrorCode.INTERNAL and not commander.is_connected
+        assert robot.hold_reason == "disconnect"
+        with RemoteRobot(RemoteRobotConfig(port=port)) as observer:  # the server is still up
+            assert observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING
+
+
+def _start_server_and_wait(report) -> None:
+    """Child process: start a robot server, report its port, then wait to be killed."""
+    process = ServerProcess(SimulatedJointRobot)
+    report.send(process.start()[1])
+    time.sleep(60.0)
+
+
+def test_a_server_process_stops_when_the_process_that_started_it_is_killed():
+    ctx = multiprocessing.get_context("spawn")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+    launcher = ctx.Process(target=_start_server_and_wait, args=(child_end,))
+    launcher.start()
+    try:
+        assert parent_end.poll(30.0)
+        port = parent_end.recv()
+        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()  # it is listening
+    finally:
+        launcher.kill()
+        launcher.join(5.0)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        except ConnectionRefusedError:
+            break
+        time.sleep(0.05)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
 
 # --- command ownership, staleness, ordering, e-stop -------------------------------------------------------------------
