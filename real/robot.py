@@ -14,6 +14,8 @@ key                 dtype      shape  meaning
                                       caller's clock
 ==================  =========  =====  ====================================================================
 
+A robot may declare more observation keys (cameras: ``observation.images.<camera>`` HxWx3 uint8,
+``observation.depth.<camera>`` HxW float32); the four above are its joint state (``get_joint_state``).
 Robots behind the safety layer add ``safety.status`` (bit field, see :mod:`real.safety`), ``safety.clamped`` and
 ``safety.refused`` (cumulative counts), all int64 ``[1]``. The action is ``{"joint.pos": float64 [n]}``: the joint
 position targets (rad). ``send_action`` returns the target actually sent, after clamping.
@@ -41,6 +43,7 @@ _GUARDED_METHODS = {
     "get_observation": "connected",
     "send_action": "connected",
     "hold": "connected",
+    "get_joint_state": "connected",
 }
 
 JOINT_POS = "joint.pos"
@@ -50,6 +53,8 @@ TIMESTAMP = "timestamp"
 SAFETY_STATUS = "safety.status"
 SAFETY_CLAMPED = "safety.clamped"
 SAFETY_REFUSED = "safety.refused"
+
+JOINT_STATE_KEYS = (JOINT_POS, JOINT_VEL, JOINT_TARGET, TIMESTAMP)
 
 Features = dict[str, dict[str, Any]]
 
@@ -178,7 +183,7 @@ class Robot(ABC):
 
     * ``name: ClassVar[str]`` (the registry/config name) and ``config_class`` (a :class:`RobotConfig` subclass);
     * ``connect`` is decorated with :func:`requires_disconnected`; ``disconnect``, ``get_observation``,
-      ``send_action`` and ``hold`` with :func:`requires_connected`.
+      ``get_joint_state``, ``send_action`` and ``hold`` with :func:`requires_connected`.
 
     The constructor is pure (no I/O): ``observation_features`` and ``action_features`` can be read before
     ``connect()``. ``send_action`` returns the action actually sent, after clamping. As a context manager a
@@ -259,6 +264,18 @@ class Robot(ABC):
         Raises:
             DeviceNotConnectedError: not connected.
         """
+
+    @requires_connected
+    def get_joint_state(self) -> dict[str, np.ndarray]:
+        """Only ``joint.pos``, ``joint.vel``, ``joint.target`` and ``timestamp``: what the bridge reads at its
+        command rate (500 Hz). The default takes them from ``get_observation()``; a backend whose observation also
+        reads cameras should override this with a cheap read (and keep the ``requires_connected`` decorator).
+
+        Raises:
+            DeviceNotConnectedError: not connected.
+        """
+        obs = self.get_observation()
+        return {key: obs[key] for key in JOINT_STATE_KEYS}
 
     @abstractmethod
     def send_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:

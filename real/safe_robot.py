@@ -18,6 +18,7 @@ import numpy as np
 
 from real.robot import (
     JOINT_POS,
+    JOINT_STATE_KEYS,
     JOINT_TARGET,
     SAFETY_CLAMPED,
     SAFETY_REFUSED,
@@ -85,7 +86,12 @@ class SafeRobot(Robot):
         self.backend = backend
         names = backend.joint_names
         check_joint_count(self.config.safety, names)
-        self._obs_features, self._act_features = joint_features(names, safety=True)
+        joint_obs, self._act_features = joint_features(names, safety=True)
+        missing = [key for key in JOINT_STATE_KEYS if key not in backend.observation_features]
+        if missing:
+            raise ValueError(f"SafeRobot needs a backend that observes {list(JOINT_STATE_KEYS)}; {backend!r} lacks "
+                             f"{missing}")
+        self._obs_features = {**backend.observation_features, **joint_obs}
         self.safety = SafetyLayer(self.config.safety, fk)
         self._clock = clock or time.monotonic
         self._lock = threading.RLock()
@@ -100,7 +106,7 @@ class SafeRobot(Robot):
 
     @property
     def observation_features(self) -> Features:
-        """The backend's joint features plus ``safety.status``, ``safety.clamped`` and ``safety.refused``."""
+        """The backend's features (cameras included) plus ``safety.status``, ``safety.clamped``, ``safety.refused``."""
         return self._obs_features
 
     @property
@@ -156,11 +162,19 @@ class SafeRobot(Robot):
     def get_observation(self) -> dict[str, np.ndarray]:
         """The backend's observation plus the safety status and counters."""
         with self._lock:
-            obs = self.backend.get_observation()
-            obs[SAFETY_STATUS] = np.array([int(self.status)], dtype=np.int64)
-            obs[SAFETY_CLAMPED] = np.array([self.safety.n_clamped], dtype=np.int64)
-            obs[SAFETY_REFUSED] = np.array([self.safety.n_refused], dtype=np.int64)
-            return obs
+            return self._with_safety(self.backend.get_observation())
+
+    @requires_connected
+    def get_joint_state(self) -> dict[str, np.ndarray]:
+        """The backend's joint state (no camera reads) plus the safety status and counters."""
+        with self._lock:
+            return self._with_safety(self.backend.get_joint_state())
+
+    def _with_safety(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs[SAFETY_STATUS] = np.array([int(self.status)], dtype=np.int64)
+        obs[SAFETY_CLAMPED] = np.array([self.safety.n_clamped], dtype=np.int64)
+        obs[SAFETY_REFUSED] = np.array([self.safety.n_refused], dtype=np.int64)
+        return obs
 
     @requires_connected
     def send_action(self, action: Mapping[str, Any], sent_at: float | None = None,
@@ -218,7 +232,7 @@ class SafeRobot(Robot):
     def reset_estop(self) -> None:
         """Release the e-stop; the robot keeps holding until the next command, which starts from rest."""
         with self._lock:
-            obs = self.backend.get_observation()
+            obs = self.backend.get_joint_state()
             self.safety.release_estop(obs[JOINT_TARGET], self._clock())
             self.hold_reason = "request"
 
@@ -234,7 +248,7 @@ class SafeRobot(Robot):
             return
         self.backend.hold()  # if this raises nothing changes here, and an armed watchdog still fires
         self._watchdog.disarm()
-        obs = self.backend.get_observation()
+        obs = self.backend.get_joint_state()
         now = self._clock()
         self._target = np.asarray(obs[JOINT_TARGET], dtype=np.float64).copy()
         self.safety.reset(self._target, now)

@@ -388,7 +388,7 @@ class RobotServer:
         return self._state(frame.seq)
 
     def _state(self, ack_seq: int) -> State:
-        obs = self.robot.get_observation()
+        obs = self.robot.get_joint_state()
         verdict = self.robot.last_verdict
         return State(ack_seq, int(round(float(obs[TIMESTAMP][0]) * 1e9)), int(self.robot.status), int(verdict.refusal),
                      self.robot.safety.n_clamped, self.robot.safety.n_refused, obs[JOINT_POS], obs[JOINT_VEL],

@@ -17,7 +17,7 @@ import pytest
 from real.bench import measure_hold
 from real.client import RemoteRobot, RemoteRobotConfig
 from real.protocol import Command, ErrorCode, ErrorMessage, MsgType, State, encode_frame
-from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_STATUS, requires_connected
+from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_STATUS, check_values, requires_connected
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import Refusal, SafetyConfig, Status
 from real.server import RobotServer, ServerConfig, ServerProcess
@@ -187,9 +187,51 @@ def test_a_backend_failure_is_reported_to_the_client_and_the_robot_holds():
         with pytest.raises(RemoteError, match="servo bus timeout") as info:
             commander.send_action({JOINT_POS: q})
         assert info.value.code == ErrorCode.INTERNAL and not commander.is_connected
+        deadline = time.monotonic() + 2.0  # the server drops the client (and holds) just after sending the ERROR
+        while robot.hold_reason is None and time.monotonic() < deadline:
+            time.sleep(0.001)
         assert robot.hold_reason == "disconnect"
         with RemoteRobot(RemoteRobotConfig(port=port)) as observer:  # the server is still up
             assert observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING
+
+
+class _CameraArm(SimulatedJointRobot):
+    """A simulated arm that also has a (costly) depth camera in its observation."""
+
+    name = "camera_arm_test"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.camera_reads = 0
+        self._features = {**super().observation_features,
+                          "observation.depth.cam": {"dtype": "float32", "shape": [4, 4], "names": None}}
+
+    @property
+    def observation_features(self):
+        return self._features
+
+    @requires_connected
+    def get_observation(self):
+        self.camera_reads += 1
+        return {**super().get_observation(), "observation.depth.cam": np.ones((4, 4), np.float32)}
+
+    @requires_connected
+    def get_joint_state(self):
+        return SimulatedJointRobot.get_observation(self)  # joints only: no camera read
+
+
+def test_the_bridge_reads_only_joint_state_and_cameras_pass_through_the_safety_layer():
+    backend = _CameraArm()
+    robot = SafeRobot(backend, SafeRobotConfig(safety=SafetyConfig(watchdog_timeout=1.0)))
+    assert "observation.depth.cam" in robot.observation_features
+    with RobotServer(robot) as srv, RemoteRobot(RemoteRobotConfig(port=srv.address[1])) as remote:
+        q = remote.get_observation()[JOINT_TARGET]
+        for _ in range(50):
+            remote.send_action({JOINT_POS: q})
+            remote.get_observation()
+        assert backend.camera_reads == 0  # 100 requests answered without touching the camera
+        check_values(robot.get_observation(), robot.observation_features, "observation")
+        assert backend.camera_reads == 1
 
 
 def _start_server_and_wait(report) -> None:
@@ -217,6 +259,8 @@ def test_a_server_process_stops_when_the_process_that_started_it_is_killed():
             socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
         except ConnectionRefusedError:
             break
+        except ConnectionResetError:  # accepted while the server was closing
+            pass
         time.sleep(0.05)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1.0)
