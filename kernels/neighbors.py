@@ -119,7 +119,9 @@ def _knn(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=w
         start = radius
         if bound >= 0.0:
             tight = (bound + wp.length(x - prev)) * 1.00001 + 1.0e-7
-            if tight <= radius:
+            # Start from the bound when it is tighter, or when the previous query already needed more
+            # than `radius` (a query far from the cloud: one round of the bound beats widening).
+            if tight <= radius or (bound > radius and tight <= 4.0 * radius):
                 start = tight
         _knn_one(grid, points, ids, map_ids, reach, x, o, start, k, idx, d2)
         bound = wp.sqrt(d2[o, k - 1])
