@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def set_realtime_priority(priority: int) -> None:
     if not 0 <= priority <= top:
         raise ValueError(f"realtime priority must be in [0, {top}], got {priority}")
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    log.info("thread %d runs SCHED_FIFO at priority %d", os.getpid(), priority)
+    log.info("thread %d of process %d runs SCHED_FIFO at priority %d", threading.get_native_id(), os.getpid(), priority)
 
 
 def try_realtime_priority(priority: int) -> bool:
