@@ -37,6 +37,8 @@ _BOX = wp.constant(1)
 _ROUND = wp.constant(2)
 # Pixels are binned in TILE x TILE tiles; a ray only visits the geoms that meet its tile's frustum.
 TILE = 8
+# With at least this many worlds, world-fixed cameras reuse one render of the world-fixed geoms.
+_MIN_WORLDS_FOR_STATIC_LAYER = 4
 
 
 @wp.func
@@ -120,12 +122,15 @@ def _outside(x: float, z: float, slope: float, r: float, keep_above: float) -> b
 
 
 @wp.kernel
-def _bin_tiles(radii: wp.array(dtype=float), geom_pos: wp.array2d(dtype=wp.vec3), cam_pos: wp.array2d(dtype=wp.vec3),
+def _bin_tiles(radii: wp.array(dtype=float), dynamic: wp.array(dtype=wp.int32), static_on: wp.array2d(dtype=wp.int32),
+               static_pass: int, geom_pos: wp.array2d(dtype=wp.vec3), cam_pos: wp.array2d(dtype=wp.vec3),
                cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float), height: int, width: int, tile: int,
                znear: float, zfar: float, lists: wp.array3d(dtype=wp.int32), keys: wp.array3d(dtype=float),
                counts: wp.array2d(dtype=wp.int32), offset: int):
     # One row per (world, camera, tile): the geoms whose bounding sphere meets the tile's frustum,
-    # sorted nearest first so that near hits cut the ray short for the geoms behind them.
+    # sorted nearest first so that near hits cut the ray short for the geoms behind them. The static
+    # pass bins only geoms welded to the world; a (world, camera) that reuses the static layer bins
+    # only the moving geoms.
     row = wp.tid() + offset
     ncam = cam_pos.shape[1]
     tiles_x = (width + tile - 1) // tile
@@ -149,7 +154,10 @@ def _bin_tiles(radii: wp.array(dtype=float), geom_pos: wp.array2d(dtype=wp.vec3)
     rt = wp.transpose(cam_rot[w, c])
     o = cam_pos[w, c]
     n = wp.int32(0)
+    skip_static = static_on[w, c] != 0 and static_pass == 0
     for g in range(radii.shape[0]):
+        if (static_pass != 0 and dynamic[g] != 0) or (skip_static and dynamic[g] == 0):
+            continue
         p = rt * (geom_pos[w, g] - o)
         r = radii[g]
         depth = -p[2]
@@ -182,6 +190,9 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
              geom_pos: wp.array2d(dtype=wp.vec3), geom_rot: wp.array2d(dtype=wp.mat33),
              cam_pos: wp.array2d(dtype=wp.vec3), cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float),
              lists: wp.array3d(dtype=wp.int32), counts: wp.array2d(dtype=wp.int32),
+             static_on: wp.array2d(dtype=wp.int32), static_pass: int, static_depth: wp.array(dtype=float),
+             static_geom: wp.array(dtype=wp.int32), static_body: wp.array(dtype=wp.int32),
+             static_rgb: wp.array2d(dtype=wp.uint8),
              height: int, width: int, tile: int, znear: float, zfar: float, ambient: float,
              depth: wp.array(dtype=float), seg_geom: wp.array(dtype=wp.int32), seg_body: wp.array(dtype=wp.int32),
              rgb: wp.array2d(dtype=wp.uint8), offset: int):
@@ -200,6 +211,11 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
     best = zfar - znear
     hit = wp.int32(-1)
     normal = wp.vec3(0.0)
+    # A camera fixed in the world sees the same static geoms in every world: start from that layer.
+    pix = (c * height + line) * width + col
+    layered = static_on[w, c] != 0 and static_pass == 0
+    if layered and static_geom[pix] >= 0:
+        best = static_depth[pix] - znear
     # Only the geoms binned to this pixel's tile (see _bin_tiles), nearest first.
     wc = w * ncam + c
     t = (line // tile) * ((width + tile - 1) // tile) + col // tile
@@ -236,6 +252,13 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
                             hit = g
                             normal = rg * q.normal
     if hit < 0:
+        if layered:
+            depth[row] = static_depth[pix]
+            seg_geom[row] = static_geom[pix]
+            seg_body[row] = static_body[pix]
+            for k in range(3):
+                rgb[row, k] = static_rgb[pix, k]
+            return
         depth[row] = 0.0
         seg_geom[row] = -1
         seg_body[row] = -1
@@ -361,6 +384,37 @@ class BatchRenderer:
         self._body = wp.zeros(n, dtype=wp.int32, device=self.device)
         self._rgb = wp.zeros((n, 3), dtype=wp.uint8, device=self.device)
         self._updated = False
+        self._init_static_layer()
+
+    def _init_static_layer(self) -> None:
+        """Buffers of the static layer: what each world-fixed camera sees of the world-fixed geoms.
+
+        Geoms welded to the world body and cameras fixed to it look the same in every world, so with
+        several worlds one pass renders them once per camera and the per-world pass only traces the
+        moving geoms against that layer.
+        """
+        m, w, c, g = self.model, self.num_worlds, len(self.camera_ids), len(self.geom_ids)
+        dynamic = np.array([int(m.body_weldid[m.geom_bodyid[i]]) != 0 for i in self.geom_ids], dtype=np.int32)
+        fixed = np.array([int(m.cam_mode[i]) == int(mujoco.mjtCamLight.mjCAMLIGHT_FIXED)
+                          and int(m.body_weldid[m.cam_bodyid[i]]) == 0 for i in self.camera_ids], dtype=bool)
+        self._static_cameras = fixed if (w >= _MIN_WORLDS_FOR_STATIC_LAYER and not dynamic.all()) else np.zeros(c, bool)
+        self._dynamic = wp.array(dynamic, dtype=wp.int32, device=self.device)
+        self._host_static_on = np.zeros((w, c), np.int32)
+        self._static_on = wp.zeros((w, c), dtype=wp.int32, device=self.device)
+        self._static_off = wp.zeros((1, c), dtype=wp.int32, device=self.device)
+        tiles = self._counts.shape[1]
+        self._s_lists = wp.zeros((c, tiles, g), dtype=wp.int32, device=self.device)
+        self._s_keys = wp.zeros((c, tiles, g), dtype=float, device=self.device)
+        self._s_counts = wp.zeros((c, tiles), dtype=wp.int32, device=self.device)
+        n = c * self.height * self.width
+        self._s_depth = wp.zeros(n, dtype=float, device=self.device)
+        self._s_geom = wp.full(n, -1, dtype=wp.int32, device=self.device)
+        self._s_body = wp.full(n, -1, dtype=wp.int32, device=self.device)
+        self._s_rgb = wp.zeros((n, 3), dtype=wp.uint8, device=self.device)
+        self._s_geom_pos = wp.zeros((1, g), dtype=wp.vec3, device=self.device)
+        self._s_geom_rot = wp.zeros((1, g), dtype=wp.mat33, device=self.device)
+        self._s_cam_pos = wp.zeros((1, c), dtype=wp.vec3, device=self.device)
+        self._s_cam_rot = wp.zeros((1, c), dtype=wp.mat33, device=self.device)
 
     def _build_meshes(self) -> None:
         self._meshes, radii, colors, kinds, halves, lows, highs = [], [], [], [], [], [], []
@@ -478,13 +532,40 @@ class BatchRenderer:
             raise ValueError("xmat must be a rotation matrix")
         self._host_cam_pos[world, camera] = p
         self._host_cam_rot[world, camera] = r
-        self._upload()
+        self._upload(moved=(world, camera))
 
-    def _upload(self) -> None:
+    def _upload(self, moved: tuple[int, int] | None = None) -> None:
+        """Send the host poses to the device; ``moved`` marks a camera taken off its model pose."""
+        if moved is None:
+            self._host_static_on[:] = self._static_cameras[None, :]
+        else:
+            self._host_static_on[moved] = 0
         for host, dev in ((self._host_geom_pos, self.geom_pos), (self._host_geom_rot, self.geom_rot),
-                          (self._host_cam_pos, self.cam_pos), (self._host_cam_rot, self.cam_rot)):
+                          (self._host_cam_pos, self.cam_pos), (self._host_cam_rot, self.cam_rot),
+                          (self._host_static_on, self._static_on)):
             dev.assign(host)
+        if self._host_static_on.any():
+            # The static pass uses, per camera, a world where it is still at its model pose.
+            ref = np.argmax(self._host_static_on, axis=0)
+            cams = np.arange(len(self.camera_ids))
+            self._s_cam_pos.assign(self._host_cam_pos[ref, cams][None])
+            self._s_cam_rot.assign(self._host_cam_rot[ref, cams][None])
+            self._s_geom_pos.assign(self._host_geom_pos[:1])
+            self._s_geom_rot.assign(self._host_geom_rot[:1])
         self._updated = True
+
+    def _trace(self, geom_pos: wp.array, geom_rot: wp.array, cam_pos: wp.array, cam_rot: wp.array,
+               static_on: wp.array, static_pass: int, lists: wp.array, keys: wp.array, counts: wp.array,
+               depth: wp.array, geom: wp.array, body: wp.array, rgb: wp.array) -> None:
+        """Bin the geoms to tiles, then cast one ray per pixel of every (world, camera) in the pose arrays."""
+        launch_rows(_bin_tiles, counts.shape[0] * counts.shape[1], [
+            self._radii, self._dynamic, static_on, static_pass, geom_pos, cam_pos, cam_rot, self._cam_f, self.height,
+            self.width, self.tile, self.znear, self.zfar, lists, keys, counts], self.device)
+        launch_rows(_raycast, depth.shape[0], [
+            self._mesh_ids, self._kinds, self._halves, self._lows, self._highs, self._radii, self._colors,
+            self._geom_ids_w, self._body_ids_w, geom_pos, geom_rot, cam_pos, cam_rot, self._cam_f, lists, counts,
+            static_on, static_pass, self._s_depth, self._s_geom, self._s_body, self._s_rgb,
+            self.height, self.width, self.tile, self.znear, self.zfar, self.ambient, depth, geom, body, rgb], self.device)
 
     def render(self, *, like: str = "numpy", copy: bool = True) -> RenderOutput:
         """Cast every ray and return depth, segmentation and RGB for all worlds and cameras.
@@ -500,16 +581,11 @@ class BatchRenderer:
             raise RuntimeError("call update(data) before render()")
         if like not in ("numpy", "torch"):
             raise ValueError(f"like must be 'numpy' or 'torch', got {like!r}")
-        launch_rows(_bin_tiles, self._counts.shape[0] * self._counts.shape[1], [
-            self._radii, self.geom_pos, self.cam_pos, self.cam_rot, self._cam_f, self.height, self.width, self.tile,
-            self.znear, self.zfar, self._lists, self._keys, self._counts], self.device)
-        rows = self._depth.shape[0]
-        launch_rows(_raycast, rows, [
-            self._mesh_ids, self._kinds, self._halves, self._lows, self._highs, self._radii, self._colors,
-            self._geom_ids_w, self._body_ids_w,
-            self.geom_pos, self.geom_rot, self.cam_pos, self.cam_rot, self._cam_f, self._lists, self._counts,
-            self.height, self.width, self.tile, self.znear, self.zfar, self.ambient,
-            self._depth, self._geom, self._body, self._rgb], self.device)
+        if self._host_static_on.any():
+            self._trace(self._s_geom_pos, self._s_geom_rot, self._s_cam_pos, self._s_cam_rot, self._static_off, 1,
+                        self._s_lists, self._s_keys, self._s_counts, self._s_depth, self._s_geom, self._s_body, self._s_rgb)
+        self._trace(self.geom_pos, self.geom_rot, self.cam_pos, self.cam_rot, self._static_on, 0,
+                    self._lists, self._keys, self._counts, self._depth, self._geom, self._body, self._rgb)
         shape = (self.num_worlds, len(self.camera_ids), self.height, self.width)
         outs = []
         for arr, shp in ((self._depth, shape), (self._geom, shape), (self._body, shape), (self._rgb, (*shape, 3))):

@@ -106,11 +106,11 @@ def _pusht_states(model, n, seed=0):
 
 def test_pusht_depth_and_segmentation_match_mujoco(pusht, device):
     cameras = [mujoco.mj_id2name(pusht, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(pusht.ncam)]
-    datas = _pusht_states(pusht, 3)
+    datas = _pusht_states(pusht, 4)  # 4 worlds: world-fixed cameras go through the static layer
     renderer = BatchRenderer(pusht, cameras, 96, 96, num_worlds=len(datas), device=device)
     renderer.update(datas)
     out = renderer.render()
-    assert out.depth.shape == (3, len(cameras), 96, 96) and out.rgb.shape == (3, len(cameras), 96, 96, 3)
+    assert out.depth.shape == (4, len(cameras), 96, 96) and out.rgb.shape == (4, len(cameras), 96, 96, 3)
     for w, d in enumerate(datas):
         assert_matches_mujoco(pusht, d, renderer, w, cameras, out)
 
@@ -209,6 +209,33 @@ def test_free_camera_pose_renders_like_the_model_camera():
     side_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "side")
     renderer.set_camera_pose(0, 0, data.cam_xpos[side_id], data.cam_xmat[side_id])  # "top" slot, same fovy
     np.testing.assert_allclose(renderer.render().depth[0, 0], side, atol=1e-6)
+
+
+def test_moving_one_world_camera_leaves_the_others_on_the_static_layer():
+    model = mujoco.MjModel.from_xml_string(SHAPES.replace('<geom name="ball"', '<body><freejoint/><geom name="ball"')
+                                           .replace('rgba="0 1 0 1"/>', 'rgba="0 1 0 1"/></body>', 1))
+    datas = []
+    for shift in range(5):
+        d = mujoco.MjData(model)
+        d.qpos[:3] = [-0.15 + 0.02 * shift, 0.1, 0.06]
+        mujoco.mj_forward(model, d)
+        datas.append(d)
+    renderer = BatchRenderer(model, ["top", "side"], 40, 50, num_worlds=5)
+    renderer.update(datas)
+    before = renderer.render()
+    side = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "side")
+    renderer.set_camera_pose(2, 0, datas[2].cam_xpos[side], datas[2].cam_xmat[side])
+    after = renderer.render()
+    np.testing.assert_allclose(after.depth[2, 0], before.depth[2, 1], atol=1e-6)  # world 2 now sees the side view
+    keep = [0, 1, 3, 4]
+    np.testing.assert_array_equal(after.geom[keep], before.geom[keep])
+    single = BatchRenderer(model, ["top", "side"], 40, 50)
+    for w in keep:  # and the static layer gives what one world rendered alone (no layer) gives
+        single.update(datas[w])
+        one = single.render()
+        np.testing.assert_array_equal(one.geom[0], after.geom[w])
+        np.testing.assert_allclose(one.depth[0], after.depth[w], atol=1e-6)
+        np.testing.assert_array_equal(one.rgb[0], after.rgb[w])
 
 
 @pytest.mark.parametrize(
