@@ -115,15 +115,19 @@ def _aabb_enters(o: wp.vec3, d: wp.vec3, lo: wp.vec3, hi: wp.vec3, max_t: float)
 
 
 @wp.func
-def _outside(x: float, z: float, slope: float, r: float, keep_above: float) -> bool:
-    """Whether a sphere (camera-frame coordinate x, z; radius r) lies wholly on the far side of the plane x = -slope z."""
-    s = keep_above * (x + slope * z) / wp.sqrt(1.0 + slope * slope)
-    return s < -r
+def _outside(a: wp.vec3, b: wp.vec3, slope: float, axis: int, r: float, keep_above: float) -> bool:
+    """Whether the capsule a-b (camera frame, radius r) lies wholly beyond the plane x_axis = -slope z."""
+    norm = wp.sqrt(1.0 + slope * slope)
+    sa = keep_above * (a[axis] + slope * a[2]) / norm
+    sb = keep_above * (b[axis] + slope * b[2]) / norm
+    return wp.max(sa, sb) < -r
 
 
 @wp.kernel
-def _bin_tiles(radii: wp.array(dtype=float), dynamic: wp.array(dtype=wp.int32), static_on: wp.array2d(dtype=wp.int32),
-               static_pass: int, geom_pos: wp.array2d(dtype=wp.vec3), cam_pos: wp.array2d(dtype=wp.vec3),
+def _bin_tiles(bound_mid: wp.array(dtype=wp.vec3), bound_axis: wp.array(dtype=wp.vec3), bound_radius: wp.array(dtype=float),
+               dynamic: wp.array(dtype=wp.int32), static_on: wp.array2d(dtype=wp.int32),
+               static_pass: int, geom_pos: wp.array2d(dtype=wp.vec3), geom_rot: wp.array2d(dtype=wp.mat33),
+               cam_pos: wp.array2d(dtype=wp.vec3),
                cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float), height: int, width: int, tile: int,
                znear: float, zfar: float, lists: wp.array3d(dtype=wp.int32), keys: wp.array3d(dtype=float),
                counts: wp.array2d(dtype=wp.int32), offset: int):
@@ -155,19 +159,24 @@ def _bin_tiles(radii: wp.array(dtype=float), dynamic: wp.array(dtype=wp.int32), 
     o = cam_pos[w, c]
     n = wp.int32(0)
     skip_static = static_on[w, c] != 0 and static_pass == 0
-    for g in range(radii.shape[0]):
+    for g in range(bound_radius.shape[0]):
         if (static_pass != 0 and dynamic[g] != 0) or (skip_static and dynamic[g] == 0):
             continue
-        p = rt * (geom_pos[w, g] - o)
-        r = radii[g]
-        depth = -p[2]
-        if depth + r < znear or depth - r > zfar:
+        # The geom's bounding capsule (segment mid +- axis, radius r) in the camera frame.
+        rg = geom_rot[w, g]
+        p = rt * (geom_pos[w, g] + rg * bound_mid[g] - o)
+        half = rt * (rg * bound_axis[g])
+        a = p - half
+        b = p + half
+        r = bound_radius[g]
+        # depth = -z; near/far planes, then x >= a0 * depth, x <= a1 * depth, y >= b0 * depth, y <= b1 * depth
+        if wp.max(-a[2], -b[2]) + r < znear or wp.min(-a[2], -b[2]) - r > zfar:
             continue
-        # x >= a0 * depth, x <= a1 * depth, y >= b0 * depth, y <= b1 * depth  (depth = -z)
-        if _outside(p[0], p[2], a0, r, 1.0) or _outside(p[0], p[2], a1, r, -1.0):
+        if _outside(a, b, a0, 0, r, 1.0) or _outside(a, b, a1, 0, r, -1.0):
             continue
-        if _outside(p[1], p[2], b0, r, 1.0) or _outside(p[1], p[2], b1, r, -1.0):
+        if _outside(a, b, b0, 1, r, 1.0) or _outside(a, b, b1, 1, r, -1.0):
             continue
+        r = r + wp.length(half)
         key = wp.length(p) - r
         k = n
         n += 1
@@ -182,43 +191,27 @@ def _bin_tiles(radii: wp.array(dtype=float), dynamic: wp.array(dtype=wp.int32), 
     counts[wc, t] = n
 
 
-@wp.kernel
-def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32), halves: wp.array(dtype=wp.vec3),
-             lows: wp.array(dtype=wp.vec3), highs: wp.array(dtype=wp.vec3),
-             radii: wp.array(dtype=float), colors: wp.array(dtype=wp.vec3),
-             geom_ids: wp.array(dtype=wp.int32), body_ids: wp.array(dtype=wp.int32),
-             geom_pos: wp.array2d(dtype=wp.vec3), geom_rot: wp.array2d(dtype=wp.mat33),
-             cam_pos: wp.array2d(dtype=wp.vec3), cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float),
-             lists: wp.array3d(dtype=wp.int32), counts: wp.array2d(dtype=wp.int32),
-             static_on: wp.array2d(dtype=wp.int32), static_pass: int, static_depth: wp.array(dtype=float),
-             static_geom: wp.array(dtype=wp.int32), static_body: wp.array(dtype=wp.int32),
-             static_rgb: wp.array2d(dtype=wp.uint8),
-             height: int, width: int, tile: int, znear: float, zfar: float, ambient: float,
-             depth: wp.array(dtype=float), seg_geom: wp.array(dtype=wp.int32), seg_body: wp.array(dtype=wp.int32),
-             rgb: wp.array2d(dtype=wp.uint8), offset: int):
-    row = wp.tid() + offset
-    ncam = cam_pos.shape[1]
-    col = row % width
-    line = (row // width) % height
-    c = (row // (width * height)) % ncam
-    w = row // (width * height * ncam)
-    f = cam_f[c]
-    # Ray through the pixel centre; its camera-frame z is -1, so the hit parameter t is the depth.
-    d_cam = wp.vec3((float(col) - 0.5 * float(width - 1)) / f, -(float(line) - 0.5 * float(height - 1)) / f, -1.0)
-    d = cam_rot[w, c] * d_cam
-    start = cam_pos[w, c] + znear * d
+@wp.func
+def _trace_pixel(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32), halves: wp.array(dtype=wp.vec3),
+                 lows: wp.array(dtype=wp.vec3), highs: wp.array(dtype=wp.vec3),
+                 radii: wp.array(dtype=float), colors: wp.array(dtype=wp.vec3),
+                 geom_ids: wp.array(dtype=wp.int32), body_ids: wp.array(dtype=wp.int32),
+                 geom_pos: wp.array2d(dtype=wp.vec3), geom_rot: wp.array2d(dtype=wp.mat33),
+                 lists: wp.array3d(dtype=wp.int32), counts: wp.array2d(dtype=wp.int32), w: int, wc: int, t: int,
+                 layered: bool, pix: int, static_depth: wp.array(dtype=float), static_geom: wp.array(dtype=wp.int32),
+                 static_body: wp.array(dtype=wp.int32), static_rgb: wp.array2d(dtype=wp.uint8),
+                 start: wp.vec3, d: wp.vec3, znear: float, zfar: float, ambient: float, out: int,
+                 depth: wp.array(dtype=float), seg_geom: wp.array(dtype=wp.int32), seg_body: wp.array(dtype=wp.int32),
+                 rgb: wp.array2d(dtype=wp.uint8)):
+    """Cast the ray start + t d (t = depth - znear) and write pixel `out` of the outputs."""
     dd = wp.dot(d, d)
     best = zfar - znear
     hit = wp.int32(-1)
     normal = wp.vec3(0.0)
     # A camera fixed in the world sees the same static geoms in every world: start from that layer.
-    pix = (c * height + line) * width + col
-    layered = static_on[w, c] != 0 and static_pass == 0
     if layered and static_geom[pix] >= 0:
         best = static_depth[pix] - znear
     # Only the geoms binned to this pixel's tile (see _bin_tiles), nearest first.
-    wc = w * ncam + c
-    t = (line // tile) * ((width + tile - 1) // tile) + col // tile
     for k in range(counts[wc, t]):
         g = lists[wc, t, k]
         oc = start - geom_pos[w, g]
@@ -253,21 +246,21 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
                             normal = rg * q.normal
     if hit < 0:
         if layered:
-            depth[row] = static_depth[pix]
-            seg_geom[row] = static_geom[pix]
-            seg_body[row] = static_body[pix]
+            depth[out] = static_depth[pix]
+            seg_geom[out] = static_geom[pix]
+            seg_body[out] = static_body[pix]
             for k in range(3):
-                rgb[row, k] = static_rgb[pix, k]
+                rgb[out, k] = static_rgb[pix, k]
             return
-        depth[row] = 0.0
-        seg_geom[row] = -1
-        seg_body[row] = -1
+        depth[out] = 0.0
+        seg_geom[out] = -1
+        seg_body[out] = -1
         for k in range(3):
-            rgb[row, k] = wp.uint8(0)
+            rgb[out, k] = wp.uint8(0)
         return
-    depth[row] = znear + best
-    seg_geom[row] = geom_ids[hit]
-    seg_body[row] = body_ids[hit]
+    depth[out] = znear + best
+    seg_geom[out] = geom_ids[hit]
+    seg_body[out] = body_ids[hit]
     n = wp.normalize(normal)
     if wp.dot(n, d) > 0.0:
         n = -n
@@ -275,7 +268,65 @@ def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32),
     shade = ambient + (1.0 - ambient) * lambert
     col3 = colors[hit] * shade
     for k in range(3):
-        rgb[row, k] = wp.uint8(wp.clamp(col3[k] * 255.0 + 0.5, 0.0, 255.0))
+        rgb[out, k] = wp.uint8(wp.clamp(col3[k] * 255.0 + 0.5, 0.0, 255.0))
+
+
+@wp.kernel
+def _raycast(meshes: wp.array(dtype=wp.uint64), kinds: wp.array(dtype=wp.int32), halves: wp.array(dtype=wp.vec3),
+             lows: wp.array(dtype=wp.vec3), highs: wp.array(dtype=wp.vec3),
+             radii: wp.array(dtype=float), colors: wp.array(dtype=wp.vec3),
+             geom_ids: wp.array(dtype=wp.int32), body_ids: wp.array(dtype=wp.int32),
+             geom_pos: wp.array2d(dtype=wp.vec3), geom_rot: wp.array2d(dtype=wp.mat33),
+             cam_pos: wp.array2d(dtype=wp.vec3), cam_rot: wp.array2d(dtype=wp.mat33), cam_f: wp.array(dtype=float),
+             lists: wp.array3d(dtype=wp.int32), counts: wp.array2d(dtype=wp.int32),
+             static_on: wp.array2d(dtype=wp.int32), static_pass: int, static_depth: wp.array(dtype=float),
+             static_geom: wp.array(dtype=wp.int32), static_body: wp.array(dtype=wp.int32),
+             static_rgb: wp.array2d(dtype=wp.uint8),
+             height: int, width: int, tile: int, znear: float, zfar: float, ambient: float,
+             depth: wp.array(dtype=float), seg_geom: wp.array(dtype=wp.int32), seg_body: wp.array(dtype=wp.int32),
+             rgb: wp.array2d(dtype=wp.uint8), offset: int):
+    # One thread per image row of one (world, camera): rays of a row differ by a constant step.
+    row = wp.tid() + offset
+    ncam = cam_pos.shape[1]
+    line = row % height
+    wc = row // height
+    c = wc % ncam
+    w = wc // ncam
+    f = cam_f[c]
+    rot = cam_rot[w, c]
+    # Ray through pixel (line, col) centre: camera-frame z is -1, so the hit parameter t is the depth.
+    d0 = rot * wp.vec3(-0.5 * float(width - 1) / f, -(float(line) - 0.5 * float(height - 1)) / f, -1.0)
+    dx = rot * wp.vec3(1.0 / f, 0.0, 0.0)
+    o = cam_pos[w, c]
+    layered = static_on[w, c] != 0 and static_pass == 0
+    t_row = (line // tile) * ((width + tile - 1) // tile)
+    for col in range(width):
+        d = d0 + float(col) * dx
+        _trace_pixel(meshes, kinds, halves, lows, highs, radii, colors, geom_ids, body_ids, geom_pos, geom_rot,
+                     lists, counts, w, wc, t_row + col // tile, layered, (c * height + line) * width + col,
+                     static_depth, static_geom, static_body, static_rgb, o + znear * d, d, znear, zfar, ambient,
+                     row * width + col, depth, seg_geom, seg_body, rgb)
+
+
+def _bounding_capsule(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """A capsule holding every vertex: (segment midpoint, half segment along the box's longest axis, radius).
+
+    Taken about the vertices' bounding box: for long thin geoms (arm links) it is much tighter than
+    a sphere, so fewer image tiles list them.
+    """
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    mid = 0.5 * (lo + hi)
+    axis = np.zeros(3)
+    k = int(np.argmax(hi - lo))
+    rest = np.delete(hi - lo, k)
+    radius = 0.5 * float(np.linalg.norm(rest))
+    axis[k] = max(0.0, 0.5 * float(hi[k] - lo[k]) - radius)
+    rel = vertices - mid
+    t = np.clip(rel[:, k], -axis[k], axis[k])
+    closest = np.zeros_like(rel)
+    closest[:, k] = t
+    radius = float(np.linalg.norm(rel - closest, axis=1).max()) * 1.0001 + 1e-6
+    return mid, axis, radius
 
 
 def _intersector(model: mujoco.MjModel, geom: int) -> tuple[int, np.ndarray]:
@@ -418,6 +469,7 @@ class BatchRenderer:
 
     def _build_meshes(self) -> None:
         self._meshes, radii, colors, kinds, halves, lows, highs = [], [], [], [], [], [], []
+        mids, axes, bound_radii = [], [], []
         for g in self.geom_ids:
             m = geom_mesh(self.model, int(g))
             kind, half = _intersector(self.model, int(g))
@@ -425,6 +477,10 @@ class BatchRenderer:
             halves.append(half)
             lows.append(m.vertices.min(axis=0) - 1e-6)
             highs.append(m.vertices.max(axis=0) + 1e-6)
+            mid, axis, radius = _bounding_capsule(m.vertices)
+            mids.append(mid)
+            axes.append(axis)
+            bound_radii.append(radius)
             self._meshes.append(wp.Mesh(wp.array(m.vertices.astype(np.float32), dtype=wp.vec3, device=self.device),
                                         wp.array(m.faces.reshape(-1), dtype=wp.int32, device=self.device)))
             radii.append(float(np.linalg.norm(m.vertices, axis=1).max()) * 1.0001 + 1e-6)
@@ -434,6 +490,9 @@ class BatchRenderer:
         self._kinds = wp.array(np.array(kinds, np.int32), dtype=wp.int32, device=self.device)
         self._halves = wp.array(np.array(halves, np.float32), dtype=wp.vec3, device=self.device)
         self._lows = wp.array(np.array(lows, np.float32), dtype=wp.vec3, device=self.device)
+        self._bound_mid = wp.array(np.array(mids, np.float32), dtype=wp.vec3, device=self.device)
+        self._bound_axis = wp.array(np.array(axes, np.float32), dtype=wp.vec3, device=self.device)
+        self._bound_radius = wp.array(np.array(bound_radii, np.float32), dtype=float, device=self.device)
         self._highs = wp.array(np.array(highs, np.float32), dtype=wp.vec3, device=self.device)
         self._colors = wp.array(np.array(colors, np.float32), dtype=wp.vec3, device=self.device)
         self._geom_ids_w = wp.array(self.geom_ids, dtype=wp.int32, device=self.device)
@@ -559,13 +618,15 @@ class BatchRenderer:
                depth: wp.array, geom: wp.array, body: wp.array, rgb: wp.array) -> None:
         """Bin the geoms to tiles, then cast one ray per pixel of every (world, camera) in the pose arrays."""
         launch_rows(_bin_tiles, counts.shape[0] * counts.shape[1], [
-            self._radii, self._dynamic, static_on, static_pass, geom_pos, cam_pos, cam_rot, self._cam_f, self.height,
+            self._bound_mid, self._bound_axis, self._bound_radius, self._dynamic, static_on, static_pass, geom_pos,
+            geom_rot, cam_pos, cam_rot, self._cam_f, self.height,
             self.width, self.tile, self.znear, self.zfar, lists, keys, counts], self.device)
-        launch_rows(_raycast, depth.shape[0], [
+        launch_rows(_raycast, depth.shape[0] // self.width, [
             self._mesh_ids, self._kinds, self._halves, self._lows, self._highs, self._radii, self._colors,
             self._geom_ids_w, self._body_ids_w, geom_pos, geom_rot, cam_pos, cam_rot, self._cam_f, lists, counts,
             static_on, static_pass, self._s_depth, self._s_geom, self._s_body, self._s_rgb,
-            self.height, self.width, self.tile, self.znear, self.zfar, self.ambient, depth, geom, body, rgb], self.device)
+            self.height, self.width, self.tile, self.znear, self.zfar, self.ambient, depth, geom, body, rgb], self.device,
+            min_split=64)
 
     def render(self, *, like: str = "numpy", copy: bool = True) -> RenderOutput:
         """Cast every ray and return depth, segmentation and RGB for all worlds and cameras.
