@@ -4,9 +4,13 @@ One Warp module. ``BatchRenderer`` builds one ``wp.Mesh`` per visible geom of an
 geom frame: primitives tessellated like MuJoCo's renderer, mesh geoms as they are), shared by every
 world. Each step it takes geom and camera poses from one or many ``MjData`` (or from arrays, e.g.
 a batched simulator), and one launch casts a ray through every pixel of every camera of every
-world: each ray is moved into the frame of each geom whose bounding sphere it meets and tested
-against that geom's BVH. Cameras use MuJoCo's conventions (look along -z, +y up, vertical ``fovy``,
-square pixels, image row 0 at the top) and clip at MuJoCo's ``znear``/``zfar``.
+world. Geoms are first binned to 8x8-pixel tiles by their bounding capsules; each ray is moved into
+the frame of each geom of its tile and tested against that geom's BVH (boxes, whose mesh is the box
+itself, by an exact slab test; spheres, capsules and cylinders are culled by the true shape, which
+contains their tessellation). With 4 or more worlds, cameras fixed in the world reuse one render of
+the geoms welded to the world (the "static layer") and each world traces only its moving geoms.
+Cameras use MuJoCo's conventions (look along -z, +y up, vertical ``fovy``, square pixels, image row
+0 at the top) and clip at MuJoCo's ``znear``/``zfar``.
 
 Outputs per world, camera and pixel: depth along the optical axis (m; 0 where nothing is hit, the
 "missing" value of ``depth_to_points``), the geom id and body id hit (-1 for background, like
@@ -529,7 +533,8 @@ class BatchRenderer:
 
         Args:
             geom_xpos ``(W, ngeom, 3)``, geom_xmat ``(W, ngeom, 9)``, cam_xpos ``(W, ncam, 3)``,
-            cam_xmat ``(W, ncam, 9)``: all of the model's geoms and cameras, world frame.
+            cam_xmat ``(W, ncam, 9)``: all of the model's geoms and cameras, world frame. Geoms
+            welded to the world are drawn where world 0 puts them (they cannot move in MuJoCo).
 
         Raises:
             ValueError: on wrong shapes or non-finite values.
