@@ -113,14 +113,14 @@ def _point_cloud_ops(b: _Bench, n: int) -> None:
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
     tensor = o3d.core.Tensor(pts)
 
-    side = int(np.sqrt(n))
+    side = int(np.sqrt(n))  # a square depth image of about n pixels (316 x 316 for 100k)
     rng = np.random.default_rng(1)
     depth = rng.uniform(0.5, 3.0, (side, side)).astype(np.float32)
     k = fovy_intrinsics(60.0, side, side)
     intr = o3d.camera.PinholeCameraIntrinsic(side, side, k[0, 0], k[1, 1], k[0, 2], k[1, 2])
     o3d_depth = o3d.geometry.Image(depth)
     ours_depth = b.to_device(depth)
-    b.compare("depth_to_points", side * side, lambda: depth_to_points(ours_depth, k, world_from_camera=_MOTION, device=dev),
+    b.compare("depth_to_points", n, lambda: depth_to_points(ours_depth, k, world_from_camera=_MOTION, device=dev),
               lambda: o3d.geometry.PointCloud.create_from_depth_image(o3d_depth, intr, np.linalg.inv(_MOTION), depth_scale=1.0))
 
     moved = o3d.geometry.PointCloud(pcd)  # Open3D transforms in place: keep `pcd` as it is for the other ops
@@ -172,7 +172,7 @@ def _point_cloud_ops(b: _Bench, n: int) -> None:
 
 
 def _tsdf(b: _Bench, n: int, resolution: int = 128, frames: int = 4) -> None:
-    """Integrate ``frames`` depth images of ``n`` pixels into a resolution^3 volume, then extract points."""
+    """Integrate ``frames`` depth images of about ``n`` pixels into a resolution^3 volume, then extract points."""
     side = int(np.sqrt(n))
     k = fovy_intrinsics(60.0, side, side)
     ys, xs = np.mgrid[0:side, 0:side]
@@ -218,7 +218,7 @@ def _tsdf(b: _Bench, n: int, resolution: int = 128, frames: int = 4) -> None:
             v.integrate(r, intr, np.linalg.inv(shift @ p))
         return v.extract_point_cloud()
 
-    b.compare(f"tsdf_{resolution}^3_x{frames}", side * side, ours, ref)
+    b.compare(f"tsdf_{resolution}cube_x{frames}", n, ours, ref)
 
 
 def _renderer(b: _Bench, xml: Path, worlds: int, size: int, camera: str) -> None:
