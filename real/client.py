@@ -19,7 +19,18 @@ from typing import Any
 import numpy as np
 
 from real.panda import PANDA_JOINT_NAMES
-from real.protocol import Command, MsgType, ProtocolError, State
+from real.protocol import (
+    MAX_PAYLOAD,
+    MAX_SENSOR_PAYLOAD,
+    Command,
+    Frame,
+    MsgType,
+    ProtocolError,
+    ReadSensors,
+    SensorPart,
+    Sensors,
+    State,
+)
 from real.robot import (
     JOINT_POS,
     JOINT_TARGET,
@@ -37,6 +48,7 @@ from real.robot import (
     requires_disconnected,
 )
 from real.safety import Refusal, Status
+from real.sensors import SensorReading
 from real.transport import ConnectionClosedError, FramedSocket, client_handshake, expect, secret_bytes
 
 log = logging.getLogger(__name__)
@@ -53,6 +65,7 @@ class RemoteRobotConfig(RobotConfig):
     joint_names: tuple[str, ...] = PANDA_JOINT_NAMES  # checked against the server's robot at connect()
     timeout: float = 1.0  # s to wait for each reply
     connect_timeout: float = 5.0  # s for the TCP connection and the handshake
+    max_sensor_bytes: int = MAX_SENSOR_PAYLOAD  # largest SENSORS reply accepted (bytes); more closes the connection
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +75,9 @@ class RemoteRobotConfig(RobotConfig):
         if self.timeout <= 0 or self.connect_timeout <= 0:
             raise ValueError(f"RemoteRobotConfig timeouts must be > 0, got timeout={self.timeout}, "
                              f"connect_timeout={self.connect_timeout}")
+        if not MAX_PAYLOAD <= int(self.max_sensor_bytes) <= MAX_SENSOR_PAYLOAD:
+            raise ValueError(f"RemoteRobotConfig.max_sensor_bytes must be in [{MAX_PAYLOAD}, {MAX_SENSOR_PAYLOAD}], got "
+                             f"{self.max_sensor_bytes}")
 
 
 class RemoteRobot(Robot):
@@ -91,10 +107,12 @@ class RemoteRobot(Robot):
         self._conn: FramedSocket | None = None
         self._offset_ns = 0
         self.server_info: dict[str, Any] = {}  # the server's WELCOME description, after connect()
+        self.calibration: dict[str, np.ndarray] = {}  # the server's sensor calibration, fetched at connect()
         self.last_state: State | None = None
         self.last_refusal = Refusal.NONE
         self.latencies_ns: list[int] | None = None  # set to a list to record request -> reply times
         self._request_lock = threading.Lock()
+        self._sent_seq = 0  # seq of the last request sent
 
     @property
     def observation_features(self) -> Features:
@@ -121,7 +139,7 @@ class RemoteRobot(Robot):
         """Connect, authenticate, and check that the server's robot has the configured joints."""
         cfg = self.config
         sock = socket.create_connection((cfg.host, int(cfg.port)), timeout=cfg.connect_timeout)
-        conn = FramedSocket(sock)
+        conn = FramedSocket(sock, max_payload=int(cfg.max_sensor_bytes))
         try:
             session = client_handshake(conn, secret_bytes(cfg.secret), cfg.connect_timeout)
             names = [str(n) for n in session.info.get("joint_names", [])]
@@ -132,6 +150,13 @@ class RemoteRobot(Robot):
             conn.close()
             raise
         self._conn, self._offset_ns, self.server_info = conn, session.clock_offset_ns, session.info
+        self.calibration = {}
+        if session.info.get("sensors"):
+            try:
+                self.calibration = {k: r.data for k, r in self._read_sensors(SensorPart.CALIBRATION).items()}
+            except BaseException:
+                self._close()
+                raise
         log.info("%r connected to %s:%d (%s, clock offset %.3f ms)", self, cfg.host, cfg.port,
                  session.info.get("name"), self._offset_ns * 1e-6)
 
@@ -169,6 +194,33 @@ class RemoteRobot(Robot):
         return {JOINT_POS: state.targets.copy()}
 
     @requires_connected
+    def read_sensors(self) -> dict[str, SensorReading]:
+        """The robot's latest sensor readings (keys in :mod:`real.sensors`), stamped on this process's clock.
+
+        Raises:
+            ConnectionError, TimeoutError, ProtocolError: as any request (the connection is closed on failure);
+                a reply larger than ``config.max_sensor_bytes`` is a ProtocolError.
+        """
+        return self._read_sensors(SensorPart.READINGS)
+
+    @requires_connected
+    def sensor_calibration(self) -> dict[str, np.ndarray]:
+        """The sensors' static calibration, as fetched at ``connect()``."""
+        return dict(self.calibration)
+
+    def _read_sensors(self, parts: SensorPart) -> dict[str, SensorReading]:
+        with self._request_lock:
+            frame = self._exchange(MsgType.READ_SENSORS, ReadSensors(int(parts)).encode(), None, MsgType.SENSORS)
+            try:
+                reply = Sensors.decode(frame.payload)
+                if reply.ack_seq != self._sent_seq:
+                    raise ProtocolError(f"SENSORS acknowledges seq {reply.ack_seq}, expected {self._sent_seq}")
+            except ProtocolError:
+                self._close()
+                raise
+        return {a.name: SensorReading(a.data, (a.timestamp_ns - self._offset_ns) * 1e-9) for a in reply.arrays}
+
+    @requires_connected
     def hold(self) -> None:
         """Make the robot hold its current position."""
         self._request(MsgType.HOLD)
@@ -200,21 +252,30 @@ class RemoteRobot(Robot):
         with self._request_lock:
             return self._request_locked(msg_type, payload, timestamp_ns)
 
-    def _request_locked(self, msg_type: MsgType, payload: bytes, timestamp_ns: int | None) -> State:
+    def _exchange(self, msg_type: MsgType, payload: bytes, timestamp_ns: int | None, reply_type: MsgType) -> Frame:
+        """Send one request and return the reply frame of ``reply_type``; any failure closes the connection."""
         conn = self._conn
         if conn is None:
             raise ConnectionClosedError(f"{self!r}: the connection is closed")
         try:
-            sent_ns = time.monotonic_ns()
             seq, _ = conn.send(msg_type, payload, timestamp_ns=timestamp_ns)
-            frame = expect(conn.recv(self.config.timeout), MsgType.STATE)
-            state = State.decode(frame.payload)
-            if state.ack_seq != seq:
-                raise ProtocolError(f"STATE acknowledges seq {state.ack_seq}, expected {seq}")
+            self._sent_seq = seq
+            return expect(conn.recv(self.config.timeout), reply_type)
         except (OSError, ProtocolError) as exc:  # OSError covers ConnectionError and TimeoutError
             self._close()
             if isinstance(exc, ConnectionClosedError):
                 raise ConnectionClosedError(f"{self!r}: the server closed the connection") from exc
+            raise
+
+    def _request_locked(self, msg_type: MsgType, payload: bytes, timestamp_ns: int | None) -> State:
+        sent_ns = time.monotonic_ns()
+        frame = self._exchange(msg_type, payload, timestamp_ns, MsgType.STATE)
+        try:
+            state = State.decode(frame.payload)
+            if state.ack_seq != self._sent_seq:
+                raise ProtocolError(f"STATE acknowledges seq {state.ack_seq}, expected {self._sent_seq}")
+        except ProtocolError:
+            self._close()
             raise
         if self.latencies_ns is not None:
             self.latencies_ns.append(time.monotonic_ns() - sent_ns)

@@ -21,7 +21,11 @@ Conversation (client C, server S)::
 
     S->C HELLO(server nonce, auth_required)   C->S AUTH(client nonce, HMAC)   S->C WELCOME(server HMAC, robot JSON)
     then C->S COMMAND | HEARTBEAT | HOLD | ESTOP | RESET | BYE, each answered by S->C STATE (ack_seq = the request's seq),
-    and S->C ERROR(code, text) before S closes the connection on a fatal error.
+    C->S READ_SENSORS(what), answered by S->C SENSORS (named arrays: camera frames, calibration; see
+    :class:`Sensors`), and S->C ERROR(code, text) before S closes the connection on a fatal error.
+
+SENSORS is the one message whose payload may exceed MAX_PAYLOAD: up to MAX_SENSOR_PAYLOAD (a few 96x96 float32
+depth frames take ~37 KB each). Only a client that asks for sensors needs a decoder with that larger bound.
 
 The HMACs are SHA-256 over a role label and both nonces (:func:`auth_mac`), so each side proves it knows the
 shared secret without sending it, and neither proof can be replayed on another connection. Frames after the
@@ -35,6 +39,7 @@ import enum
 import hashlib
 import hmac
 import json
+import math
 import struct
 import zlib
 from typing import Any, ClassVar
@@ -47,6 +52,10 @@ HEADER = struct.Struct("<4sBBHQqI")
 TRAILER = struct.Struct("<I")
 HEADER_SIZE = HEADER.size  # 28
 MAX_PAYLOAD = 64 * 1024  # bytes; the default bound of the decoder
+MAX_SENSOR_PAYLOAD = 4 * 1024 * 1024  # bytes; the bound of a SENSORS payload (e.g. 100 96x96 float32 depth frames)
+MAX_SENSOR_ARRAYS = 64  # named arrays in one SENSORS message
+MAX_SENSOR_NAME = 128  # bytes of UTF-8 in an array name
+MAX_SENSOR_NDIM = 4
 MAX_JOINTS = 64
 NONCE_SIZE = 32
 MAC_SIZE = 32
@@ -71,6 +80,8 @@ class MsgType(enum.IntEnum):
     ERROR = 9  # S->C: ErrorMessage, then the connection closes
     BYE = 10  # C->S: orderly disconnect; the robot holds (empty payload)
     HOLD = 11  # C->S: hold the current position (empty payload)
+    READ_SENSORS = 12  # C->S: ReadSensors (which parts: readings and/or calibration)
+    SENSORS = 13  # S->C: Sensors (reply to READ_SENSORS)
 
 
 class Flag(enum.IntFlag):
@@ -116,8 +127,10 @@ def encode_frame(msg_type: MsgType, seq: int, timestamp_ns: int, payload: bytes 
         raise ProtocolError(f"seq must be a u64, got {seq}")
     if flags & ~_KNOWN_FLAGS or flags < 0:
         raise ProtocolError(f"unknown flag bits {flags:#x}")
-    if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}")
+    limit, limit_name = (MAX_SENSOR_PAYLOAD, "MAX_SENSOR_PAYLOAD") if msg_type == MsgType.SENSORS else (MAX_PAYLOAD,
+                                                                                                     "MAX_PAYLOAD")
+    if len(payload) > limit:
+        raise ProtocolError(f"{getattr(msg_type, 'name', msg_type)} payload of {len(payload)} bytes exceeds {limit_name}={limit}")
     head = HEADER.pack(MAGIC, PROTOCOL_VERSION, int(msg_type), flags, seq, timestamp_ns, len(payload))
     body = head + payload
     return body + TRAILER.pack(zlib.crc32(body))
@@ -396,7 +409,144 @@ class ErrorMessage:
         return cls(code, payload[cls._C.size:].decode(errors="replace"))
 
 
-PAYLOAD_CLASSES: dict[MsgType, Any] = {c.TYPE: c for c in (Hello, Auth, Welcome, Command, State, ErrorMessage)}
+class SensorPart(enum.IntFlag):
+    """What a READ_SENSORS request asks for."""
+
+    READINGS = 1  # the latest sensor readings (camera frames, ...)
+    CALIBRATION = 2  # the sensors' calibration (camera intrinsics and extrinsics)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadSensors:
+    """C->S: ask for the latest readings and/or the calibration (a :class:`SensorPart` bit field)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.READ_SENSORS
+    _S: ClassVar[struct.Struct] = struct.Struct("<B")
+    parts: int = int(SensorPart.READINGS)
+
+    def encode(self) -> bytes:
+        """Payload bytes: one byte of SensorPart bits."""
+        if not 0 < self.parts <= int(SensorPart.READINGS | SensorPart.CALIBRATION):
+            raise ProtocolError(f"READ_SENSORS parts must be a non-empty SensorPart bit field, got {self.parts}")
+        return self._S.pack(self.parts)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ReadSensors:
+        """Parse a payload; raises ProtocolError on a wrong size or unknown bits."""
+        _exact(payload, cls._S.size, "READ_SENSORS")
+        (parts,) = cls._S.unpack(payload)
+        if not 0 < parts <= int(SensorPart.READINGS | SensorPart.CALIBRATION):
+            raise ProtocolError(f"READ_SENSORS parts must be a non-empty SensorPart bit field, got {parts}")
+        return cls(parts)
+
+
+# dtype code on the wire -> NumPy dtype (little-endian); the only array types a SENSORS message carries.
+SENSOR_DTYPES: dict[int, np.dtype] = {1: np.dtype("u1"), 2: np.dtype("<f4"), 3: np.dtype("<f8")}
+_DTYPE_CODES = {dtype: code for code, dtype in SENSOR_DTYPES.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class SensorArray:
+    """One named array of a SENSORS message and when it was captured (sender's ``time.monotonic_ns()``)."""
+
+    name: str
+    data: np.ndarray  # uint8, float32 or float64, at most MAX_SENSOR_NDIM dimensions
+    timestamp_ns: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Sensors:
+    """S->C: named arrays (camera frames, calibration matrices, ...), in reply to the request with seq ``ack_seq``.
+
+    Payload: u64 ack_seq, u16 count, then per array: u8 name length, UTF-8 name, u8 dtype code (SENSOR_DTYPES),
+    u8 ndim, ndim x u32 shape, i64 capture timestamp (ns), then the array's bytes in C order, little-endian.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.SENSORS
+    _H: ClassVar[struct.Struct] = struct.Struct("<QH")
+    _A: ClassVar[struct.Struct] = struct.Struct("<BB")
+    _T: ClassVar[struct.Struct] = struct.Struct("<q")
+    ack_seq: int
+    arrays: tuple[SensorArray, ...]
+
+    def encode(self) -> bytes:
+        """Payload bytes.
+
+        Raises:
+            ProtocolError: too many arrays, a bad name, an unsupported dtype or ndim, or a payload over
+                MAX_SENSOR_PAYLOAD (the message names the array or the size).
+        """
+        if len(self.arrays) > MAX_SENSOR_ARRAYS:
+            raise ProtocolError(f"SENSORS carries at most {MAX_SENSOR_ARRAYS} arrays, got {len(self.arrays)}")
+        parts = [self._H.pack(self.ack_seq, len(self.arrays))]
+        size = self._H.size
+        for item in self.arrays:
+            name = item.name.encode()
+            if not 0 < len(name) <= MAX_SENSOR_NAME:
+                raise ProtocolError(f"SENSORS array name {item.name!r} must be 1..{MAX_SENSOR_NAME} bytes")
+            data = np.asarray(item.data)
+            code = _DTYPE_CODES.get(data.dtype.newbyteorder("<") if data.dtype.byteorder == ">" else data.dtype)
+            code = code if code is not None else _DTYPE_CODES.get(np.dtype(data.dtype.str.replace("=", "<")))
+            if code is None:
+                raise ProtocolError(f"SENSORS array {item.name!r}: dtype {data.dtype} is not one of uint8, float32, "
+                                    f"float64")
+            if data.ndim > MAX_SENSOR_NDIM:
+                raise ProtocolError(f"SENSORS array {item.name!r}: {data.ndim} dimensions > {MAX_SENSOR_NDIM}")
+            body = np.ascontiguousarray(data, dtype=SENSOR_DTYPES[code]).tobytes()
+            head = (bytes([len(name)]) + name + self._A.pack(code, data.ndim)
+                    + struct.pack(f"<{data.ndim}I", *data.shape) + self._T.pack(int(item.timestamp_ns)))
+            size += len(head) + len(body)
+            if size > MAX_SENSOR_PAYLOAD:
+                raise ProtocolError(f"SENSORS payload exceeds MAX_SENSOR_PAYLOAD={MAX_SENSOR_PAYLOAD} bytes at array "
+                                    f"{item.name!r} ({size} bytes so far): send fewer or smaller frames")
+            parts += [head, body]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Sensors:
+        """Parse a payload; raises ProtocolError on any size, name, dtype or shape that does not add up exactly."""
+        view = memoryview(payload)
+        if len(view) < cls._H.size:
+            raise ProtocolError(f"SENSORS payload too short ({len(view)} bytes)")
+        ack, count = cls._H.unpack_from(view)
+        if count > MAX_SENSOR_ARRAYS:
+            raise ProtocolError(f"SENSORS announces {count} arrays, at most {MAX_SENSOR_ARRAYS} allowed")
+        pos, arrays = cls._H.size, []
+        for index in range(count):
+            if pos >= len(view):
+                raise ProtocolError(f"SENSORS payload ends before array {index}")
+            name_len = view[pos]
+            pos += 1
+            if not 0 < name_len <= MAX_SENSOR_NAME or pos + name_len + cls._A.size > len(view):
+                raise ProtocolError(f"SENSORS array {index}: bad name length {name_len}")
+            try:
+                name = bytes(view[pos:pos + name_len]).decode()
+            except UnicodeDecodeError:
+                raise ProtocolError(f"SENSORS array {index}: name is not UTF-8") from None
+            pos += name_len
+            code, ndim = cls._A.unpack_from(view, pos)
+            pos += cls._A.size
+            if code not in SENSOR_DTYPES or ndim > MAX_SENSOR_NDIM:
+                raise ProtocolError(f"SENSORS array {name!r}: unknown dtype code {code} or ndim {ndim}")
+            if pos + 4 * ndim + cls._T.size > len(view):
+                raise ProtocolError(f"SENSORS array {name!r}: truncated header")
+            shape = struct.unpack_from(f"<{ndim}I", view, pos)
+            pos += 4 * ndim
+            (stamp,) = cls._T.unpack_from(view, pos)
+            pos += cls._T.size
+            nbytes = SENSOR_DTYPES[code].itemsize * math.prod(shape)
+            if pos + nbytes > len(view):
+                raise ProtocolError(f"SENSORS array {name!r}: {nbytes} data bytes announced, {len(view) - pos} left")
+            data = np.frombuffer(view, SENSOR_DTYPES[code], nbytes // SENSOR_DTYPES[code].itemsize, pos)
+            arrays.append(SensorArray(name, data.reshape(shape).copy(), stamp))
+            pos += nbytes
+        if pos != len(view):
+            raise ProtocolError(f"SENSORS payload has {len(view) - pos} trailing bytes")
+        return cls(ack, tuple(arrays))
+
+
+PAYLOAD_CLASSES: dict[MsgType, Any] = {c.TYPE: c for c in (Hello, Auth, Welcome, Command, State, ErrorMessage,
+                                                            ReadSensors, Sensors)}
 
 
 def decode_payload(frame: Frame) -> Any:

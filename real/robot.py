@@ -277,6 +277,18 @@ class Robot(ABC):
         obs = self.get_observation()
         return {key: obs[key] for key in JOINT_STATE_KEYS}
 
+    def read_sensors(self) -> dict[str, Any]:
+        """The latest sensor readings, ``{key: real.sensors.SensorReading}`` (keys in :mod:`real.sensors`).
+
+        The default has no sensors and returns ``{}``. A backend with cameras overrides it; it must be cheap enough
+        for the bridge to call at the cameras' rate (return the latest captured frames, do not capture here).
+        """
+        return {}
+
+    def sensor_calibration(self) -> dict[str, np.ndarray]:
+        """Static calibration of the sensors (``calibration.<camera>.*`` keys, :mod:`real.sensors`); default ``{}``."""
+        return {}
+
     @abstractmethod
     def send_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Command ``{"joint.pos": targets}`` (rad) and return the targets actually sent, after clamping.

@@ -170,6 +170,15 @@ class SafeRobot(Robot):
         with self._lock:
             return self._with_safety(self.backend.get_joint_state())
 
+    @requires_connected
+    def read_sensors(self) -> dict[str, Any]:
+        """The backend's sensor readings. Not under the command lock: a slow camera never delays a hold."""
+        return self.backend.read_sensors()
+
+    def sensor_calibration(self) -> dict[str, np.ndarray]:
+        """The backend's static sensor calibration."""
+        return self.backend.sensor_calibration()
+
     def _with_safety(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs[SAFETY_STATUS] = np.array([int(self.status)], dtype=np.int64)
         obs[SAFETY_CLAMPED] = np.array([self.safety.n_clamped], dtype=np.int64)

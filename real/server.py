@@ -37,6 +37,10 @@ from real.protocol import (
     Frame,
     MsgType,
     ProtocolError,
+    ReadSensors,
+    SensorArray,
+    SensorPart,
+    Sensors,
     State,
     check_empty,
 )
@@ -69,6 +73,7 @@ class ServerConfig:
     handshake_timeout: float = 2.0  # s for a client to answer HELLO
     max_payload: int = 4096  # bytes; requests are small, so a tight bound
     realtime_priority: int = 0  # SCHED_FIFO priority of the server process (ServerProcess only); 0 = normal
+    sensor_send_timeout: float = 0.5  # s a SENSORS reply may wait for the client to read it before it is dropped
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.port) <= 65535:
@@ -93,6 +98,7 @@ def robot_info(robot: SafeRobot) -> dict[str, Any]:
         "observation_features": robot.observation_features,
         "action_features": robot.action_features,
         "safety": dataclasses.asdict(robot.config.safety),
+        "sensors": sorted(robot.sensor_calibration()),
     }
 
 
@@ -289,7 +295,10 @@ class RobotServer:
                     return
                 continue
             try:
-                reply = self._handle(client, frame)
+                if frame.type == MsgType.READ_SENSORS:
+                    reply_type, payload = MsgType.SENSORS, self._sensors(frame)
+                else:
+                    reply_type, payload = MsgType.STATE, self._handle(client, frame).encode()
             except ProtocolError as exc:
                 self._refuse_protocol(client, exc)
                 return
@@ -299,7 +308,10 @@ class RobotServer:
                 self._drop(client, "internal error")
                 return
             try:
-                conn.send(MsgType.STATE, reply.encode())
+                if reply_type == MsgType.SENSORS:
+                    self._send_large(conn, reply_type, payload)
+                else:
+                    conn.send(reply_type, payload)
             except OSError as exc:
                 self._drop(client, str(exc))
                 return
@@ -386,6 +398,25 @@ class RobotServer:
         else:
             raise ProtocolError(f"unexpected {frame.type.name} from a client")
         return self._state(frame.seq)
+
+    def _sensors(self, frame: Frame) -> bytes:
+        """The SENSORS reply to a READ_SENSORS request: the latest readings and/or the calibration."""
+        parts = ReadSensors.decode(frame.payload).parts
+        arrays = []
+        if parts & SensorPart.CALIBRATION:
+            now = time.monotonic_ns()
+            arrays += [SensorArray(k, v, now) for k, v in self.robot.sensor_calibration().items()]
+        if parts & SensorPart.READINGS:
+            arrays += [SensorArray(k, r.data, int(round(r.timestamp * 1e9))) for k, r in self.robot.read_sensors().items()]
+        return Sensors(frame.seq, tuple(arrays)).encode()
+
+    def _send_large(self, conn: FramedSocket, msg_type: MsgType, payload: bytes) -> None:
+        """Send a frame that may not fit the socket buffer: block for at most ``sensor_send_timeout``."""
+        conn.sock.settimeout(self.config.sensor_send_timeout)
+        try:
+            conn.send(msg_type, payload)
+        finally:
+            conn.sock.setblocking(False)
 
     def _state(self, ack_seq: int) -> State:
         obs = self.robot.get_joint_state()
