@@ -1,0 +1,261 @@
+"""Deploy mode of Real-is-Sim: the policy acts on the twin, the real robot tracks the twin's joint targets.
+
+Timeline of one :meth:`Deployer.run` (wall clock)::
+
+    policy (main thread)   |a0|---- twin physics 0.1 s, paced to the wall clock ----|a1|---- ... ----|
+    twin correction        every 1/twin.rate_hz s of twin time: robot.read_sensors() depth -> ICP -> PD pull
+    streamer (own thread)  q  q  q  q  q  q  q  q  q  q  ...   latest twin joint targets, every 1/stream_hz s
+
+The robot tracks the twin's *joints* (``qpos`` of its arm), not the IK targets behind them: the targets jump every
+IK substep (faster than the safety layer's velocity limit lets through), the twin's joints move as a servoed arm
+does. The streamer keeps sending while the policy thinks, so the robot's watchdog (25 ms) never fires in normal
+operation. Tracking error (robot joints vs the twin's targets), sync error (the twin's block vs the emulated
+reality's ``truth.block_pose`` at the truth's capture time, when the robot provides it) and success (twin coverage,
+and the real block's coverage from truth) are returned and logged to a :class:`policies.tracking.Tracker`.
+
+Stopping safely: the robot is used as a context manager, so on a normal end, Ctrl-C, an exception or a lost
+connection the streamer is stopped first and then ``hold()`` and ``disconnect()`` are commanded (a lost connection
+makes the server hold on its own). Killing this process is covered by the server: its commander vanished, it holds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from real.robot import JOINT_POS, Robot
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DeployConfig:
+    """One deployment episode."""
+
+    seed: int = 100000  # twin reset seed (the emulated reality must start from the same one)
+    max_steps: int = 300  # policy steps (10 Hz)
+    stream_hz: float = 100.0  # joint targets sent to the robot per second (the watchdog needs >= 40)
+    stop_on_success: bool = True  # end the episode when the twin reports success
+    start_tolerance: float = 0.05  # rad; the robot must start this close to the twin's initial joints
+    history_s: float = 2.0  # s of twin block poses kept to compare with truth at its capture time
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.stream_hz < 40 or self.start_tolerance <= 0:
+            raise ValueError(f"deploy: need max_steps >= 1, stream_hz >= 40 (the watchdog holds the robot below) and "
+                             f"start_tolerance > 0, got {self.max_steps}, {self.stream_hz}, {self.start_tolerance}")
+
+
+class Deployer:
+    """Runs a policy in the twin while the robot tracks the twin (module docstring).
+
+    Args:
+        twin: a ``sim.twin.DigitalTwin`` in ``deploy`` mode; its env must use ``pusher_xy`` actions.
+        robot: the robot (a ``RemoteRobot`` for the emulated reality or hardware); connected here if it is not.
+        policy: has ``reset()`` and ``select_action(batch) -> (1, 2) tensor`` (see policies.evaluation).
+        config: the episode.
+        tracker: optional ``policies.tracking.Tracker``; metrics are logged every policy step under ``deploy/``.
+        act: optional ``act(obs) -> action`` used instead of ``policy`` (e.g. a scripted expert).
+
+    Raises:
+        ValueError: from ``run()``, if the robot starts far from the twin's initial joints (the message says how
+            far), or the twin is not in deploy mode.
+        ConnectionError: from ``run()``, if the robot connection is lost (the robot is left holding).
+    """
+
+    def __init__(self, twin: Any, robot: Robot, policy: Any = None, config: DeployConfig | None = None,
+                 tracker: Any = None, act: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> None:
+        if policy is None and act is None:
+            raise ValueError("Deployer needs a policy or an act function")
+        self.twin, self.robot, self.policy = twin, robot, policy
+        self.config = config if config is not None else DeployConfig()
+        self.tracker, self._act = tracker, act
+        self._targets = np.zeros(len(robot.joint_names))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stream_error: BaseException | None = None
+        self._tracking: list[float] = []
+        self._history_t: list[float] = []
+        self._history_pose: list[np.ndarray] = []
+        self._sync: list[tuple[float, float]] = []
+        self._truth: SensorReading | None = None
+        self._last_truth_stamp = -np.inf
+        self.n_sent = 0
+        self.n_measurements = 0
+
+    # ------------------------------------------------------------------------------------------------- run
+    def run(self) -> dict[str, float]:
+        """Run one episode; returns the metrics (see :meth:`_summary`)."""
+        twin, env, cfg = self.twin, self.twin.env, self.config
+        if twin.config.mode != "deploy":
+            raise ValueError(f"Deployer needs twin.mode='deploy', got {twin.config.mode!r}")
+        obs, info = env.reset(seed=cfg.seed)
+        if self.policy is not None:
+            self.policy.reset()
+        with self.robot:
+            measured = np.asarray(self.robot.get_joint_state()[JOINT_POS])
+            gap = float(np.abs(measured - info["joint_targets"]).max())
+            if gap > cfg.start_tolerance:
+                raise ValueError(f"the robot starts {gap:.3f} rad from the twin's initial joints (seed {cfg.seed}); "
+                                 f"deploy.start_tolerance is {cfg.start_tolerance}: reset reality to the same seed")
+            calibration = self.robot.sensor_calibration()
+            twin.attach(lambda: self._measure(calibration))
+            inner = env.advance_physics
+            env.advance_physics = lambda n: self._advance_realtime(inner, n)
+            self._set_targets(env.data.qpos[env.ik.qpos_adr])
+            streamer = threading.Thread(target=self._stream, name="deploy-streamer", daemon=True)
+            self._clock0, self._sim0 = time.monotonic(), env.data.time
+            streamer.start()
+            try:
+                steps = 0
+                for steps in range(1, cfg.max_steps + 1):
+                    obs, _, terminated, truncated, info = env.step(self._action(obs))
+                    self._check_streamer()
+                    self._log(steps, info)
+                    if (terminated and cfg.stop_on_success) or truncated:
+                        break
+            finally:
+                self._stop.set()
+                streamer.join(2.0)
+                env.advance_physics = inner
+        return self._summary(steps, info)
+
+    def _action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if self._act is not None:
+            return np.asarray(self._act(obs), dtype=float)
+        import torch
+
+        from policies.evaluation import obs_to_torch
+        from sim.pusht_env import TASK
+
+        batch = obs_to_torch({key: np.asarray(value)[None] for key, value in obs.items()})
+        batch["task"] = [TASK]
+        with torch.no_grad():
+            return self.policy.select_action(batch)[0].cpu().numpy().astype(float)
+
+    # --------------------------------------------------------------------------------------- twin physics
+    def _advance_realtime(self, inner: Callable[[int], None], n_steps: int) -> None:
+        """Advance the twin in chunks of one stream period, each no earlier than its wall-clock time."""
+        env = self.twin.env
+        dt = env.model.opt.timestep
+        chunk = max(1, int(round(1.0 / (self.config.stream_hz * dt))))
+        for start in range(0, n_steps, chunk):
+            inner(min(chunk, n_steps - start))
+            self._set_targets(env.data.qpos[env.ik.qpos_adr])
+            now = time.monotonic()
+            self._history_t.append(now)
+            self._history_pose.append(env.block_pose)
+            ahead = (env.data.time - self._sim0) - (now - self._clock0)
+            if ahead > 0:
+                time.sleep(ahead)
+            self._check_streamer()
+
+    def _measure(self, calibration: dict[str, np.ndarray]) -> list:
+        """The twin's measurement callback: the robot's latest depth frames (and truth, kept for the sync error)."""
+        readings = self.robot.read_sensors()
+        self.n_measurements += 1
+        truth = readings.get(TRUTH_BLOCK_POSE)
+        if truth is not None and truth.timestamp > self._last_truth_stamp:
+            self._last_truth_stamp = truth.timestamp
+            self._record_sync(truth)
+        return depth_frames(readings, calibration, self.twin.config.cameras)
+
+    def _record_sync(self, truth: SensorReading) -> None:
+        """Twin block pose at the truth's capture time (nearest recorded) vs the truth."""
+        self._truth = truth
+        times = self._history_t
+        horizon = times[-1] - self.config.history_s if times else 0.0
+        cut = bisect.bisect_left(times, horizon)
+        del times[:cut], self._history_pose[:cut]
+        i = bisect.bisect_left(times, truth.timestamp)
+        if not times or i >= len(times):
+            return
+        if i > 0 and truth.timestamp - times[i - 1] < times[i] - truth.timestamp:
+            i -= 1
+        if abs(times[i] - truth.timestamp) > 0.02:
+            return
+        error = self._history_pose[i] - truth.data
+        angle = (error[2] + np.pi) % (2 * np.pi) - np.pi
+        self._sync.append((float(np.linalg.norm(error[:2])), float(abs(angle))))
+
+    # ------------------------------------------------------------------------------------------- streamer
+    def _set_targets(self, q: np.ndarray) -> None:
+        with self._lock:
+            self._targets = np.array(q, dtype=np.float64)
+
+    def _stream(self) -> None:
+        """Send the latest twin joint targets every 1/stream_hz s until stopped; record the tracking error."""
+        period = 1.0 / self.config.stream_hz
+        next_time = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    q = self._targets.copy()
+                self.robot.send_action({JOINT_POS: q})
+                self.n_sent += 1
+                state = getattr(self.robot, "last_state", None)
+                measured = state.positions if state is not None else self.robot.get_joint_state()[JOINT_POS]
+                self._tracking.append(float(np.sqrt(np.mean(np.square(measured - q)))))
+                next_time += period
+                delay = next_time - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                else:
+                    next_time = time.monotonic()
+        except BaseException as exc:
+            self._stream_error = exc
+            self._stop.set()
+
+    def _check_streamer(self) -> None:
+        if self._stream_error is not None:
+            raise ConnectionError(f"streaming joint targets to {self.robot!r} failed: "
+                                  f"{type(self._stream_error).__name__}: {self._stream_error}") from self._stream_error
+
+    # -------------------------------------------------------------------------------------------- metrics
+    def _real_coverage(self) -> float:
+        if self._truth is None:
+            return float("nan")
+        env = self.twin.env
+        return float(env.shape.coverage(self._truth.data, env.goal_pose))
+
+    def _log(self, step: int, info: dict[str, Any]) -> None:
+        if self.tracker is None:
+            return
+        metrics = {"deploy/coverage_twin": float(info["coverage"]),
+                   "deploy/tracking_error_rad": self._tracking[-1] if self._tracking else 0.0}
+        if self._sync:
+            metrics["deploy/sync_error_mm"] = 1e3 * self._sync[-1][0]
+            metrics["deploy/sync_error_deg"] = float(np.degrees(self._sync[-1][1]))
+            metrics["deploy/coverage_real"] = self._real_coverage()
+        self.tracker.log(metrics, step=step)
+
+    def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
+        """``steps``, twin ``coverage_twin``/``success_twin``, ``coverage_real``/``success_real`` (truth; NaN
+        without), ``tracking_rms_rad``, ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``stream_hz``,
+        ``correction_hz`` (measurements per wall second)."""
+        elapsed = max(time.monotonic() - self._clock0, 1e-9)
+        sync = np.array(self._sync) if self._sync else np.full((1, 2), np.nan)
+        threshold = self.twin.env.config.success_threshold
+        real = self._real_coverage()
+        out = {
+            "steps": float(steps),
+            "coverage_twin": float(info["coverage"]),
+            "success_twin": float(info["is_success"]),
+            "coverage_real": real,
+            "success_real": float(real >= threshold) if np.isfinite(real) else float("nan"),
+            "tracking_rms_rad": float(np.sqrt(np.mean(np.square(self._tracking)))) if self._tracking else float("nan"),
+            "sync_rms_mm": float(1e3 * np.sqrt(np.mean(sync[:, 0] ** 2))),
+            "sync_rms_deg": float(np.degrees(np.sqrt(np.mean(sync[:, 1] ** 2)))),
+            "stream_hz": self.n_sent / elapsed,
+            "correction_hz": self.n_measurements / elapsed,
+        }
+        if self.tracker is not None:
+            self.tracker.log({f"deploy/final_{k}": v for k, v in out.items()}, step=steps + 1)
+        return out
