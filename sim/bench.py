@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ def _gym_pusht(obs_type: str) -> gym.Env:
 
 
 def _gym_pusht_vector(obs_type: str, n: int) -> gym.vector.VectorEnv:
-    return gym.vector.AsyncVectorEnv([lambda: _gym_pusht(obs_type)] * n, context="fork")
+    return gym.vector.AsyncVectorEnv([functools.partial(_gym_pusht, obs_type)] * n, context="spawn")
 
 
 def run_sim_benchmarks(n_steps: int = 1000, n_envs: int = 2, log: Callable[[str], None] = print) -> dict[str, float]:

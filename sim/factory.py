@@ -35,12 +35,25 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True) ->
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    kwargs = _env_kwargs(cfg)
-    fns = [lambda: gym.make(cfg.id, config=kwargs, render_mode="rgb_array", disable_env_checker=True)] * num_envs
+    fns = [_EnvMaker(cfg.id, _env_kwargs(cfg))] * num_envs
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if asynchronous and num_envs > 1:
-        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="fork")
+        # spawn, not fork: a parent that already rendered holds an EGL context that a forked child cannot use.
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+@dataclass
+class _EnvMaker:
+    """A picklable env constructor for worker processes (importing ``sim`` registers the env id there)."""
+
+    env_id: str
+    kwargs: PushTConfig
+
+    def __call__(self) -> gym.Env:
+        import sim  # noqa: F401
+
+        return gym.make(self.env_id, config=self.kwargs, render_mode="rgb_array", disable_env_checker=True)
 
 
 def make_expert(env: gym.Env, cfg: EnvConfig, seed: int | None = None) -> PushTExpert:
