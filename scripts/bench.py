@@ -2,6 +2,7 @@
 
 Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2]`
        `python scripts/bench.py kernels [device=cpu|cuda] [sizes=100000,1000000]`
+       `python scripts/bench.py bridge [rate_hz=500] [duration_s=5]`
 Figures are printed as `name: value` lines at the end (ratios > 1 mean realsim is faster) and written to
 `outputs/bench/<area>.json`.
 """
@@ -27,13 +28,19 @@ def _options(args: list[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     """Runs the benchmark area named by ``argv[0]`` with ``key=value`` options."""
-    if not argv or argv[0] not in ("sim", "kernels"):
+    if not argv or argv[0] not in ("sim", "kernels", "bridge"):
         raise SystemExit(__doc__)
     area, options = argv[0], _options(argv[1:])
     if area == "sim":
         from sim.bench import run_sim_benchmarks
 
         figures = run_sim_benchmarks(n_steps=int(options.get("n_steps", 1000)), n_envs=int(options.get("n_envs", 2)))
+    elif area == "bridge":
+        from real.bench import run_bridge_benchmarks
+
+        figures = run_bridge_benchmarks(
+            rate_hz=float(options.get("rate_hz", 500)), duration_s=float(options.get("duration_s", 5)), log=print
+        )
     else:
         from kernels.bench import run_kernel_benchmarks
 
