@@ -40,6 +40,7 @@ import torch
 from omegaconf import OmegaConf
 
 from policies.base import Policy
+from policies.datasets.atomic import fsync_dir
 from policies.ema import EMA
 from policies.registry import policy_class
 
@@ -57,14 +58,6 @@ class CheckpointError(RuntimeError):
 def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
     """``<run_dir>/checkpoints/<step:06d>``."""
     return Path(run_dir) / CHECKPOINTS_DIR / f"{step:06d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write(path: Path, writer: Callable[[Any], None], binary: bool = True) -> None:
@@ -108,7 +101,7 @@ def _write_pretrained(dst: Path, policy: Policy, train_config: Mapping[str, Any]
     _write(dst / "model.safetensors", lambda f: f.write(safetensors.torch.save(tensors)))
     cfg = OmegaConf.create(dict(train_config) if train_config is not None else {})
     _write(dst / "train_config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), binary=False)
-    _fsync_dir(dst)
+    fsync_dir(dst)
 
 
 def _write_training_state(dst: Path, step: int, optimizer: torch.optim.Optimizer,
@@ -122,14 +115,14 @@ def _write_training_state(dst: Path, step: int, optimizer: torch.optim.Optimizer
         _write(dst / "ema.safetensors", lambda f: f.write(safetensors.torch.save(tensors)))
     _write(dst / "rng_state.pt", lambda f: torch.save(_rng_state(), f))
     _write(dst / "training_step.json", lambda f: json.dump({"step": int(step)}, f), binary=False)
-    _fsync_dir(dst)
+    fsync_dir(dst)
 
 
 def _point_last(ckpt_root: Path, name: str) -> None:
     tmp_link = ckpt_root / f".tmp-last-{uuid.uuid4().hex}"
     os.symlink(name, tmp_link)
     os.replace(tmp_link, ckpt_root / LAST)
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
 
 
 def _step_dirs(ckpt_root: Path) -> list[Path]:
@@ -169,7 +162,7 @@ def save_checkpoint(
     try:
         _write_pretrained(tmp / PRETRAINED, policy, train_config)
         _write_training_state(tmp / TRAINING_STATE, step, optimizer, scheduler, ema)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             old = root / f".old-{final.name}-{uuid.uuid4().hex}"
             os.replace(final, old)
@@ -177,7 +170,7 @@ def save_checkpoint(
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,45 @@
+"""Deploy a policy through the twin: `python scripts/deploy.py policy_path=<run> [robot.kind=emulated|remote]`.
+
+The policy acts only in the digital twin; the robot (the emulated reality in its own process, or a robot server)
+tracks the twin's joints through the safety layer, and the twin is corrected from the robot's depth cameras.
+Ctrl-C, an exception or a lost connection leaves the robot holding. Prints `name: value` figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see scripts/train.py
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+import sim  # noqa: E402
+from policies.checkpoint import load_policy, load_train_config  # noqa: E402
+from policies.runtime import print_figures, resolve_device  # noqa: E402
+from policies.tracking import Tracker  # noqa: E402
+from real.deploy_run import deploy_episodes, register_configs  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="deploy", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Loads the policy and its twin's env config, deploys, and prints the mean figures."""
+    run = OmegaConf.to_object(cfg)
+    policy = load_policy(run.policy_path, device=resolve_device(run.device))
+    env_cfg = sim.env_config_from_dict(load_train_config(run.policy_path)["env"])
+    tracker = Tracker(project=run.logger.project, mode=run.logger.mode, run_dir=run.output_dir,
+                      config=OmegaConf.to_container(cfg, resolve=True))
+    try:
+        results = deploy_episodes(run, env_cfg.kwargs, policy, tracker)
+    finally:
+        tracker.finish()
+    keys = ("success_real", "success_twin", "coverage_real", "sync_rms_mm", "sync_rms_deg", "tracking_rms_rad",
+            "correction_hz", "stream_hz")
+    print_figures({f"mean_{k}": float(np.nanmean([r[k] for r in results])) for k in keys})
+
+
+if __name__ == "__main__":
+    main()
