@@ -9,7 +9,11 @@ Figures are printed as `name: value` lines at the end (ratios > 1 mean realsim i
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Head-less MuJoCo rendering (the kernels benchmark renders with MuJoCo before anything imports sim).
+os.environ.setdefault("MUJOCO_GL", "egl")
 from pathlib import Path
 
 from policies.datasets.atomic import atomic_write_json
