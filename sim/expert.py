@@ -101,16 +101,15 @@ class PushTExpert:
     def _rot(theta: float) -> np.ndarray:
         return np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
 
-    def _desired_twist(self, pose: np.ndarray) -> np.ndarray:
-        """Block-frame (vx, vy, gyration * omega) that moves the block towards the goal."""
+    def _desired_twist(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The error to correct: block-frame ``(vx, vy, angle_weight * angle)`` (m) and world ``(dx, dy, dtheta)``."""
         rot = self._rot(pose[2])
         com_now = pose[:2] + rot @ self.com
         com_goal = self.goal[:2] + self._rot(self.goal[2]) @ self.com
         angle_err = wrap_angle(self.goal[2] - pose[2])
         v_world = com_goal - com_now
-        return np.concatenate([rot.T @ v_world, [self.config.angle_weight * angle_err / 1.0]]), np.concatenate(
-            [v_world, [angle_err]]
-        )
+        twist_block = np.concatenate([rot.T @ v_world, [self.config.angle_weight * angle_err]])
+        return twist_block, np.concatenate([v_world, [angle_err]])
 
     def _scores(self, twist: np.ndarray) -> np.ndarray:
         """Alignment (cosine) of each contact's quasi-static pushing twist with the desired twist."""
