@@ -13,8 +13,8 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export WARP_CACHE_PATH ?= $(CURDIR)/.cache/warp
 export WANDB_SILENT ?= true
-# torch threads sleep while waiting instead of spinning (env worker processes share the cores)
-export OMP_WAIT_POLICY ?= PASSIVE
+# torch's OpenMP threads spin only briefly before sleeping (env worker processes share the cores; see scripts/train.py)
+export GOMP_SPINCOUNT ?= 2000
 
 .PHONY: train test lint bench clean apt
 

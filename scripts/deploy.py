@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see scripts/train.py
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")  # see scripts/train.py
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
