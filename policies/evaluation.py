@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from policies.datasets.atomic import atomic_write_bytes
 from policies.datasets.video import write_video
+from policies.runtime import resolve_device
 from policies.stats_utils import wilson_interval
 
 __all__ = ["EpisodeResult", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
@@ -182,7 +183,7 @@ class Evaluator:
         self.n_videos = n_videos
         self.video_dir = Path(video_dir) if video_dir is not None else None
         self.fps = fps
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.metric_keys = tuple(metric_keys)
         self.confidence = confidence
         self.progress = progress
@@ -429,19 +430,6 @@ def _env_time_limit(envs: gym.vector.VectorEnv) -> int:
     if limit is None:
         raise ValueError("max_steps is None and the env has no spec.max_episode_steps: give max_steps")
     return int(limit)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> cuda if available else cpu; an explicit CUDA device without CUDA is an error."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: unknown device {device!r} (use cpu, cuda, cuda:<i> or auto)") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available (use device='auto' to fall back to cpu)")
-    return resolved
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

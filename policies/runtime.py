@@ -15,20 +15,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str) -> torch.device:
-    """The torch device for a ``device`` setting: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device for a ``device`` setting: ``cpu``, ``cuda``, ``cuda:<i>`` or ``auto`` (cuda when available).
 
     Raises:
-        RuntimeError: ``device="cuda"`` on a machine without CUDA (no silent fallback).
-        ValueError: an unknown setting.
+        ValueError: an unknown device, or a CUDA device on a machine without CUDA (no silent fallback; use ``auto``).
     """
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA device; use device=cpu or device=auto")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be cpu, cuda or auto, got {device!r}")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: unknown device {device!r} (use cpu, cuda, cuda:<i> or auto)") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available (use device='auto' to fall back to cpu)")
+    return resolved
 
 
 def print_figures(figures: dict) -> None:

@@ -15,7 +15,7 @@ towards them (DESIGN.md section 6):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
@@ -75,15 +75,6 @@ class DepthFrame:
     intrinsics: np.ndarray  # 3x3 pinhole, pixels
     world_from_camera: np.ndarray  # 4x4, OpenCV axes (x right, y down, z forward)
     timestamp: float = 0.0  # s
-
-
-@dataclass
-class SyncStats:
-    """What one correction tick did."""
-
-    n_points: int  # object points that survived segmentation
-    force: np.ndarray = field(default_factory=lambda: np.zeros(3))  # N, world frame
-    torque: np.ndarray = field(default_factory=lambda: np.zeros(3))  # N m about the block's centre of mass
 
 
 class DigitalTwin:
@@ -154,13 +145,16 @@ class DigitalTwin:
         return points[keep]
 
     # ----------------------------------------------------------------------------------------- correction
-    def ingest(self, frames: list[DepthFrame]) -> SyncStats:
-        """Takes the latest depth frames; the correction pulls the block towards them until the next ones."""
+    def ingest(self, frames: list[DepthFrame]) -> int:
+        """Takes the latest depth frames; the correction pulls the block towards them until the next ones.
+
+        Returns the number of object points that survived segmentation.
+        """
         points = self.object_points(frames) if self.config.correction != "none" else np.zeros((0, 3), np.float32)
         self.measurements += 1
         if self.config.correction == "forces":
             self._points = points
-            return SyncStats(n_points=len(points))
+            return len(points)
         if self.config.correction == "pose" and len(points) >= 10:
             estimate = self.estimate_block_pose(points)
             if estimate is not None:
@@ -169,7 +163,7 @@ class DigitalTwin:
                     self._target_velocity = (estimate - self._target) / (now - self._target_time)
                     self._target_velocity[2] = wrap_angle(estimate[2] - self._target[2]) / (now - self._target_time)
                 self._target, self._target_time = estimate, now
-        return SyncStats(n_points=len(points))
+        return len(points)
 
     def estimate_block_pose(self, points: np.ndarray) -> np.ndarray | None:
         """Planar pose (x, y, theta) of the real block from its depth points, by point-to-plane ICP against the

@@ -81,11 +81,8 @@ def unstuff(body: bytes) -> bytes:
     return bytes(out)
 
 
-class Dxl2Codec:
-    """Protocol 2.0 framing for a servo: :meth:`feed` bytes from the host, get instructions; build status packets."""
-
-    name = "dynamixel"
-    max_length = 1024
+class _ByteBuffer:
+    """The host-to-servo byte buffer both codecs frame packets from."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -98,6 +95,14 @@ class Dxl2Codec:
     def reset(self) -> None:
         """Drop a partial packet (a servo does this when the bytes of a packet stop coming)."""
         self._buf.clear()
+
+
+class Dxl2Codec(_ByteBuffer):
+    """Protocol 2.0 framing for a servo: :meth:`feed` bytes from the host, get instructions; build status packets."""
+
+    name = "dynamixel"
+    max_length = 1024
+
 
     def status(self, servo_id: int, error: int, params: bytes = b"", corrupt: bool = False) -> bytes:
         """A status packet; with ``corrupt`` its CRC is deliberately wrong (fault injection)."""
@@ -140,23 +145,12 @@ class Dxl2Codec:
             found.append(Instruction(packet[4], body[0], bytes(body[1:]), crc_ok))
 
 
-class FeetechCodec:
+class FeetechCodec(_ByteBuffer):
     """Feetech SCS/STS framing for a servo: :meth:`feed` bytes from the host, get instructions; build statuses."""
 
     name = "feetech"
     max_length = 250
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes received but not yet part of a complete packet."""
-        return len(self._buf)
-
-    def reset(self) -> None:
-        """Drop a partial packet (a servo does this when the bytes of a packet stop coming)."""
-        self._buf.clear()
 
     @staticmethod
     def checksum(data: bytes | bytearray) -> int:
