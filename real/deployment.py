@@ -13,6 +13,11 @@ operation. Tracking error (robot joints vs the twin's targets), sync error (the 
 reality's ``truth.block_pose`` at the truth's capture time, when the robot provides it) and success (twin coverage,
 and the real block's coverage from truth) are returned and logged to a :class:`policies.tracking.Tracker`.
 
+Baseline (``observation="raw"``): no twin. The env is only a kinematic model: after every stream period its arm
+takes the robot's measured joints and, at ``twin.rate_hz``, its block takes the ICP pose of the newest depth frames
+(``DigitalTwin.estimate_block_pose``); nothing is simulated. The policy acts on that raw state and the IK targets
+of its actions go to the robot directly. This is what Real-is-Sim is compared against.
+
 Stopping safely: the robot is used as a context manager, so on a normal end, Ctrl-C, an exception or a lost
 connection the streamer is stopped first and then ``hold()`` and ``disconnect()`` are commanded (a lost connection
 makes the server hold on its own). Killing this process is covered by the server: its commander vanished, it holds.
@@ -28,12 +33,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import mujoco
 import numpy as np
 
 from real.robot import JOINT_POS, Robot
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
 
 log = logging.getLogger(__name__)
+
+OBSERVATION_SOURCES = ("twin", "raw")
 
 
 @dataclasses.dataclass
@@ -46,8 +54,18 @@ class DeployConfig:
     stop_on_success: bool = True  # end the episode when the twin reports success
     start_tolerance: float = 0.05  # rad; the robot must start this close to the twin's initial joints
     history_s: float = 2.0  # s of twin block poses kept to compare with truth at its capture time
+    # twin: the policy acts on the corrected twin (Real-is-Sim); raw: the baseline without a twin, the policy acts on
+    # reality's raw measurements (measured joints, a per-frame ICP pose of the block) and its IK targets go straight
+    # to the robot.
+    observation: str = "twin"
+    # simulated seconds of the twin per wall second; must equal the emulated reality's time_scale (hardware: 1)
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.observation not in OBSERVATION_SOURCES:
+            raise ValueError(f"deploy.observation must be one of {OBSERVATION_SOURCES}, got {self.observation!r}")
+        if self.time_scale <= 0:
+            raise ValueError(f"deploy.time_scale must be > 0, got {self.time_scale}")
         if self.max_steps < 1 or self.stream_hz < 40 or self.start_tolerance <= 0:
             raise ValueError(f"deploy: need max_steps >= 1, stream_hz >= 40 (the watchdog holds the robot below) and "
                              f"start_tolerance > 0, got {self.max_steps}, {self.stream_hz}, {self.start_tolerance}")
@@ -87,6 +105,8 @@ class Deployer:
         self._sync: list[tuple[float, float]] = []
         self._truth: SensorReading | None = None
         self._last_truth_stamp = -np.inf
+        self._last_frame_stamp = -np.inf
+        self._next_raw_measurement = -np.inf
         self.n_sent = 0
         self.n_measurements = 0
 
@@ -106,10 +126,14 @@ class Deployer:
                 raise ValueError(f"the robot starts {gap:.3f} rad from the twin's initial joints (seed {cfg.seed}); "
                                  f"deploy.start_tolerance is {cfg.start_tolerance}: reset reality to the same seed")
             calibration = self.robot.sensor_calibration()
-            twin.attach(lambda: self._measure(calibration))
             inner = env.advance_physics
-            env.advance_physics = lambda n: self._advance_realtime(inner, n)
-            self._set_targets(env.data.qpos[env.ik.qpos_adr])
+            if cfg.observation == "twin":
+                twin.attach(lambda: self._measure(calibration))
+                physics = env.advance_physics
+            else:
+                physics = lambda n: self._observe_raw(calibration, n)  # noqa: E731
+            env.advance_physics = lambda n: self._advance_realtime(physics, n)
+            self._set_targets(self._joint_targets())
             streamer = threading.Thread(target=self._stream, name="deploy-streamer", daemon=True)
             self._clock0, self._sim0 = time.monotonic(), env.data.time
             streamer.start()
@@ -145,17 +169,47 @@ class Deployer:
         """Advance the twin in chunks of one stream period, each no earlier than its wall-clock time."""
         env = self.twin.env
         dt = env.model.opt.timestep
-        chunk = max(1, int(round(1.0 / (self.config.stream_hz * dt))))
+        chunk = max(1, int(round(self.config.time_scale / (self.config.stream_hz * dt))))
         for start in range(0, n_steps, chunk):
             inner(min(chunk, n_steps - start))
-            self._set_targets(env.data.qpos[env.ik.qpos_adr])
+            self._set_targets(self._joint_targets())
             now = time.monotonic()
             self._history_t.append(now)
             self._history_pose.append(env.block_pose)
-            ahead = (env.data.time - self._sim0) - (now - self._clock0)
+            ahead = (env.data.time - self._sim0) / self.config.time_scale - (now - self._clock0)  # wall s
             if ahead > 0:
                 time.sleep(ahead)
             self._check_streamer()
+
+    def _joint_targets(self) -> np.ndarray:
+        """What the robot tracks: the twin's joints (twin), or the IK targets computed from the raw state (raw)."""
+        env = self.twin.env
+        return env.data.ctrl.copy() if self.config.observation == "raw" else env.data.qpos[env.ik.qpos_adr].copy()
+
+    def _observe_raw(self, calibration: dict[str, np.ndarray], n_steps: int) -> None:
+        """Raw mode's stand-in for physics: the env's state becomes the latest measurement, nothing is simulated.
+
+        The arm takes the robot's measured joints; the block takes the ICP pose of the newest depth frames (started
+        from the previous estimate, kept when the fit is poor). The env's clock advances by ``n_steps`` so the wall
+        clock pacing is the twin mode's.
+        """
+        env = self.twin.env
+        model, data = env.model, env.data
+        data.time += n_steps * model.opt.timestep
+        data.qpos[env.ik.qpos_adr] = self._measured_joints()
+        mujoco.mj_kinematics(model, data)
+        if data.time < self._next_raw_measurement:
+            return
+        self._next_raw_measurement = data.time + 1.0 / self.twin.config.rate_hz
+        frames = self._measure(calibration)
+        stamp = max((frame.timestamp for frame in frames), default=-np.inf)
+        if stamp > self._last_frame_stamp:
+            self._last_frame_stamp = stamp
+            points = self.twin.object_points(frames)
+            pose = self.twin.estimate_block_pose(points) if len(points) >= 10 else None
+            if pose is not None:
+                env.set_block_pose(pose)
+                mujoco.mj_kinematics(model, data)
 
     def _measure(self, calibration: dict[str, np.ndarray]) -> list:
         """The twin's measurement callback: the robot's latest depth frames (and truth, kept for the sync error)."""
@@ -200,9 +254,7 @@ class Deployer:
                     q = self._targets.copy()
                 self.robot.send_action({JOINT_POS: q})
                 self.n_sent += 1
-                state = getattr(self.robot, "last_state", None)
-                measured = state.positions if state is not None else self.robot.get_joint_state()[JOINT_POS]
-                self._tracking.append(float(np.sqrt(np.mean(np.square(measured - q)))))
+                self._tracking.append(float(np.sqrt(np.mean(np.square(self._measured_joints() - q)))))
                 next_time += period
                 delay = next_time - time.monotonic()
                 if delay > 0:
@@ -212,6 +264,11 @@ class Deployer:
         except BaseException as exc:
             self._stream_error = exc
             self._stop.set()
+
+    def _measured_joints(self) -> np.ndarray:
+        """The robot's latest joint positions (rad): the state its last command returned, when it keeps one."""
+        state = getattr(self.robot, "last_state", None)
+        return np.array(state.positions if state is not None else self.robot.get_joint_state()[JOINT_POS])
 
     def _check_streamer(self) -> None:
         if self._stream_error is not None:
@@ -239,7 +296,7 @@ class Deployer:
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
         """``steps``, twin ``coverage_twin``/``success_twin``, ``coverage_real``/``success_real`` (truth; NaN
         without), ``tracking_rms_rad``, ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``stream_hz``,
-        ``correction_hz`` (measurements per wall second)."""
+        ``correction_hz`` (measurements per second of the world's time: wall seconds times ``time_scale``)."""
         elapsed = max(time.monotonic() - self._clock0, 1e-9)
         sync = np.array(self._sync) if self._sync else np.full((1, 2), np.nan)
         threshold = self.twin.env.config.success_threshold
@@ -254,7 +311,7 @@ class Deployer:
             "sync_rms_mm": float(1e3 * np.sqrt(np.mean(sync[:, 0] ** 2))),
             "sync_rms_deg": float(np.degrees(np.sqrt(np.mean(sync[:, 1] ** 2)))),
             "stream_hz": self.n_sent / elapsed,
-            "correction_hz": self.n_measurements / elapsed,
+            "correction_hz": self.n_measurements / (elapsed * self.config.time_scale),
         }
         if self.tracker is not None:
             self.tracker.log({f"deploy/final_{k}": v for k, v in out.items()}, step=steps + 1)

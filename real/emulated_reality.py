@@ -12,9 +12,10 @@ it has
   sends it flying).
 
 A background thread steps the physics (the MJCF's 2 ms timestep, 500 Hz) in batches of ``physics_batch`` steps,
-keeping simulated time on the wall clock, and renders the depth cameras at ``camera_hz`` (the MuJoCo renderer is
-created in that thread, as EGL contexts must be). ``get_joint_state`` and ``read_sensors`` copy the latest
-snapshot under a lock, so the bridge's 500 Hz reads cost microseconds. ``read_sensors`` also returns the block's
+keeping simulated time on the wall clock (times ``time_scale``: below 1 is slow motion, for a loaded CPU), and
+renders the depth cameras at ``camera_hz`` (the MuJoCo renderer is created in that thread, as EGL contexts must be).
+``get_joint_state`` and ``read_sensors`` copy the latest snapshot under a lock, so the bridge's 500 Hz reads cost
+microseconds. ``read_sensors`` also returns the block's
 true pose under ``truth.block_pose``, for measuring the twin's sync error only: the twin must never use it.
 
 The initial state is the twin's ``env.reset(seed=config.seed)`` (same block and pusher start): start one server
@@ -84,12 +85,16 @@ class EmulatedRealityConfig(RobotConfig):
     # --- depth cameras ---------------------------------------------------------------------------------------------
     cameras: tuple[str, ...] = ("side", "overhead")
     depth_size: tuple[int, int] = (96, 96)  # (height, width)
-    camera_hz: float = 30.0  # frames per second (wall clock)
+    camera_hz: float = 30.0  # frames per simulated second
     depth_noise_mm: float = 1.0  # std of Gaussian depth noise (mm)
     depth_dropout: float = 0.02  # fraction of pixels missing (0) in each frame
     max_depth: float = 2.0  # m; farther returns (the background) read 0
     # --- real-time loop --------------------------------------------------------------------------------------------
     physics_batch: int = 5  # physics steps per batch (5 x 2 ms = 10 ms)
+    # simulated seconds per wall-clock second: 1 is real time; below 1 runs the world in slow motion (a loaded CPU
+    # then still keeps up), above 1 fast-forwards. Delays and camera rates above are in simulated time. A twin deployed
+    # into it must be paced with the same factor (deploy.time_scale).
+    time_scale: float = 1.0
     max_catch_up: float = 0.1  # s; a thread that falls further behind the wall clock skips ahead (logged)
 
     def __post_init__(self) -> None:
@@ -106,6 +111,8 @@ class EmulatedRealityConfig(RobotConfig):
             raise ValueError(f"EmulatedRealityConfig.depth_dropout must be in [0, 1), got {self.depth_dropout}")
         if self.push_force < 0 or self.push_duration < 0:
             raise ValueError("EmulatedRealityConfig.push_force and push_duration must be >= 0")
+        if self.time_scale <= 0:
+            raise ValueError(f"EmulatedRealityConfig.time_scale must be > 0, got {self.time_scale}")
         if self.camera_hz <= 0 or self.physics_batch < 1 or len(self.depth_size) != 2 or min(self.depth_size) < 1:
             raise ValueError(f"EmulatedRealityConfig: need camera_hz > 0, physics_batch >= 1 and a (height, width) "
                              f"depth_size, got {self.camera_hz}, {self.physics_batch}, {self.depth_size}")
@@ -241,7 +248,7 @@ class EmulatedRealityRobot(Robot):
         """Queue joint targets (rad); they act ``actuator_delay`` s from now. Returns them unchanged."""
         target = joint_action(action, len(self._joint_names))
         with self._lock:
-            self._commands.append((time.monotonic() + self.config.actuator_delay, target))
+            self._commands.append((time.monotonic() + self.config.actuator_delay / self.config.time_scale, target))
             self._braking = False
             self._target = target.copy()
             self._snapshot[JOINT_TARGET] = target.copy()
@@ -282,7 +289,7 @@ class EmulatedRealityRobot(Robot):
         arm_qpos, arm_dof = env._arm_qpos, env._arm_dof
         next_push = rng.uniform(*cfg.push_interval)
         push_end, push_force = -1.0, np.zeros(2)
-        frame_period = 1.0 / cfg.camera_hz
+        frame_period = 1.0 / (cfg.camera_hz * cfg.time_scale)  # wall-clock s
         self._publish(env, data, arm_qpos, arm_dof, time.monotonic())
         self._render(env, rng)
         self._ready.set()
@@ -291,12 +298,12 @@ class EmulatedRealityRobot(Robot):
         next_frame = start + frame_period
         while not self._stop.is_set():
             now = time.monotonic()
-            behind = (now - start) - (data.time - sim_origin)
+            behind = (now - start) * cfg.time_scale - (data.time - sim_origin)  # simulated s
             if behind > cfg.max_catch_up:  # starved of CPU: skip ahead rather than run fast-forward
                 self.n_skips += 1
                 sim_origin += behind
             if behind < 0:
-                time.sleep(min(-behind, cfg.physics_batch * dt))
+                time.sleep(min(-behind, cfg.physics_batch * dt) / cfg.time_scale)
                 continue
             with self._lock:
                 braking = self._braking

@@ -152,7 +152,7 @@ class PushTEnv(gym.Env):
         self.data.mocap_quat[self._goal_mocap] = yaw_to_quat(self._goal[2])
 
         block = np.asarray(options["block_pose"], float) if "block_pose" in options else self._sample_block_pose()
-        self._set_block_pose(block)
+        self.set_block_pose(block)
         pusher = np.asarray(options["pusher_xy"], float) if "pusher_xy" in options else self._sample_pusher(block)
         q = self.ik.solve(NOMINAL_POSTURE, self._tip_target(pusher), PUSHER_DOWN, iterations=100)
         self.data.qpos[self._arm_qpos] = q
@@ -191,7 +191,8 @@ class PushTEnv(gym.Env):
         d = np.asarray(xy) - block[:2]
         return np.array([c * d[0] + s * d[1], -s * d[0] + c * d[1]])
 
-    def _set_block_pose(self, pose: np.ndarray) -> None:
+    def set_block_pose(self, pose: np.ndarray) -> None:
+        """Puts the block at planar pose (x, y, theta) (m, rad) on the table (velocities untouched); call mj_forward after."""
         adr = self._block_qpos
         half_height = self.model.geom("block_bar").size[2]
         self.data.qpos[adr : adr + 3] = (pose[0], pose[1], half_height)
