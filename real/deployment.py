@@ -128,7 +128,7 @@ class Deployer:
             calibration = self.robot.sensor_calibration()
             inner = env.advance_physics
             if cfg.observation == "twin":
-                twin.attach(lambda: self._measure(calibration))
+                twin.attach(lambda: self._measure(calibration), sim_time_of=self._sim_time_of)
                 physics = env.advance_physics
             else:
                 physics = lambda n: self._observe_raw(calibration, n)  # noqa: E731
@@ -180,6 +180,10 @@ class Deployer:
             if ahead > 0:
                 time.sleep(ahead)
             self._check_streamer()
+
+    def _sim_time_of(self, stamp: float) -> float:
+        """Twin time (s) of a wall-clock stamp (``time.monotonic()``), by the pacing of :meth:`_advance_realtime`."""
+        return self._sim0 + (stamp - self._clock0) * self.config.time_scale
 
     def _joint_targets(self) -> np.ndarray:
         """What the robot tracks: the twin's joints (twin), or the IK targets computed from the raw state (raw)."""

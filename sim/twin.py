@@ -97,6 +97,7 @@ class DigitalTwin:
         self._forces: CorrectionForces | None = None
         self._points = np.zeros((0, 3), np.float32)
         self._measure: Callable[[], list[DepthFrame]] | None = None
+        self._sim_time_of: Callable[[float], float] | None = None
         self._next_measurement = 0.0
         self.measurements = 0  # measurements ingested so far
         self._target: np.ndarray | None = None  # pose mode: last measured block pose (x, y, theta)
@@ -158,12 +159,20 @@ class DigitalTwin:
         if self.config.correction == "pose" and len(points) >= 10:
             estimate = self.estimate_block_pose(points)
             if estimate is not None:
-                now = self.env.data.time
-                if self._target is not None and now > self._target_time:
-                    self._target_velocity = (estimate - self._target) / (now - self._target_time)
-                    self._target_velocity[2] = wrap_angle(estimate[2] - self._target[2]) / (now - self._target_time)
-                self._target, self._target_time = estimate, now
+                captured = self._capture_time(frames)
+                if self._target is not None and captured > self._target_time:
+                    elapsed = captured - self._target_time
+                    self._target_velocity = (estimate - self._target) / elapsed
+                    self._target_velocity[2] = wrap_angle(estimate[2] - self._target[2]) / elapsed
+                self._target, self._target_time = estimate, captured
         return len(points)
+
+    def _capture_time(self, frames: list[DepthFrame]) -> float:
+        """Twin time (s) at which the newest of ``frames`` was captured: mapped from its timestamp by the clock
+        given to :meth:`attach`, else the twin's current time (no latency compensation)."""
+        if self._sim_time_of is None or not frames:
+            return float(self.env.data.time)
+        return float(self._sim_time_of(max(frame.timestamp for frame in frames)))
 
     def estimate_block_pose(self, points: np.ndarray) -> np.ndarray | None:
         """Planar pose (x, y, theta) of the real block from its depth points, by point-to-plane ICP against the
@@ -213,14 +222,18 @@ class DigitalTwin:
         torque = inertia * (omega**2 * wrap_angle(target[2] - pose[2]) - 2 * omega * relative_velocity[2])
         return np.array([force[0], force[1], 0.0, 0.0, 0.0, torque])
 
-    def attach(self, measure: Callable[[], list[DepthFrame]]) -> None:
+    def attach(self, measure: Callable[[], list[DepthFrame]],
+               sim_time_of: Callable[[float], float] | None = None) -> None:
         """Drives the correction from ``measure`` (the latest frames) inside every physics advance of the env.
 
         Measurements are taken at ``rate_hz`` of simulated time; the wrench is re-evaluated every
         ``force_substeps`` physics steps against the twin's current pose (a wrench held for a whole measurement
-        period would make a stiff spring unstable).
+        period would make a stiff spring unstable). ``sim_time_of(timestamp)`` maps a frame's capture timestamp to
+        twin time; with it, pose mode extrapolates each measurement from when it was captured rather than from when
+        it arrived, which removes the camera-to-twin latency from the sync error.
         """
         self._measure = measure
+        self._sim_time_of = sim_time_of
         self.env.advance_physics = self._advance
 
     def _advance(self, n_steps: int) -> None:
