@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -29,6 +30,7 @@ from sim.pusht_geometry import BLOCK_GEOMS, wrap_angle
 
 TWIN_MODES = ("collect", "deploy", "evaluate")
 CORRECTIONS = ("pose", "forces", "none")
+MAX_FOLLOW_LEAD = 0.05  # s; collect mode carries measured joints forward at most this long (a stalled feed: the arm stops)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class DigitalTwin:
         self._surface_points, self._surface_normals = block_surface(env.model, spacing=0.004)
         self._block = env.model.body("block").id
         self._pusher_radius = float(env.model.geom("pusher").size[0])
+        self._follow: tuple[np.ndarray, np.ndarray, float] | None = None  # collect mode: measured q, qdot, twin time
 
     @property
     def forces(self) -> CorrectionForces:
@@ -245,17 +248,50 @@ class DigitalTwin:
                 self.ingest(self._measure())
                 self._next_measurement = data.time + period
             self.apply_correction()
-            mujoco.mj_step(model, data, nstep=min(k, n_steps - start))
+            if self._follow is None:
+                mujoco.mj_step(model, data, nstep=min(k, n_steps - start))
+                continue
+            for _ in range(min(k, n_steps - start)):
+                self._drive_arm()
+                mujoco.mj_step(model, data)
 
-    def follow_joints(self, joint_positions: np.ndarray) -> None:
-        """Collect mode: puts the twin's arm at the measured joints of the real robot (and holds it there)."""
+    def follow_joints(self, joint_positions: np.ndarray, joint_velocities: np.ndarray | None = None,
+                      measured_at: float | None = None) -> None:
+        """Collect mode: puts the twin's arm at the measured joints of the real robot (rad).
+
+        Without ``joint_velocities`` the arm holds there. With them (rad/s), the arm moves on kinematically at that
+        velocity inside every physics step, from ``measured_at`` (twin time of the measurement, s; default now) for
+        at most ``MAX_FOLLOW_LEAD`` s, as the real arm does between two measurements: the twin's block meets a
+        moving pusher rather than one that jumps at every measurement.
+
+        Raises:
+            ValueError: a wrong shape (the message names it).
+        """
         q = np.asarray(joint_positions, dtype=float)
         if q.shape != (7,):
             raise ValueError(f"joint_positions must have shape (7,), got {q.shape}")
-        self.env.data.qpos[self.env._arm_qpos] = q
-        self.env.data.qvel[self.env._arm_dof] = 0.0
-        self.env.data.ctrl[:] = q
+        qd = np.zeros(7) if joint_velocities is None else np.asarray(joint_velocities, dtype=float)
+        if qd.shape != (7,):
+            raise ValueError(f"joint_velocities must have shape (7,), got {qd.shape}")
+        self._follow = (q.copy(), qd.copy(), float(self.env.data.time if measured_at is None else measured_at))
+        self._drive_arm()
+        if joint_velocities is None:
+            self._follow = None  # hold: the arm's servos keep it at q
         mujoco.mj_forward(self.env.model, self.env.data)
+
+    def _drive_arm(self) -> None:
+        """Collect mode: the arm at the measured joints carried forward to the twin's time at their velocity."""
+        q, qd, measured_at = self._follow
+        env, data = self.env, self.env.data
+        lead = min(max(data.time - measured_at, 0.0), MAX_FOLLOW_LEAD)
+        target = np.clip(q + qd * lead, env.ik.lower, env.ik.upper)
+        data.qpos[env._arm_qpos] = target
+        data.qvel[env._arm_dof] = qd if lead < MAX_FOLLOW_LEAD else 0.0
+        data.ctrl[:] = target
+
+    def observation(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The env's observation and info of the twin's current state, without stepping (collect mode records it)."""
+        return self.env._observation(), self.env._info()
 
     def step_physics(self, duration: float) -> None:
         """Advances the twin's physics by ``duration`` s with its controls, correcting as it goes."""
