@@ -104,3 +104,21 @@ def test_bad_twin_config_names_the_field():
         TwinConfig(correction="magic")
     with pytest.raises(ValueError, match="no camera"):
         DigitalTwin(PushTEnv(), TwinConfig(cameras=("ceiling",)))
+
+
+def test_collect_mode_arm_moves_on_at_the_measured_velocity_for_a_bounded_lead():
+    from sim.twin import MAX_FOLLOW_LEAD
+
+    twin = DigitalTwin(PushTEnv(), TwinConfig(mode="collect", correction="none"))
+    twin.env.reset(seed=0)
+    q = twin.env.data.qpos[twin.env._arm_qpos].copy()
+    qd = np.array([0.3, -0.2, 0.0, 0.4, 0.0, 0.0, 0.1])  # rad/s
+    twin.follow_joints(q, qd, measured_at=twin.env.data.time - 0.004)  # measured 4 ms ago
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q + qd * 0.004, atol=1e-9)
+    twin.step_physics(0.02)  # the arm moves on kinematically between measurements, whatever the physics says
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q + qd * 0.022, atol=0.002 * np.abs(qd).max())
+    twin.step_physics(0.2)  # a stalled measurement feed: the arm stops MAX_FOLLOW_LEAD after the last measurement
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q + qd * MAX_FOLLOW_LEAD, atol=2e-3)
+    twin.follow_joints(q)  # without velocities: placed there and held
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q, atol=1e-9)
+    np.testing.assert_array_equal(twin.env.data.qvel[twin.env._arm_dof], 0.0)
