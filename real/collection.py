@@ -1,0 +1,361 @@
+"""Collect mode of Real-is-Sim: a teleoperator drives the real robot, the twin follows it, and demonstrations are
+recorded from the twin's state.
+
+Timeline of one :meth:`Collector.run` (wall clock)::
+
+    frames (main thread)   |f0|----- twin ticks for 1/fps s, paced to the wall clock -----|f1|---- ... ----|
+    frame                  record the twin's observation; teleoperator.command() -> pusher xy (the action) + joints
+    twin tick              every 1/stream_hz s: robot.get_joint_state() -> twin.follow_joints(q, qdot) -> physics
+    twin correction        every 1/twin.rate_hz s of twin time: robot.read_sensors() depth -> ICP -> PD pull
+    streamer (own thread)  q  q  q  q  q  q  q  q  q  q ...  the commanded joints, interpolated over 1/fps s
+
+A recorded frame is the twin's env observation (the keys and dtypes of ``PushTEnv`` observations, so
+``scripts/train.py dataset.root=<collected>`` trains on it) and, as ``action``, the pusher xy target the
+teleoperator commanded at that frame (the env's ``pusher_xy`` action, as in the scripted expert's demonstrations).
+The twin's arm is never simulated from the commands: every tick it takes the robot's *measured* joints and moves on
+at their measured velocity until the next tick (``DigitalTwin.follow_joints``), so the twin's block is pushed by
+where the real pusher is. The block is corrected from the robot's depth frames exactly as in deploy mode
+(``DigitalTwin.attach``). The joint targets jump once per frame; the streamer moves towards them linearly over the
+frame (a leader arm would be sampled at the stream rate instead) and keeps the robot's watchdog (25 ms) fed.
+
+The episode ends on the twin's success or after ``max_steps`` frames. Success and coverage are judged in the twin,
+and also from ``truth.block_pose`` when the robot provides it (the emulated reality does; only the sync error, the
+real coverage and the :class:`ExpertTeleoperator`, which plays a human's eyes, read it). The robot is used as a
+context manager: whatever ends the episode, the streamer is stopped and the robot holds and disconnects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from real.block_sync import BlockSyncMeter
+from real.robot import JOINT_POS, JOINT_VEL, TIMESTAMP, Robot
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    """One collected episode."""
+
+    seed: int = 0  # twin reset seed (the emulated reality must start from the same one)
+    max_steps: int = 300  # recorded frames at most
+    fps: int = 10  # recorded frames per second; must equal the twin env's control_hz (one frame per policy step)
+    stream_hz: float = 100.0  # joint targets sent to the robot per second (the watchdog needs >= 40)
+    stop_on_success: bool = True  # end the episode when the twin reports success
+    start_tolerance: float = 0.05  # rad; the robot must start this close to the twin's initial joints (same seed)
+    history_s: float = 2.0  # s of twin block poses kept to compare with truth at its capture time
+    # simulated seconds of the twin per wall second; must equal the emulated reality's time_scale (hardware: 1)
+    time_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.fps <= 0 or self.stream_hz < 40:
+            raise ValueError(f"collect: need max_steps >= 1, fps > 0 and stream_hz >= 40 (the watchdog holds the robot "
+                             f"below), got {self.max_steps}, {self.fps}, {self.stream_hz}")
+        if self.start_tolerance <= 0 or self.time_scale <= 0 or self.history_s <= 0:
+            raise ValueError(f"collect: need start_tolerance, time_scale and history_s > 0, got "
+                             f"{self.start_tolerance}, {self.time_scale}, {self.history_s}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeleopCommand:
+    """What a teleoperator commands at one frame."""
+
+    pusher_xy: np.ndarray  # (2,) float32 m, world: the recorded action (the env's ``pusher_xy`` action space)
+    joint_targets: np.ndarray  # (7,) rad: the joints the robot should reach one frame from now
+
+
+class Teleoperator(Protocol):
+    """The operator in collect mode. :class:`ExpertTeleoperator` emulates one; on hardware a leader arm would
+    implement this too (``command`` reads the leader's joints as ``joint_targets`` and their forward kinematics as
+    ``pusher_xy``)."""
+
+    def reset(self, seed: int) -> None:
+        """Starts an episode."""
+
+    def command(self, joint_state: Mapping[str, np.ndarray], readings: Mapping[str, SensorReading]) -> TeleopCommand:
+        """The command for one frame, from the robot's latest joint state and sensor readings."""
+
+
+class ExpertTeleoperator:
+    """Plays the human operator in emulation: the scripted PushT expert looking at the real scene.
+
+    Like a human's eyes, it sees the real block (``truth.block_pose``, which only an emulated reality provides) and
+    the real pusher (forward kinematics of the measured joints). It asks :class:`sim.expert.PushTExpert` for a
+    pusher target, clips it as ``PushTEnv.step`` does (workspace, ``max_pusher_step`` from the previous target) and
+    turns it into joint targets with the env's IK along ``ik_substeps`` waypoints (the IK solves on its own scratch
+    data, so the twin is not disturbed).
+
+    Args:
+        env: the twin's ``PushTEnv`` (T geometry, goal, action limits, IK).
+        config: the expert's gains and noise (``sim.expert.ExpertConfig``).
+
+    Raises:
+        ValueError: from ``command``, when the readings carry no ``truth.block_pose`` (hardware: use a leader arm).
+    """
+
+    def __init__(self, env: Any, config: Any = None) -> None:
+        from sim.expert import PushTExpert
+
+        self.env = env
+        self.expert = PushTExpert.for_env(env, config=config)
+        self._target: np.ndarray | None = None  # last commanded pusher xy (m)
+        self._joints: np.ndarray | None = None  # last commanded joint targets (rad)
+
+    def reset(self, seed: int) -> None:
+        """Forgets the previous targets and the expert's contact; reseeds its noise."""
+        self.expert.reset(seed)
+        self._target = self._joints = None
+
+    def command(self, joint_state: Mapping[str, np.ndarray], readings: Mapping[str, SensorReading]) -> TeleopCommand:
+        """The expert's pusher target for the real scene, and the joints that put the pusher there."""
+        from sim.pusht_env import PUSHER_DOWN
+
+        truth = readings.get(TRUTH_BLOCK_POSE)
+        if truth is None:
+            raise ValueError(f"ExpertTeleoperator sees the block through {TRUTH_BLOCK_POSE!r}, which this robot's "
+                             f"readings do not have (only an emulated reality provides it; on hardware use a leader arm)")
+        env, cfg = self.env, self.env.config
+        measured = np.asarray(joint_state[JOINT_POS], dtype=float)
+        pusher = env.ik.site_pose(measured)[0][:2]
+        x, y, theta = np.asarray(truth.data, dtype=float)
+        obs = {"observation.state": pusher, "observation.environment_state": np.array([x, y, np.cos(theta), np.sin(theta)])}
+        start = pusher if self._target is None else self._target
+        target = np.clip(np.asarray(self.expert.act(obs), dtype=float), cfg.workspace_low, cfg.workspace_high)
+        step = np.linalg.norm(target - start)
+        if step > cfg.max_pusher_step:
+            target = start + (target - start) * (cfg.max_pusher_step / step)
+        q = measured if self._joints is None else self._joints
+        for k in range(1, cfg.ik_substeps + 1):
+            waypoint = start + (target - start) * (k / cfg.ik_substeps)
+            q = env.ik.solve(q, np.array([waypoint[0], waypoint[1], cfg.pusher_height]), PUSHER_DOWN)
+        self._target, self._joints = target, q
+        return TeleopCommand(target.astype(np.float32), q.copy())
+
+
+@dataclasses.dataclass
+class CollectedEpisode:
+    """One episode recorded from the twin."""
+
+    seed: int
+    frames: list[dict[str, np.ndarray]]  # per frame: the twin's observation keys and ``action`` (pusher xy, float32)
+    measured_joints: np.ndarray  # (N, 7) rad: the robot's measured joints the twin's arm was put at, per frame
+    sync_errors: np.ndarray  # (M, 2): twin block vs truth, distance (m) and absolute angle (rad); empty without truth
+    metrics: dict[str, float]  # see Collector.run
+
+    @property
+    def success(self) -> bool:
+        """Whether the twin judged the episode a success."""
+        return bool(self.metrics["success_twin"])
+
+    def write(self, writer: Any, task: str) -> int:
+        """Adds the frames to a ``LeRobotDatasetWriter`` and saves them as one episode; returns its index."""
+        for frame in self.frames:
+            writer.add_frame(frame, task=task)
+        return writer.save_episode()
+
+
+class Collector:
+    """Records one episode through a twin in collect mode (module docstring); one :meth:`run` per Collector and twin.
+
+    Args:
+        twin: a ``sim.twin.DigitalTwin`` in ``collect`` mode (its env: ``pusher_xy`` actions, ``control_hz == fps``).
+        robot: the robot (a ``RemoteRobot`` for the emulated reality or hardware); connected here if it is not.
+        teleop: the operator (:class:`Teleoperator`).
+        config: the episode.
+
+    Raises:
+        ValueError: from ``run()``, if the twin is not in collect mode, its control rate is not ``fps``, or the robot
+            starts far from the twin's initial joints (the message says how far).
+        ConnectionError: from ``run()``, if the robot connection is lost (the robot is left holding).
+        RuntimeError: from a second ``run()``.
+    """
+
+    def __init__(self, twin: Any, robot: Robot, teleop: Teleoperator, config: CollectConfig | None = None) -> None:
+        self.twin, self.robot, self.teleop = twin, robot, teleop
+        self.config = config if config is not None else CollectConfig()
+        self.sync = BlockSyncMeter(self.config.history_s)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stream_error: BaseException | None = None
+        self._command = (np.zeros(7), np.zeros(7), 0.0)  # streamed joints: segment start, end (rad), wall time it began
+        self._frame_wall_s = 1.0 / (self.config.fps * self.config.time_scale)  # wall seconds per frame
+        self._state: dict[str, np.ndarray] = {}
+        self._readings: dict[str, SensorReading] = {}
+        self._tracking: list[float] = []
+        self.n_sent = 0
+        self.n_measurements = 0
+        self._used = False
+
+    # ------------------------------------------------------------------------------------------------- run
+    def run(self) -> CollectedEpisode:
+        """Collects one episode. Metrics: ``steps``, twin ``coverage_twin``/``success_twin``, truth
+        ``coverage_real``/``success_real`` and ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth),
+        ``tracking_rms_rad`` (robot joints vs the streamed targets), ``stream_hz``, ``correction_hz``."""
+        twin, env, cfg = self.twin, self.twin.env, self.config
+        self._check_twin()
+        if self._used:
+            raise RuntimeError("a Collector records one episode: build a new twin and Collector for the next one (the "
+                               "twin keeps its correction state)")
+        self._used = True
+        _, info = env.reset(seed=cfg.seed)
+        self.teleop.reset(cfg.seed)
+        frames: list[dict[str, np.ndarray]] = []
+        measured: list[np.ndarray] = []
+        with self.robot:
+            self._check_start(np.asarray(self.robot.get_joint_state()[JOINT_POS]), info["joint_targets"])
+            calibration = self.robot.sensor_calibration()
+            self._readings = self.robot.read_sensors()
+            twin.attach(lambda: self._measure(calibration), sim_time_of=self._sim_time_of)
+            self._clock0, self._sim0 = time.monotonic(), env.data.time
+            self._follow_robot()
+            q0 = np.asarray(self._state[JOINT_POS], dtype=float)
+            self._command = (q0, q0, self._clock0)
+            streamer = threading.Thread(target=self._stream, name="collect-streamer", daemon=True)
+            streamer.start()
+            try:
+                for _ in range(cfg.max_steps):
+                    obs, _ = twin.observation()
+                    command = self.teleop.command(self._state, self._readings)
+                    frames.append({**obs, "action": np.asarray(command.pusher_xy, dtype=np.float32)})
+                    measured.append(np.asarray(self._state[JOINT_POS], dtype=float).copy())
+                    self._set_command(command.joint_targets)
+                    self._advance_frame()
+                    if cfg.stop_on_success and env.coverage() >= env.config.success_threshold:
+                        break
+                    self._follow_robot()
+            finally:
+                self._stop.set()
+                streamer.join(2.0)
+        return CollectedEpisode(cfg.seed, frames, np.array(measured).reshape(-1, 7), self.sync.errors,
+                                self._summary(len(frames)))
+
+    def _check_twin(self) -> None:
+        env = self.twin.env
+        if self.twin.config.mode != "collect":
+            raise ValueError(f"Collector needs twin.mode='collect' (the twin's arm follows the robot), got "
+                             f"{self.twin.config.mode!r}")
+        if env.config.action_mode != "pusher_xy" or env.config.control_hz != self.config.fps:
+            raise ValueError(f"Collector records pusher_xy actions at collect.fps={self.config.fps}; the twin env has "
+                             f"action_mode={env.config.action_mode!r}, control_hz={env.config.control_hz}")
+
+    def _check_start(self, measured: np.ndarray, initial: np.ndarray) -> None:
+        gap = float(np.abs(measured - initial).max())
+        if gap > self.config.start_tolerance:
+            raise ValueError(f"the robot starts {gap:.3f} rad from the twin's initial joints (seed {self.config.seed}); "
+                             f"collect.start_tolerance is {self.config.start_tolerance}: start reality from the same "
+                             f"seed (the twin's block starts where the seed puts it)")
+
+    # ------------------------------------------------------------------------------------------ twin ticks
+    def _advance_frame(self) -> None:
+        """One frame of twin time in ticks of one stream period, each paced to the wall clock; the twin's arm takes
+        the robot's measured joints at the start of every tick (the first one's were taken for the frame)."""
+        env, cfg = self.twin.env, self.config
+        dt = env.model.opt.timestep
+        n_steps = int(round(1.0 / (cfg.fps * dt)))
+        tick = max(1, int(round(cfg.time_scale / (cfg.stream_hz * dt))))
+        for start in range(0, n_steps, tick):
+            if start:
+                self._follow_robot()
+            self.twin.step_physics(min(tick, n_steps - start) * dt)
+            self.sync.record(self._wall_time_of(env.data.time), env.block_pose)
+            ahead = self._wall_time_of(env.data.time) - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            self._check_streamer()
+
+    def _follow_robot(self) -> None:
+        """Puts the twin's arm at the robot's latest measured joints, moving on at their measured velocity."""
+        state = self.robot.get_joint_state()
+        self._state = state
+        stamp = float(np.asarray(state[TIMESTAMP]).ravel()[0])
+        self.twin.follow_joints(state[JOINT_POS], state[JOINT_VEL], measured_at=self._sim_time_of(stamp))
+
+    def _sim_time_of(self, stamp: float) -> float:
+        """Twin time (s) of a wall-clock stamp (``time.monotonic()``), by the pacing of :meth:`_advance_frame`."""
+        return self._sim0 + (stamp - self._clock0) * self.config.time_scale
+
+    def _wall_time_of(self, sim_time: float) -> float:
+        """Wall-clock time (s) that a twin time stands for (the inverse of :meth:`_sim_time_of`)."""
+        return self._clock0 + (sim_time - self._sim0) / self.config.time_scale
+
+    def _measure(self, calibration: dict[str, np.ndarray]) -> list:
+        """The twin's measurement callback: the robot's latest depth frames (truth is kept for the sync error and
+        the teleoperator's eyes, never given to the twin)."""
+        readings = self.robot.read_sensors()
+        self.n_measurements += 1
+        self._readings = readings
+        self.sync.compare(readings.get(TRUTH_BLOCK_POSE))
+        return depth_frames(readings, calibration, self.twin.config.cameras)
+
+    # ------------------------------------------------------------------------------------------- streamer
+    def _set_command(self, q: np.ndarray) -> None:
+        """Starts moving the streamed joints from where they are now to ``q``, linearly over one frame."""
+        now = time.monotonic()
+        with self._lock:
+            self._command = (self._interpolated(now), np.array(q, dtype=np.float64), now)
+
+    def _interpolated(self, now: float) -> np.ndarray:
+        """The streamed joint targets (rad) at wall time ``now``; past the frame they hold (call with the lock held).
+
+        Where the velocity jumps between frames the safety layer's acceleration limit smooths the robot's target
+        (a velocity-continuous cubic segment was tried: it overshot where the operator reverses, and clamped as often).
+        """
+        start, end, began = self._command
+        alpha = min(max((now - began) / self._frame_wall_s, 0.0), 1.0)
+        return start + (end - start) * alpha
+
+    def _stream(self) -> None:
+        """Send the interpolated joint targets every 1/stream_hz s until stopped; record the tracking error."""
+        period = 1.0 / self.config.stream_hz
+        next_time = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    q = self._interpolated(time.monotonic())
+                self.robot.send_action({JOINT_POS: q})
+                self.n_sent += 1
+                state = getattr(self.robot, "last_state", None)
+                if state is not None:
+                    self._tracking.append(float(np.sqrt(np.mean(np.square(np.asarray(state.positions) - q)))))
+                next_time += period
+                delay = next_time - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                else:
+                    next_time = time.monotonic()
+        except BaseException as exc:
+            self._stream_error = exc
+            self._stop.set()
+
+    def _check_streamer(self) -> None:
+        if self._stream_error is not None:
+            raise ConnectionError(f"streaming joint targets to {self.robot!r} failed: "
+                                  f"{type(self._stream_error).__name__}: {self._stream_error}") from self._stream_error
+
+    # -------------------------------------------------------------------------------------------- metrics
+    def _summary(self, steps: int) -> dict[str, float]:
+        env = self.twin.env
+        elapsed = max(time.monotonic() - self._clock0, 1e-9)
+        threshold = env.config.success_threshold
+        coverage = float(env.coverage())
+        truth = self.sync.truth
+        real = float(env.shape.coverage(truth.data, env.goal_pose)) if truth is not None else float("nan")
+        sync_mm, sync_deg = self.sync.rms()
+        return {
+            "steps": float(steps),
+            "coverage_twin": coverage,
+            "success_twin": float(coverage >= threshold),
+            "coverage_real": real,
+            "success_real": float(real >= threshold) if np.isfinite(real) else float("nan"),
+            "sync_rms_mm": sync_mm,
+            "sync_rms_deg": sync_deg,
+            "tracking_rms_rad": float(np.sqrt(np.mean(np.square(self._tracking)))) if self._tracking else float("nan"),
+            "stream_hz": self.n_sent / elapsed,
+            "correction_hz": self.n_measurements / (elapsed * self.config.time_scale),
+        }
