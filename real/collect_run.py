@@ -1,0 +1,135 @@
+"""A collection run from config: demonstrations recorded through the twin in collect mode into a LeRobot v3 dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from real.collection import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
+from real.deploy_run import RobotChoice, robot_session
+from real.emulated_reality import EmulatedRealityConfig
+from sim.twin import DigitalTwin, TwinConfig
+
+TELEOPERATORS = ("expert",)
+
+
+@dataclass
+class CollectDatasetConfig:
+    """Where the demonstrations go."""
+
+    root: str = "data/collected"  # LeRobot v3 dataset; an existing one is resumed (relative to the start directory)
+    keep_failed: bool = False  # also save episodes the twin did not judge a success
+    robot_type: str = "franka_panda"
+
+
+@dataclass
+class CollectRunConfig:
+    """``scripts/collect.py``: ``n_episodes`` demonstrations saved; attempt k uses seed ``collect.seed + saved + k``,
+    where ``saved`` is how many episodes the dataset already holds (a killed run resumes where it stopped)."""
+
+    env: Any = MISSING  # env group (sim.EnvConfig): the twin's env (observations recorded) and the expert's gains
+    robot: RobotChoice = field(default_factory=RobotChoice)
+    reality: EmulatedRealityConfig = field(default_factory=EmulatedRealityConfig)  # robot.kind=emulated only
+    twin: TwinConfig = field(default_factory=lambda: TwinConfig(mode="collect", rate_hz=45.0, depth_size=(96, 96)))
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    dataset: CollectDatasetConfig = field(default_factory=CollectDatasetConfig)
+    teleop: str = "expert"  # expert: the scripted PushT expert plays the operator (emulated reality only)
+    n_episodes: int = 1  # episodes to save
+    max_attempts: int = 0  # give up after this many attempts; 0: 2 * n_episodes
+    output_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        if self.teleop not in TELEOPERATORS:
+            raise ValueError(f"teleop must be one of {TELEOPERATORS}, got {self.teleop!r}")
+        if self.twin.mode != "collect":
+            raise ValueError(f"twin.mode must be 'collect' for collection, got {self.twin.mode!r}")
+        if self.n_episodes < 1 or self.max_attempts < 0:
+            raise ValueError(f"need n_episodes >= 1 and max_attempts >= 0, got {self.n_episodes}, {self.max_attempts}")
+        if self.robot.kind == "emulated" and self.reality.time_scale != self.collect.time_scale:
+            raise ValueError(f"collect.time_scale ({self.collect.time_scale}) must equal reality.time_scale "
+                             f"({self.reality.time_scale}): the twin is paced like the world it follows")
+
+
+def register_configs() -> None:
+    """Registers ``collect_schema`` (and the env group's schema) in Hydra's ConfigStore."""
+    import sim
+
+    sim.register_configs()
+    ConfigStore.instance().store(name="collect_schema", node=CollectRunConfig)
+
+
+@dataclass
+class CollectionResult:
+    """What a collection run did: every attempted episode, which were saved, and the dataset's size afterwards."""
+
+    episodes: list[CollectedEpisode]
+    saved: list[bool]
+    dataset_episodes: int
+
+    def figures(self) -> dict[str, float | int]:
+        """``episodes_saved``/``_attempted`` (this run), ``dataset_episodes``, ``frames_saved``, mean twin and real
+        success, ``sync_rms_mm``/``_deg`` (RMS over every truth comparison of every attempt), mean correction and
+        stream rates and tracking RMS."""
+        sync = np.concatenate([e.sync_errors for e in self.episodes]) if self.episodes else np.zeros((0, 2))
+
+        def mean(key: str) -> float:
+            values = [e.metrics[key] for e in self.episodes if np.isfinite(e.metrics[key])]
+            return float(np.mean(values)) if values else float("nan")
+
+        return {
+            "episodes_saved": int(sum(self.saved)),
+            "episodes_attempted": len(self.episodes),
+            "dataset_episodes": self.dataset_episodes,
+            "frames_saved": int(sum(len(e.frames) for e, s in zip(self.episodes, self.saved) if s)),
+            "success_twin": mean("success_twin"),
+            "success_real": mean("success_real"),
+            "sync_rms_mm": float(1e3 * np.sqrt(np.mean(sync[:, 0] ** 2))) if len(sync) else float("nan"),
+            "sync_rms_deg": float(np.degrees(np.sqrt(np.mean(sync[:, 1] ** 2)))) if len(sync) else float("nan"),
+            "correction_hz": mean("correction_hz"),
+            "stream_hz": mean("stream_hz"),
+            "tracking_rms_rad": mean("tracking_rms_rad"),
+        }
+
+
+def collect_dataset(run: CollectRunConfig) -> CollectionResult:
+    """Collects until the dataset at ``run.dataset.root`` holds ``run.n_episodes`` episodes or the attempts run out.
+
+    Each attempt gets its own robot session (an emulated reality per episode, seeded like the twin), twin and
+    teleoperator; the robot is left holding and disconnected after each, whatever ends it.
+
+    Raises:
+        ValueError: the dataset at ``root`` was recorded with other features or fps (from the writer).
+    """
+    from policies.datasets import LeRobotDatasetWriter, features_from_spaces
+    from sim.pusht_env import TASK, PushTEnv
+
+    kwargs = run.env.kwargs
+    probe = PushTEnv(kwargs, render_mode=None)
+    features = features_from_spaces(probe.observation_space, probe.action_space)
+    probe.close()
+    attempts = run.max_attempts or 2 * run.n_episodes
+    result = CollectionResult([], [], 0)
+    with LeRobotDatasetWriter(run.dataset.root, fps=run.collect.fps, features=features,
+                              robot_type=run.dataset.robot_type) as writer:
+        saved_before = writer.num_episodes
+        while writer.num_episodes < run.n_episodes and len(result.episodes) < attempts:
+            seed = run.collect.seed + saved_before + len(result.episodes)
+            with robot_session(run.robot, run.reality, seed) as robot:
+                twin = DigitalTwin(PushTEnv(kwargs), run.twin)
+                try:
+                    teleop = ExpertTeleoperator(twin.env, run.env.expert)
+                    episode = Collector(twin, robot, teleop, dataclasses.replace(run.collect, seed=seed)).run()
+                finally:
+                    twin.env.close()
+            keep = episode.success or run.dataset.keep_failed
+            if keep:
+                episode.write(writer, task=TASK)
+            result.episodes.append(episode)
+            result.saved.append(keep)
+        result.dataset_episodes = writer.num_episodes
+    return result
