@@ -2,8 +2,9 @@
 
 The twin's block pose is recorded against the wall clock as the twin advances; every new ``truth.block_pose``
 reading (tests and emulators only: the twin never reads it) is compared with the recorded pose nearest its capture
-stamp. This is the measure ``real.deployment.Deployer`` logs as its sync error, kept as an object of its own so the
-collect mode measures exactly the same thing.
+stamp. It is the comparison ``real.deployment.Deployer`` makes for its sync error, as an object of its own (the
+Collector stamps each pose with the wall time the twin's state stands for, by its pacing; the Deployer, as it stands,
+inlines the comparison and stamps poses with the time they were computed).
 """
 
 from __future__ import annotations
