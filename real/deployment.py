@@ -2,16 +2,18 @@
 
 Timeline of one :meth:`Deployer.run` (wall clock)::
 
-    policy (main thread)   |a0|---- twin physics 0.1 s, paced to the wall clock ----|a1|---- ... ----|
+    policy (main thread)   |a0|---- twin physics 0.1 s, paced to the wall clock + lookahead_s ----|a1|---- ...
     twin correction        every 1/twin.rate_hz s of twin time: robot.read_sensors() depth -> ICP -> PD pull
-    streamer (own thread)  q  q  q  q  q  q  q  q  q  q  ...   latest twin joint targets, every 1/stream_hz s
+    streamer (own thread)  q(t) q(t) q(t) ...  the twin's joint trajectory at wall time t, every 1/stream_hz s
 
-The robot tracks the twin's *joints* (``qpos`` of its arm), not the IK targets behind them: the targets jump every
-IK substep (faster than the safety layer's velocity limit lets through), the twin's joints move as a servoed arm
-does. The streamer keeps sending while the policy thinks, so the robot's watchdog (25 ms) never fires in normal
-operation. Tracking error (robot joints vs the twin's targets), sync error (the twin's block vs the emulated
-reality's ``truth.block_pose`` at the truth's capture time, when the robot provides it) and success (twin coverage,
-and the real block's coverage from truth) are returned and logged to a :class:`policies.tracking.Tracker`.
+The twin runs up to ``lookahead_s`` ahead of the wall clock; every twin state is stamped with the wall time it
+belongs to. The robot plays the twin's *joint* trajectory (``qpos`` of its arm, not the IK targets behind them,
+which jump every IK substep) interpolated at the current time and stamped with it, so the safety layer's velocity
+and acceleration limits see the arm's own smooth motion, and the policy's thinking time never starves the stream.
+The streamer keeps sending while the policy thinks, so the robot's watchdog (25 ms) never fires in normal
+operation. Tracking error (robot joints vs the trajectory), sync error (the twin's block at the truth's capture time
+vs the emulated reality's ``truth.block_pose``, when the robot provides it) and success (twin coverage, and the real
+block's coverage from truth) are returned and logged to a :class:`policies.tracking.Tracker`.
 
 Baseline (``observation="raw"``): no twin. The env is only a kinematic model: after every stream period its arm
 takes the robot's measured joints and, at ``twin.rate_hz``, its block takes the ICP pose of the newest depth frames
@@ -26,8 +28,10 @@ makes the server hold on its own). Killing this process is covered by the server
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +46,7 @@ from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
 log = logging.getLogger(__name__)
 
 OBSERVATION_SOURCES = ("twin", "raw")
+GIL_SWITCH_S = 0.0005  # s; Python's default 5 ms lets a busy twin thread delay each reply the streamer waits for
 
 
 @dataclasses.dataclass
@@ -60,12 +65,19 @@ class DeployConfig:
     observation: str = "twin"
     # simulated seconds of the twin per wall second; must equal the emulated reality's time_scale (hardware: 1)
     time_scale: float = 1.0
+    # wall s the twin runs ahead of reality: its joint trajectory is computed this long before the robot plays it,
+    # so the policy's thinking time and the twin's bursts of computation never starve the stream
+    lookahead_s: float = 0.06
+    # s; the robot is sent the twin's joints from this far ahead, its servo lag (actuator delay + kv/kp), so the real
+    # arm is where the twin's arm is at the same time (twin mode; at most lookahead_s)
+    servo_lag_s: float = 0.04
 
     def __post_init__(self) -> None:
         if self.observation not in OBSERVATION_SOURCES:
             raise ValueError(f"deploy.observation must be one of {OBSERVATION_SOURCES}, got {self.observation!r}")
-        if self.time_scale <= 0:
-            raise ValueError(f"deploy.time_scale must be > 0, got {self.time_scale}")
+        if self.time_scale <= 0 or not 0 <= self.servo_lag_s <= self.lookahead_s:
+            raise ValueError(f"deploy: need time_scale > 0 and 0 <= servo_lag_s <= lookahead_s, got {self.time_scale}, "
+                             f"{self.servo_lag_s} and {self.lookahead_s}")
         if self.max_steps < 1 or self.stream_hz < 40 or self.start_tolerance <= 0:
             raise ValueError(f"deploy: need max_steps >= 1, stream_hz >= 40 (the watchdog holds the robot below) and "
                              f"start_tolerance > 0, got {self.max_steps}, {self.stream_hz}, {self.start_tolerance}")
@@ -76,7 +88,8 @@ class Deployer:
 
     Args:
         twin: a ``sim.twin.DigitalTwin`` in ``deploy`` mode; its env must use ``pusher_xy`` actions.
-        robot: the robot (a ``RemoteRobot`` for the emulated reality or hardware); connected here if it is not.
+        robot: the robot (a ``RemoteRobot`` for the emulated reality or hardware, or a ``SafeRobot``: its
+            ``send_action`` takes ``sent_at``); connected here if it is not.
         policy: has ``reset()`` and ``select_action(batch) -> (1, 2) tensor`` (see policies.evaluation).
         config: the episode.
         tracker: optional ``policies.tracking.Tracker``; metrics are logged every policy step under ``deploy/``.
@@ -95,7 +108,7 @@ class Deployer:
         self.twin, self.robot, self.policy = twin, robot, policy
         self.config = config if config is not None else DeployConfig()
         self.tracker, self._act = tracker, act
-        self._targets = np.zeros(len(robot.joint_names))
+        self._trajectory: collections.deque[tuple[float, np.ndarray]] = collections.deque()  # (wall s, joints)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._stream_error: BaseException | None = None
@@ -109,6 +122,12 @@ class Deployer:
         self._next_raw_measurement = -np.inf
         self.n_sent = 0
         self.n_measurements = 0
+
+    @property
+    def sync_errors(self) -> np.ndarray:
+        """(N, 2) distance (m) and absolute angle (rad) between the deployment's block and the truth, one row per
+        truth sample compared so far (at the truth's capture time)."""
+        return np.array(self._sync, dtype=float).reshape(-1, 2)
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, float]:
@@ -133,9 +152,11 @@ class Deployer:
             else:
                 physics = lambda n: self._observe_raw(calibration, n)  # noqa: E731
             env.advance_physics = lambda n: self._advance_realtime(physics, n)
-            self._set_targets(self._joint_targets())
-            streamer = threading.Thread(target=self._stream, name="deploy-streamer", daemon=True)
             self._clock0, self._sim0 = time.monotonic(), env.data.time
+            self._add_sample(self._clock0, self._joint_targets())
+            streamer = threading.Thread(target=self._stream, name="deploy-streamer", daemon=True)
+            switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(GIL_SWITCH_S)  # the streamer's replies must not wait 5 ms for the twin's thread
             streamer.start()
             try:
                 steps = 0
@@ -148,6 +169,7 @@ class Deployer:
             finally:
                 self._stop.set()
                 streamer.join(2.0)
+                sys.setswitchinterval(switch_interval)
                 env.advance_physics = inner
         return self._summary(steps, info)
 
@@ -166,24 +188,36 @@ class Deployer:
 
     # --------------------------------------------------------------------------------------- twin physics
     def _advance_realtime(self, inner: Callable[[int], None], n_steps: int) -> None:
-        """Advance the twin in chunks of one stream period, each no earlier than its wall-clock time."""
+        """Advance the twin in chunks of one stream period, at most ``lookahead_s`` ahead of the wall clock.
+
+        After each chunk the twin's joints join the trajectory the streamer plays, and its block pose the history
+        the sync error is measured on, both stamped with the wall time they belong to (not when they were computed).
+        """
         env = self.twin.env
         dt = env.model.opt.timestep
         chunk = max(1, int(round(self.config.time_scale / (self.config.stream_hz * dt))))
+        raw = self.config.observation == "raw"
         for start in range(0, n_steps, chunk):
+            if raw:  # an IK target holds from when it is set
+                self._add_sample(self._wall_time_of(env.data.time), self._joint_targets())
             inner(min(chunk, n_steps - start))
-            self._set_targets(self._joint_targets())
-            now = time.monotonic()
-            self._history_t.append(now)
+            stamp = self._wall_time_of(env.data.time)
+            if not raw:  # the twin's joints are where they are at the end of the chunk
+                self._add_sample(stamp, self._joint_targets())
+            self._history_t.append(stamp)
             self._history_pose.append(env.block_pose)
-            ahead = (env.data.time - self._sim0) / self.config.time_scale - (now - self._clock0)  # wall s
+            ahead = stamp - time.monotonic() - self.config.lookahead_s
             if ahead > 0:
                 time.sleep(ahead)
             self._check_streamer()
 
     def _sim_time_of(self, stamp: float) -> float:
-        """Twin time (s) of a wall-clock stamp (``time.monotonic()``), by the pacing of :meth:`_advance_realtime`."""
+        """Twin time (s) of a wall-clock stamp (``time.monotonic()``): the twin's clock runs at ``time_scale``."""
         return self._sim0 + (stamp - self._clock0) * self.config.time_scale
+
+    def _wall_time_of(self, sim_time: float) -> float:
+        """Wall-clock stamp (``time.monotonic()``) a twin time belongs to; the inverse of :meth:`_sim_time_of`."""
+        return self._clock0 + (sim_time - self._sim0) / self.config.time_scale
 
     def _joint_targets(self) -> np.ndarray:
         """What the robot tracks: the twin's joints (twin), or the IK targets computed from the raw state (raw)."""
@@ -244,19 +278,42 @@ class Deployer:
         self._sync.append((float(np.linalg.norm(error[:2])), float(abs(angle))))
 
     # ------------------------------------------------------------------------------------------- streamer
-    def _set_targets(self, q: np.ndarray) -> None:
+    def _add_sample(self, stamp: float, q: np.ndarray) -> None:
+        """Appends the joint targets the twin's servos take from wall time ``stamp`` on, unless unchanged (the
+        robot then ramps from one target to the next over the whole IK substep instead of stepping); forgets samples
+        played long ago."""
         with self._lock:
-            self._targets = np.array(q, dtype=np.float64)
+            if self._trajectory and np.array_equal(self._trajectory[-1][1], q):
+                return
+            self._trajectory.append((stamp, np.array(q, dtype=np.float64)))
+            while len(self._trajectory) > 2 and self._trajectory[1][0] < stamp - 1.0:
+                self._trajectory.popleft()
+
+    def _sample_at(self, stamp: float) -> np.ndarray:
+        """The trajectory at wall time ``stamp``: linear between samples, the last sample once past it (the twin
+        fell behind: the robot holds there until it catches up)."""
+        with self._lock:
+            times = [t for t, _ in self._trajectory]
+            i = bisect.bisect_right(times, stamp)
+            if i == 0:
+                return self._trajectory[0][1].copy()
+            if i == len(times):
+                return self._trajectory[-1][1].copy()
+            (t0, q0), (t1, q1) = self._trajectory[i - 1], self._trajectory[i]
+        return q0 + (q1 - q0) * ((stamp - t0) / max(t1 - t0, 1e-9))
 
     def _stream(self) -> None:
-        """Send the latest twin joint targets every 1/stream_hz s until stopped; record the tracking error."""
+        """Every 1/stream_hz s until stopped, send the twin's joint trajectory at the current wall time, stamped
+        with that time (the safety layer's rate limits then see the trajectory's own velocity, not send jitter);
+        record the tracking error."""
         period = 1.0 / self.config.stream_hz
+        lead = self.config.servo_lag_s if self.config.observation == "twin" else 0.0
         next_time = time.monotonic()
         try:
             while not self._stop.is_set():
-                with self._lock:
-                    q = self._targets.copy()
-                self.robot.send_action({JOINT_POS: q})
+                now = time.monotonic()
+                q = self._sample_at(now + lead)
+                self.robot.send_action({JOINT_POS: q}, sent_at=now)
                 self.n_sent += 1
                 self._tracking.append(float(np.sqrt(np.mean(np.square(self._measured_joints() - q)))))
                 next_time += period

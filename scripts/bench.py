@@ -3,6 +3,8 @@
 Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2]`
        `python scripts/bench.py kernels [device=cpu|cuda] [sizes=100000,1000000]`
        `python scripts/bench.py bridge [rate_hz=500] [duration_s=5]`
+       `python scripts/bench.py sync [n_episodes=3] [max_steps=100] [time_scale=1] [sources=twin,open_loop,raw]
+                                     [lookahead_s=0.05]`
 Figures are printed as `name: value` lines at the end (ratios > 1 mean realsim is faster) and written to
 `outputs/bench/<area>.json`.
 """
@@ -32,7 +34,7 @@ def _options(args: list[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     """Runs the benchmark area named by ``argv[0]`` with ``key=value`` options."""
-    if not argv or argv[0] not in ("sim", "kernels", "bridge"):
+    if not argv or argv[0] not in ("sim", "kernels", "bridge", "sync"):
         raise SystemExit(__doc__)
     area, options = argv[0], _options(argv[1:])
     if area == "sim":
@@ -45,6 +47,14 @@ def main(argv: list[str]) -> None:
         figures = run_bridge_benchmarks(
             rate_hz=float(options.get("rate_hz", 500)), duration_s=float(options.get("duration_s", 5)), log=print
         )
+    elif area == "sync":
+        from real.sync_bench import run_sync_benchmarks
+
+        figures = run_sync_benchmarks(n_episodes=int(options.get("n_episodes", 3)),
+                                      max_steps=int(options.get("max_steps", 100)),
+                                      time_scale=float(options.get("time_scale", 1.0)),
+                                      sources=tuple(options.get("sources", "twin,open_loop,raw").split(",")),
+                                      lookahead_s=float(options.get("lookahead_s", 0.05)), log=print)
     else:
         from kernels.bench import run_kernel_benchmarks
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sim.panda import PANDA_MAX_ACCELERATION, PANDA_MAX_VELOCITY
+
 ACTION_MODES = ("pusher_xy", "joint_pos")
 CAMERAS = ("overhead", "wrist", "side")
 
@@ -55,6 +57,10 @@ class PushTConfig:
     max_pusher_step: float = 0.05  # largest pusher target change per control step (m), i.e. 0.5 m/s at 10 Hz
     pusher_height: float = 0.005  # height of the pusher tip above the table (m)
     ik_substeps: int = 5  # IK solves per control step along the interpolated target
+    # The twin's arm moves only as the real robot may (its safety layer refuses faster targets): each IK solution is
+    # reached under these joint velocity and acceleration limits (rad/s, rad/s^2; pusher_xy actions). () = unlimited.
+    joint_velocity_limit: tuple[float, ...] = PANDA_MAX_VELOCITY
+    joint_acceleration_limit: tuple[float, ...] = PANDA_MAX_ACCELERATION
 
     # --- observations ---------------------------------------------------------------------------------------
     state: bool = True  # observation.state (pusher xy) and observation.environment_state (block x, y, cos, sin)
@@ -82,6 +88,12 @@ class PushTConfig:
             raise ValueError(f"env.cameras / env.render_camera: unknown camera(s) {unknown}; known: {CAMERAS}")
         if not 0 < self.success_threshold <= 1:
             raise ValueError(f"env.success_threshold must be in (0, 1], got {self.success_threshold}")
+        self.joint_velocity_limit = tuple(float(v) for v in self.joint_velocity_limit)
+        self.joint_acceleration_limit = tuple(float(v) for v in self.joint_acceleration_limit)
+        for name in ("joint_velocity_limit", "joint_acceleration_limit"):
+            limit = getattr(self, name)
+            if limit and (len(limit) != 7 or min(limit) <= 0):
+                raise ValueError(f"env.{name} must be 7 positive values (one per joint) or empty, got {limit}")
         if self.max_episode_steps <= 0 or self.control_hz <= 0 or self.ik_substeps <= 0:
             raise ValueError("env.max_episode_steps, env.control_hz and env.ik_substeps must be positive")
         if self.depth and not self.cameras:

@@ -159,6 +159,7 @@ class PushTEnv(gym.Env):
         self.data.ctrl[:] = q
         mujoco.mj_forward(self.model, self.data)
         self._joint_targets = q.copy()
+        self._joint_target_velocity = np.zeros_like(q)
         self._pusher_target = self.pusher_xy
         self._steps = 0
         return self._observation(), self._info()
@@ -238,7 +239,8 @@ class PushTEnv(gym.Env):
                 target = start + delta * (self.config.max_pusher_step / step)
             for k in range(1, n_ik + 1):
                 waypoint = start + (target - start) * (k / n_ik)
-                self._joint_targets = self.ik.solve(self._joint_targets, self._tip_target(waypoint), PUSHER_DOWN)
+                solution = self.ik.solve(self._joint_targets, self._tip_target(waypoint), PUSHER_DOWN)
+                self._joint_targets = self._limit_joint_motion(solution, physics_per_ik * self.model.opt.timestep)
                 self.data.ctrl[:] = self._joint_targets
                 self.advance_physics(physics_per_ik)
             self._pusher_target = target
@@ -253,6 +255,22 @@ class PushTEnv(gym.Env):
         reward = min(coverage / self.config.success_threshold, 1.0)
         truncated = self._steps >= self.config.max_episode_steps
         return self._observation(), reward, success, truncated, self._info(coverage)
+
+    def _limit_joint_motion(self, desired: np.ndarray, dt: float) -> np.ndarray:
+        """The next joint target towards ``desired`` after ``dt`` s under the config's velocity and acceleration
+        limits: the target's velocity changes by at most ``a dt`` and never exceeds ``sqrt(2 a d)`` at distance ``d``
+        (so it can stop at ``desired`` without overshooting)."""
+        cfg = self.config
+        if not cfg.joint_velocity_limit and not cfg.joint_acceleration_limit:
+            return desired
+        vmax = np.array(cfg.joint_velocity_limit or np.inf)
+        amax = np.array(cfg.joint_acceleration_limit or np.inf)
+        gap = desired - self._joint_targets
+        speed = np.minimum(vmax, np.sqrt(2.0 * amax * np.abs(gap)))
+        velocity = np.clip(gap / dt, -speed, speed)
+        velocity = np.clip(velocity, self._joint_target_velocity - amax * dt, self._joint_target_velocity + amax * dt)
+        self._joint_target_velocity = velocity
+        return self._joint_targets + velocity * dt
 
     def _mj_step(self, n: int) -> None:
         mujoco.mj_step(self.model, self.data, nstep=n)

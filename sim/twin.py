@@ -29,6 +29,9 @@ from sim.pusht_env import PushTEnv
 from sim.pusht_geometry import BLOCK_GEOMS, wrap_angle
 
 TWIN_MODES = ("collect", "deploy", "evaluate")
+MAX_ANGLE_ERROR = 0.5  # rad; pose mode pulls no harder on the block's yaw than for this error
+RELOCALIZE_AFTER = 0.2  # s of twin time without an accepted fit before the block is searched for from scratch
+RELOCALIZE_YAWS = 12  # initial yaws tried by that search
 CORRECTIONS = ("pose", "forces", "none")
 MAX_FOLLOW_LEAD = 0.05  # s; collect mode carries measured joints forward at most this long (a stalled feed: the arm stops)
 
@@ -154,20 +157,24 @@ class DigitalTwin:
 
         Returns the number of object points that survived segmentation.
         """
-        points = self.object_points(frames) if self.config.correction != "none" else np.zeros((0, 3), np.float32)
         self.measurements += 1
-        if self.config.correction == "forces":
+        correction = self.config.correction
+        if correction == "none":
+            return 0
+        points = self.object_points(frames)
+        if correction == "forces":
             self._points = points
             return len(points)
-        if self.config.correction == "pose" and len(points) >= 10:
-            estimate = self.estimate_block_pose(points)
-            if estimate is not None:
-                captured = self._capture_time(frames)
-                if self._target is not None and captured > self._target_time:
-                    elapsed = captured - self._target_time
-                    self._target_velocity = (estimate - self._target) / elapsed
-                    self._target_velocity[2] = wrap_angle(estimate[2] - self._target[2]) / elapsed
-                self._target, self._target_time = estimate, captured
+        captured = self._capture_time(frames)
+        if self._sim_time_of is not None and self._target is not None and captured <= self._target_time:
+            return len(points)  # the same frames again: already fitted
+        estimate = self.estimate_block_pose(points) if len(points) >= 10 else None
+        if estimate is not None:
+            if self._target is not None and captured > self._target_time:
+                elapsed = captured - self._target_time
+                self._target_velocity = (estimate - self._target) / elapsed
+                self._target_velocity[2] = wrap_angle(estimate[2] - self._target[2]) / elapsed
+            self._target, self._target_time = estimate, captured
         return len(points)
 
     def _capture_time(self, frames: list[DepthFrame]) -> float:
@@ -179,19 +186,30 @@ class DigitalTwin:
 
     def estimate_block_pose(self, points: np.ndarray) -> np.ndarray | None:
         """Planar pose (x, y, theta) of the real block from its depth points, by point-to-plane ICP against the
-        twin's block surface; None when the fit is poor (fewer than ``min_fitness`` of the points match)."""
-        rot = _quat_to_mat(self.env.data.xquat[self._block])
-        pos = self.env.data.xpos[self._block]
-        model_points = self._surface_points @ rot.T + pos
-        model_normals = self._surface_normals @ rot.T
+        block's surface placed at the twin's block pose; None when the fit is poor (fewer than ``min_fitness`` of
+        the points match). If no fit was accepted for ``RELOCALIZE_AFTER`` s (the twin lost the block), the block is
+        searched for from scratch: ICP from the points' centroid at ``RELOCALIZE_YAWS`` yaws, best fitness wins."""
+        pose, fitness = self._fit(points, self.env.block_pose)
+        lost = self._target is not None and self.env.data.time - self._target_time > RELOCALIZE_AFTER
+        if fitness < self.config.min_fitness and lost:
+            center = points[:, :2].mean(axis=0)
+            for yaw in np.linspace(-np.pi, np.pi, RELOCALIZE_YAWS, endpoint=False):
+                candidate, score = self._fit(points, np.array([center[0], center[1], yaw]))
+                if score > fitness:
+                    pose, fitness = candidate, score
+        return pose if fitness >= self.config.min_fitness else None
+
+    def _fit(self, points: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, float]:
+        """Point-to-plane ICP of ``points`` onto the block surface placed at ``initial`` (x, y, theta); returns the
+        fitted pose and its fitness."""
+        rot = _rot3z(initial[2])
+        pos = np.array([initial[0], initial[1], self.env.data.xpos[self._block, 2]])
         fit = icp_point_to_plane(
-            points, model_points, self.config.cutoff / 2, target_normals=model_normals, loss="huber",
-            loss_scale=0.005, max_iterations=20,
+            points, self._surface_points @ rot.T + pos, self.config.cutoff / 2, target_normals=self._surface_normals @ rot.T,
+            loss="huber", loss_scale=0.005, max_iterations=20,
         )
-        if fit.fitness < self.config.min_fitness:
-            return None
         real = np.linalg.inv(np.asarray(fit.transformation)) @ _pose_matrix(pos, rot)
-        return np.array([real[0, 3], real[1, 3], np.arctan2(real[1, 0], real[0, 0])])
+        return np.array([real[0, 3], real[1, 3], np.arctan2(real[1, 0], real[0, 0])]), float(fit.fitness)
 
     def apply_correction(self) -> np.ndarray:
         """Sets the block's ``xfrc_applied`` from the latest measurement and the twin's current state; returns it."""
@@ -209,7 +227,9 @@ class DigitalTwin:
     def _pose_wrench(self) -> np.ndarray:
         """Critically damped pull of the block (centre of mass) towards the extrapolated measured pose."""
         env, data = self.env, self.env.data
-        lead = data.time - self._target_time
+        # Extrapolate at most two measurement periods: past that the measurement is stale (fits failed, frames
+        # dropped) and its velocity no longer says where the block is.
+        lead = float(np.clip(data.time - self._target_time, -2.0 / self.config.rate_hz, 2.0 / self.config.rate_hz))
         target = self._target + self._target_velocity * lead
         omega = self.config.bandwidth
         mass = env.model.body_mass[self._block]
@@ -221,8 +241,14 @@ class DigitalTwin:
         com_offset = data.xipos[self._block, :2] - pose[:2]
         com_target = target[:2] + _rot2(target[2] - pose[2]) @ com_offset
         relative_velocity = velocity[[3, 4, 2]] - self._target_velocity  # (vx, vy, wz) minus the target's
-        force = mass * (omega**2 * (com_target - data.xipos[self._block, :2]) - 2 * omega * relative_velocity[:2])
-        torque = inertia * (omega**2 * wrap_angle(target[2] - pose[2]) - 2 * omega * relative_velocity[2])
+        # Errors are capped (the cutoff and MAX_ANGLE_ERROR) so that a wrong fit pulls no harder than a far one: the
+        # block can lag a bad measurement but is never launched by it.
+        cutoff = self.config.cutoff
+        error = np.clip(com_target - data.xipos[self._block, :2], -cutoff, cutoff)
+        angle = float(np.clip(wrap_angle(target[2] - pose[2]), -MAX_ANGLE_ERROR, MAX_ANGLE_ERROR))
+        slip = np.clip(relative_velocity, -cutoff * omega, cutoff * omega)
+        force = mass * (omega**2 * error - 2 * omega * slip[:2])
+        torque = inertia * (omega**2 * angle - 2 * omega * slip[2])
         return np.array([force[0], force[1], 0.0, 0.0, 0.0, torque])
 
     def attach(self, measure: Callable[[], list[DepthFrame]],
@@ -328,16 +354,15 @@ def block_surface(model: mujoco.MjModel, spacing: float) -> tuple[np.ndarray, np
     return points[np.sort(keep)], normals[np.sort(keep)]
 
 
-def _quat_to_mat(quat: np.ndarray) -> np.ndarray:
-    mat = np.zeros(9)
-    mujoco.mju_quat2Mat(mat, np.asarray(quat, dtype=float))
-    return mat.reshape(3, 3)
-
-
 def _pose_matrix(pos: np.ndarray, rot: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :3], out[:3, 3] = rot, pos
     return out
+
+
+def _rot3z(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _rot2(theta: float) -> np.ndarray:

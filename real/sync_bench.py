@@ -1,0 +1,70 @@
+"""Sync benchmark: how closely the deployment's view of the block follows the real block, twin vs no twin.
+
+The scripted PushT expert is deployed into the emulated reality (its own process, pushes the twin never sees, other
+friction and mass, depth noise and dropouts) through the bridge, the same seeded episodes once per source of
+observations:
+
+* ``twin``: Real-is-Sim, the corrected twin (ICP pose correction from the depth frames);
+* ``open_loop``: the twin without correction (what plain simulation would believe);
+* ``raw``: no twin, the block pose estimated from each depth frame alone (``Deployer`` ``observation="raw"``).
+
+The figures are the RMS distance and angle between that view and reality's true block pose at the same instant
+(the truth's capture time), corrections per second, and the expert's success on the real block.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from real.client import RemoteRobot, RemoteRobotConfig
+from real.deployment import DeployConfig, Deployer
+from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
+from real.server import ServerProcess
+
+SOURCES = {"twin": ("twin", "pose"), "open_loop": ("twin", "none"), "raw": ("raw", "pose")}
+
+
+def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: int = 100000, time_scale: float = 1.0,
+                        camera_hz: float = 45.0, sources: tuple[str, ...] = tuple(SOURCES), lookahead_s: float = 0.05,
+                        log: Callable[[str], None] = print) -> dict[str, float]:
+    """Deploys the expert ``n_episodes`` times per source; returns ``<source>_sync_rms_mm`` / ``_deg`` (RMS over all
+    compared instants of all episodes), ``<source>_success_real``, ``<source>_correction_hz`` and ``time_scale``.
+
+    Raises:
+        ValueError: a source not in ``SOURCES``.
+    """
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"sources must be among {tuple(SOURCES)}, got {sorted(unknown)}")
+    import sim  # noqa: F401  (head-less rendering default)
+    from sim.expert import PushTExpert
+    from sim.pusht_env import PushTEnv
+    from sim.twin import DigitalTwin, TwinConfig
+
+    figures: dict[str, float] = {"time_scale": time_scale}
+    for name in sources:
+        observation, correction = SOURCES[name]
+        errors, successes, rates = [], [], []
+        for seed in range(start_seed, start_seed + n_episodes):
+            reality = EmulatedRealityConfig(seed=seed, camera_hz=camera_hz, time_scale=time_scale)
+            with ServerProcess(functools.partial(EmulatedRealityRobot, reality)) as process:
+                twin = DigitalTwin(PushTEnv(), TwinConfig(correction=correction, rate_hz=camera_hz, depth_size=(96, 96)))
+                robot = RemoteRobot(RemoteRobotConfig(port=process.address[1]))
+                config = DeployConfig(seed=seed, max_steps=max_steps, observation=observation, time_scale=time_scale,
+                                      lookahead_s=lookahead_s)
+                deployer = Deployer(twin, robot, act=PushTExpert.for_env(twin.env).act, config=config)
+                result = deployer.run()
+            errors.extend(deployer.sync_errors)
+            successes.append(result["success_real"])
+            rates.append(result["correction_hz"])
+            log(f"{name} seed {seed}: sync {result['sync_rms_mm']:.1f} mm / {result['sync_rms_deg']:.1f} deg, "
+                f"{result['correction_hz']:.1f} corrections/s, real coverage {result['coverage_real']:.2f}")
+        error = np.sqrt(np.mean(np.square(errors), axis=0))
+        figures.update({f"{name}_sync_rms_mm": float(1e3 * error[0]), f"{name}_sync_rms_deg": float(np.degrees(error[1])),
+                        f"{name}_success_real": float(np.mean(successes)),
+                        f"{name}_correction_hz": float(np.mean(rates))})
+    return figures
+
