@@ -11,8 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from real.collection import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
-from real.deploy_run import RobotChoice, robot_session
-from real.emulated_reality import EmulatedRealityConfig
+from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig
 
 TELEOPERATORS = ("expert",)
@@ -33,8 +32,7 @@ class CollectRunConfig:
     where ``saved`` is how many episodes the dataset already holds (a killed run resumes where it stopped)."""
 
     env: Any = MISSING  # env group (sim.EnvConfig): the twin's env (observations recorded) and the expert's gains
-    robot: RobotChoice = field(default_factory=RobotChoice)
-    reality: EmulatedRealityConfig = field(default_factory=EmulatedRealityConfig)  # robot.kind=emulated only
+    robot: Any = MISSING  # robot group: emulated | remote | so100 | ur5e (real.robot_choice)
     twin: TwinConfig = field(default_factory=lambda: TwinConfig(mode="collect", rate_hz=45.0, depth_size=(96, 96)))
     collect: CollectConfig = field(default_factory=CollectConfig)
     dataset: CollectDatasetConfig = field(default_factory=CollectDatasetConfig)
@@ -50,16 +48,17 @@ class CollectRunConfig:
             raise ValueError(f"twin.mode must be 'collect' for collection, got {self.twin.mode!r}")
         if self.n_episodes < 1 or self.max_attempts < 0:
             raise ValueError(f"need n_episodes >= 1 and max_attempts >= 0, got {self.n_episodes}, {self.max_attempts}")
-        if self.robot.kind == "emulated" and self.reality.time_scale != self.collect.time_scale:
-            raise ValueError(f"collect.time_scale ({self.collect.time_scale}) must equal reality.time_scale "
-                             f"({self.reality.time_scale}): the twin is paced like the world it follows")
+        if isinstance(self.robot, EmulatedRobot) and self.robot.reality.time_scale != self.collect.time_scale:
+            raise ValueError(f"collect.time_scale ({self.collect.time_scale}) must equal robot.reality.time_scale "
+                             f"({self.robot.reality.time_scale}): the twin is paced like the world it follows")
 
 
 def register_configs() -> None:
-    """Registers ``collect_schema`` (and the env group's schema) in Hydra's ConfigStore."""
+    """Registers ``collect_schema`` (and the env and robot groups' schemas) in Hydra's ConfigStore."""
     import sim
 
     sim.register_configs()
+    register_robot_configs()
     ConfigStore.instance().store(name="collect_schema", node=CollectRunConfig)
 
 
@@ -119,7 +118,7 @@ def collect_dataset(run: CollectRunConfig) -> CollectionResult:
         saved_before = writer.num_episodes
         while writer.num_episodes < run.n_episodes and len(result.episodes) < attempts:
             seed = run.collect.seed + saved_before + len(result.episodes)
-            with robot_session(run.robot, run.reality, seed) as robot:
+            with robot_session(run.robot, seed) as robot:
                 twin = DigitalTwin(PushTEnv(kwargs), run.twin)
                 try:
                     teleop = ExpertTeleoperator(twin.env, run.env.expert)

@@ -1,43 +1,21 @@
-"""A deployment run from config: the policy in the twin, the robot (emulated reality or a robot server) tracking it."""
+"""A deployment run from config: the policy in the twin, the robot (``robot=`` group, :mod:`real.robot_choice`)
+tracking it."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from real.client import RemoteRobot, RemoteRobotConfig
 from real.deployment import DeployConfig, Deployer
-from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
-from real.server import ServerProcess
+from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
 from sim.pusht_env import PushTEnv
 from sim.twin import DigitalTwin, TwinConfig
 
-ROBOT_KINDS = ("emulated", "remote")
-
-
-@dataclass
-class RobotChoice:
-    """Which robot tracks the twin: ``emulated`` starts the emulated reality in its own process (one per episode, seeded
-    like the twin); ``remote`` connects to a robot server already running at ``host:port`` (hardware behind the safety
-    layer, e.g. ``python -m real.server`` on the robot's computer)."""
-
-    kind: str = "emulated"
-    host: str = "127.0.0.1"
-    port: int = 0  # remote only
-    secret: str = ""  # remote only, when the server is not on loopback
-
-    def __post_init__(self) -> None:
-        if self.kind not in ROBOT_KINDS:
-            raise ValueError(f"robot.kind must be one of {ROBOT_KINDS}, got {self.kind!r}")
-        if self.kind == "remote" and not 1 <= self.port <= 65535:
-            raise ValueError(f"robot.port must be the robot server's TCP port for robot.kind=remote, got {self.port}")
+__all__ = ["DeployRunConfig", "LoggerChoice", "deploy_episodes", "register_configs", "robot_session"]
 
 
 @dataclass
@@ -53,8 +31,7 @@ class DeployRunConfig:
     """``scripts/deploy.py``: ``n_episodes`` deployments of a trained policy, episode i from seed ``deploy.seed + i``."""
 
     policy_path: str = MISSING  # run dir, checkpoint dir or pretrained_model dir
-    robot: RobotChoice = field(default_factory=RobotChoice)
-    reality: EmulatedRealityConfig = field(default_factory=EmulatedRealityConfig)  # robot.kind=emulated only
+    robot: Any = MISSING  # robot group: emulated | remote | so100 | ur5e (real.robot_choice)
     twin: TwinConfig = field(default_factory=lambda: TwinConfig(rate_hz=30.0, depth_size=(96, 96)))
     deploy: DeployConfig = field(default_factory=DeployConfig)
     n_episodes: int = 1
@@ -62,33 +39,32 @@ class DeployRunConfig:
     logger: LoggerChoice = field(default_factory=LoggerChoice)
     output_dir: str = MISSING
 
+    def __post_init__(self) -> None:
+        if isinstance(self.robot, EmulatedRobot) and self.robot.reality.time_scale != self.deploy.time_scale:
+            raise ValueError(f"deploy.time_scale ({self.deploy.time_scale}) must equal robot.reality.time_scale "
+                             f"({self.robot.reality.time_scale}): the twin is paced like the world it drives")
+
 
 def register_configs() -> None:
-    """Registers ``deploy_schema`` in Hydra's ConfigStore."""
+    """Registers ``deploy_schema`` and the ``robot`` group's schemas in Hydra's ConfigStore."""
+    register_robot_configs()
     ConfigStore.instance().store(name="deploy_schema", node=DeployRunConfig)
-
-
-@contextlib.contextmanager
-def robot_session(choice: RobotChoice, reality: EmulatedRealityConfig, seed: int) -> Iterator[RemoteRobot]:
-    """The robot for one episode; an emulated reality is started (seeded like the twin) and stopped around it."""
-    if choice.kind == "remote":
-        yield RemoteRobot(RemoteRobotConfig(host=choice.host, port=choice.port, secret=choice.secret))
-        return
-    config = dataclasses.replace(reality, seed=seed)
-    with ServerProcess(functools.partial(EmulatedRealityRobot, config)) as process:
-        yield RemoteRobot(RemoteRobotConfig(port=process.address[1]))
 
 
 def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker: Any = None) -> list[dict[str, float]]:
     """Deploys ``policy`` for ``run.n_episodes`` episodes; returns each episode's metrics (see ``Deployer.run``).
 
-    The robot is left holding and disconnected after every episode, whatever ends it (success, Ctrl-C, an
-    exception, a lost connection).
+    Before anything moves the robot's joints are checked against the twin's arm. The robot is left holding and
+    disconnected after every episode, whatever ends it (success, Ctrl-C, an exception, a lost connection).
+
+    Raises:
+        ValueError: the robot's joints are not the twin's arm joints (from ``robot_session``), or it starts away
+            from the twin's initial joints (from ``Deployer.run``).
     """
     results = []
     for episode in range(run.n_episodes):
         seed = run.deploy.seed + episode
-        with robot_session(run.robot, run.reality, seed) as robot:
+        with robot_session(run.robot, seed) as robot:
             twin = DigitalTwin(PushTEnv(env_kwargs), run.twin)
             deployer = Deployer(twin, robot, policy=policy, config=dataclasses.replace(run.deploy, seed=seed),
                                 tracker=tracker)

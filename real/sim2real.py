@@ -277,7 +277,10 @@ def report(results: ResultsFile) -> tuple[str, dict[str, float]]:
 
 
 def register_configs() -> None:
-    """Registers ``eval_sim2real_schema`` in Hydra's ConfigStore."""
+    """Registers ``eval_sim2real_schema`` and the ``robot`` group's schemas in Hydra's ConfigStore."""
     from hydra.core.config_store import ConfigStore
 
+    from real.robot_choice import register_robot_configs
+
+    register_robot_configs()
     ConfigStore.instance().store(name="eval_sim2real_schema", node=Sim2RealRunConfig)

@@ -1,8 +1,10 @@
-"""Deploy a policy through the twin: `python scripts/deploy.py policy_path=<run> [robot.kind=emulated|remote]`.
+"""Deploy a policy through the twin: `python scripts/deploy.py policy_path=<run> [robot=emulated|remote|so100|ur5e]`.
 
-The policy acts only in the digital twin; the robot (the emulated reality in its own process, or a robot server)
-tracks the twin's joints through the safety layer, and the twin is corrected from the robot's depth cameras.
-Ctrl-C, an exception or a lost connection leaves the robot holding. Prints `name: value` figures.
+The policy acts only in the digital twin; the robot (conf/robot/*.yaml: the emulated reality or a hardware arm,
+served behind the safety layer in its own process, or a robot server already running) tracks the twin's joints, and
+the twin is corrected from the robot's depth cameras. A robot whose joints are not the twin's arm is refused before
+anything moves. Ctrl-C, an exception or a lost connection leaves the robot holding (Ctrl-C exits with status 130);
+if this process is killed, the robot server holds the robot on its own. Prints `name: value` figures.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")  # see scripts/train.py
+
+import sys  # noqa: E402
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,10 +26,20 @@ from policies.tracking import Tracker  # noqa: E402
 from real.deploy_run import deploy_episodes, register_configs  # noqa: E402
 
 register_configs()
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 @hydra.main(config_path="../conf", config_name="deploy", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """Deploys (:func:`deploy`); Ctrl-C exits with status 130 and a one-line message instead of a traceback."""
+    try:
+        deploy(cfg)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): the robot was left holding", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def deploy(cfg: DictConfig) -> None:
     """Loads the policy and its twin's env config, deploys, and prints the mean figures."""
     run = OmegaConf.to_object(cfg)
     policy = load_policy(run.policy_path, device=resolve_device(run.device))
