@@ -1,0 +1,83 @@
+"""scripts/serve_robot.py as an operator runs it on a robot's computer: it serves the emulated reality over the bridge
+until SIGTERM or Ctrl-C, and refuses what it must not do (an open address without a secret, robot=remote)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from real.client import RemoteRobot, RemoteRobotConfig
+from real.robot import JOINT_POS, JOINT_VEL
+from sim.pusht_env import ARM_JOINTS
+from tests.conftest import REPO_ROOT
+
+
+def _serve(*overrides: str, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "GOMP_SPINCOUNT": "2000"}
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "serve_robot.py"), f"hydra.run.dir={tmp_path}",
+                             *overrides], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+
+
+def _wait_for_address(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[str, int]:
+    """The ``address: host:port`` line serve_robot.py prints once it listens."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if line.startswith("address: "):
+                host, port = line.split(": ", 1)[1].strip().rsplit(":", 1)
+                return host, int(port)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"serve_robot.py printed no address:\n{''.join(seen)}\n{proc.stderr.read()[-3000:]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_serves_the_emulated_reality_until_a_signal_stops_it(tmp_path, sig):
+    proc = _serve("robot=emulated", "server.port=0", "seed=7", tmp_path=tmp_path)
+    try:
+        host, port = _wait_for_address(proc)
+        assert host == "127.0.0.1"  # loopback by default
+        with RemoteRobot(RemoteRobotConfig(port=port, joint_names=ARM_JOINTS)) as robot:
+            state = robot.get_joint_state()
+            assert robot.server_info["name"] == "emulated_reality"
+        assert state[JOINT_POS].shape == (len(ARM_JOINTS),) and np.all(np.isfinite(state[JOINT_POS]))
+        assert float(np.abs(state[JOINT_VEL]).max()) < 0.01  # never commanded: holding at its start pose
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped: the robot was left holding" in stdout
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1.0)
+
+
+def test_an_address_off_loopback_needs_a_secret(tmp_path):
+    proc = _serve("server.host=0.0.0.0", tmp_path=tmp_path)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "'0.0.0.0' is not a loopback address" in stderr and "secret" in stderr, stderr[-3000:]
+
+
+def test_robot_remote_is_not_something_to_serve(tmp_path):
+    proc = _serve("robot=remote", "robot.port=5555", tmp_path=tmp_path)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "serves a robot attached to this computer" in " ".join(stderr.split()), stderr[-3000:]
