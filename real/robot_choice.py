@@ -194,7 +194,8 @@ def server_description(host: str, port: int, secret: str = "", timeout: float = 
 
 
 def check_twin_arm(robot: str, joint_names: Sequence[str]) -> None:
-    """Checks that a robot has the twin's arm joints (``sim.pusht_env.ARM_JOINTS``, same names, same order).
+    """Checks that a robot (``robot``: how the message names it) has the twin's arm joints (``sim.pusht_env.ARM_JOINTS``,
+    same names, same order).
 
     Raises:
         ValueError: naming the robot, its joints, the twin's joints, and that the twin has no scene for that arm.
@@ -202,7 +203,7 @@ def check_twin_arm(robot: str, joint_names: Sequence[str]) -> None:
     from sim.pusht_env import ARM_JOINTS
 
     if list(joint_names) != list(ARM_JOINTS):
-        raise ValueError(f"robot {robot} has {len(joint_names)} joints {list(joint_names)}, but the twin's arm "
+        raise ValueError(f"{robot} has {len(joint_names)} joints {list(joint_names)}, but the twin's arm "
                          f"(sim.pusht_env.ARM_JOINTS) has {len(ARM_JOINTS)} joints {list(ARM_JOINTS)}: the PushT twin "
                          f"models a 7-joint Franka Panda and its scene for this arm is missing, so the twin cannot "
                          f"drive it (add the arm's MJCF scene to the twin first)")
