@@ -1,7 +1,7 @@
 """Record demonstrations through the twin in collect mode: `python scripts/collect.py n_episodes=3 dataset.root=data/collected`.
 
 A teleoperator drives the robot (the emulated reality in its own process, one per episode, or a robot server with
-`robot.kind=remote`); the twin's arm follows the robot's measured joints, its block is corrected from the robot's
+`robot=remote`); the twin's arm follows the robot's measured joints, its block is corrected from the robot's
 depth cameras, and every frame is recorded from the twin's state into a LeRobot v3 dataset (resumed if it exists),
 which `scripts/train.py dataset.root=<root>` trains on. Prints `name: value` figures.
 """
