@@ -2,9 +2,8 @@
 
 The twin's block pose is recorded against the wall clock as the twin advances; every new ``truth.block_pose``
 reading (tests and emulators only: the twin never reads it) is compared with the recorded pose nearest its capture
-stamp. It is the comparison ``real.deployment.Deployer`` makes for its sync error, as an object of its own (the
-Collector stamps each pose with the wall time the twin's state stands for, by its pacing; the Deployer, as it stands,
-inlines the comparison and stamps poses with the time they were computed).
+stamp. Used by ``real.deployment.Deployer`` and ``real.collection.Collector``; both stamp each pose with the wall time the
+twin's state stands for, by their pacing (not the time it was computed).
 """
 
 from __future__ import annotations

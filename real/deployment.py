@@ -40,8 +40,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from real.block_sync import BlockSyncMeter
 from real.robot import JOINT_POS, Robot
-from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+from real.sensors import TRUTH_BLOCK_POSE, depth_frames
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,7 @@ class Deployer:
         self._stop = threading.Event()
         self._stream_error: BaseException | None = None
         self._tracking: list[float] = []
-        self._history_t: list[float] = []
-        self._history_pose: list[np.ndarray] = []
-        self._sync: list[tuple[float, float]] = []
-        self._truth: SensorReading | None = None
-        self._last_truth_stamp = -np.inf
+        self.sync = BlockSyncMeter(self.config.history_s)  # the deployment's block vs truth, when the robot has it
         self._last_frame_stamp = -np.inf
         self._next_raw_measurement = -np.inf
         self.n_sent = 0
@@ -127,7 +124,7 @@ class Deployer:
     def sync_errors(self) -> np.ndarray:
         """(N, 2) distance (m) and absolute angle (rad) between the deployment's block and the truth, one row per
         truth sample compared so far (at the truth's capture time)."""
-        return np.array(self._sync, dtype=float).reshape(-1, 2)
+        return self.sync.errors
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, float]:
@@ -204,8 +201,7 @@ class Deployer:
             stamp = self._wall_time_of(env.data.time)
             if not raw:  # the twin's joints are where they are at the end of the chunk
                 self._add_sample(stamp, self._joint_targets())
-            self._history_t.append(stamp)
-            self._history_pose.append(env.block_pose)
+            self.sync.record(stamp, env.block_pose)
             ahead = stamp - time.monotonic() - self.config.lookahead_s
             if ahead > 0:
                 time.sleep(ahead)
@@ -253,29 +249,8 @@ class Deployer:
         """The twin's measurement callback: the robot's latest depth frames (and truth, kept for the sync error)."""
         readings = self.robot.read_sensors()
         self.n_measurements += 1
-        truth = readings.get(TRUTH_BLOCK_POSE)
-        if truth is not None and truth.timestamp > self._last_truth_stamp:
-            self._last_truth_stamp = truth.timestamp
-            self._record_sync(truth)
+        self.sync.compare(readings.get(TRUTH_BLOCK_POSE))
         return depth_frames(readings, calibration, self.twin.config.cameras)
-
-    def _record_sync(self, truth: SensorReading) -> None:
-        """Twin block pose at the truth's capture time (nearest recorded) vs the truth."""
-        self._truth = truth
-        times = self._history_t
-        horizon = times[-1] - self.config.history_s if times else 0.0
-        cut = bisect.bisect_left(times, horizon)
-        del times[:cut], self._history_pose[:cut]
-        i = bisect.bisect_left(times, truth.timestamp)
-        if not times or i >= len(times):
-            return
-        if i > 0 and truth.timestamp - times[i - 1] < times[i] - truth.timestamp:
-            i -= 1
-        if abs(times[i] - truth.timestamp) > 0.02:
-            return
-        error = self._history_pose[i] - truth.data
-        angle = (error[2] + np.pi) % (2 * np.pi) - np.pi
-        self._sync.append((float(np.linalg.norm(error[:2])), float(abs(angle))))
 
     # ------------------------------------------------------------------------------------------- streamer
     def _add_sample(self, stamp: float, q: np.ndarray) -> None:
@@ -338,19 +313,20 @@ class Deployer:
 
     # -------------------------------------------------------------------------------------------- metrics
     def _real_coverage(self) -> float:
-        if self._truth is None:
+        if self.sync.truth is None:
             return float("nan")
         env = self.twin.env
-        return float(env.shape.coverage(self._truth.data, env.goal_pose))
+        return float(env.shape.coverage(self.sync.truth.data, env.goal_pose))
 
     def _log(self, step: int, info: dict[str, Any]) -> None:
         if self.tracker is None:
             return
         metrics = {"deploy/coverage_twin": float(info["coverage"]),
                    "deploy/tracking_error_rad": self._tracking[-1] if self._tracking else 0.0}
-        if self._sync:
-            metrics["deploy/sync_error_mm"] = 1e3 * self._sync[-1][0]
-            metrics["deploy/sync_error_deg"] = float(np.degrees(self._sync[-1][1]))
+        errors = self.sync.errors
+        if len(errors):
+            metrics["deploy/sync_error_mm"] = 1e3 * errors[-1, 0]
+            metrics["deploy/sync_error_deg"] = float(np.degrees(errors[-1, 1]))
             metrics["deploy/coverage_real"] = self._real_coverage()
         self.tracker.log(metrics, step=step)
 
@@ -359,7 +335,7 @@ class Deployer:
         without), ``tracking_rms_rad``, ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``stream_hz``,
         ``correction_hz`` (measurements per second of the world's time: wall seconds times ``time_scale``)."""
         elapsed = max(time.monotonic() - self._clock0, 1e-9)
-        sync = np.array(self._sync) if self._sync else np.full((1, 2), np.nan)
+        sync_mm, sync_deg = self.sync.rms()
         threshold = self.twin.env.config.success_threshold
         real = self._real_coverage()
         out = {
@@ -369,8 +345,8 @@ class Deployer:
             "coverage_real": real,
             "success_real": float(real >= threshold) if np.isfinite(real) else float("nan"),
             "tracking_rms_rad": float(np.sqrt(np.mean(np.square(self._tracking)))) if self._tracking else float("nan"),
-            "sync_rms_mm": float(1e3 * np.sqrt(np.mean(sync[:, 0] ** 2))),
-            "sync_rms_deg": float(np.degrees(np.sqrt(np.mean(sync[:, 1] ** 2)))),
+            "sync_rms_mm": sync_mm,
+            "sync_rms_deg": sync_deg,
             "stream_hz": self.n_sent / elapsed,
             "correction_hz": self.n_measurements / (elapsed * self.config.time_scale),
         }

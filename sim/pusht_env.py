@@ -68,6 +68,8 @@ class PushTEnv(gym.Env):
         self._arm_qpos = self.ik.qpos_adr
         self._arm_dof = self.ik.dof_adr
         self._block_qpos = self.model.jnt_qposadr[self.model.joint("block").id]
+        dof = self.model.jnt_dofadr[self.model.joint("block").id]
+        self.block_dof = slice(dof, dof + 6)  # the block's free-joint velocities in qvel
         self._block_body = self.model.body("block").id
         self._goal_mocap = self.model.body_mocapid[self.model.body("goal").id]
         self._tip_site = self.model.site("pusher_tip").id

@@ -31,7 +31,8 @@ from sim.pusht_geometry import BLOCK_GEOMS, wrap_angle
 TWIN_MODES = ("collect", "deploy", "evaluate")
 MAX_ANGLE_ERROR = 0.5  # rad; pose mode pulls no harder on the block's yaw than for this error
 RELOCALIZE_AFTER = 0.2  # s of twin time without an accepted fit before the block is searched for from scratch
-RELOCALIZE_YAWS = 12  # initial yaws tried by that search
+RELOCALIZE_YAWS = 24  # initial yaws tried by that search
+TELEPORT_LIFT = 0.01  # m; a twin block this far above or below its resting height has left the table
 CORRECTIONS = ("pose", "forces", "none")
 MAX_FOLLOW_LEAD = 0.05  # s; collect mode carries measured joints forward at most this long (a stalled feed: the arm stops)
 
@@ -51,6 +52,7 @@ class TwinConfig:
     cutoff: float = 0.06  # observed points farther than this from the block are ignored (m)
     bandwidth: float = 80.0  # pose mode: natural frequency of the critically damped pull (rad/s)
     min_fitness: float = 0.3  # pose mode: ICP inlier fraction below which a measurement is not trusted
+    max_rmse: float = 0.004  # pose mode: ICP inlier RMS distance (m) above which a fit is wrong (a misaligned T)
     rate_hz: float = 50.0  # measurements ingested per second of simulated time
     force_substeps: int = 1  # physics steps between re-evaluations of the correction wrench
     planar: bool = True  # keep only the force in the table plane and the torque about z (PushT's free motions)
@@ -110,6 +112,8 @@ class DigitalTwin:
         self._target_velocity = np.zeros(3)  # its rate of change between the last two measurements
         self._surface_points, self._surface_normals = block_surface(env.model, spacing=0.004)
         self._block = env.model.body("block").id
+        self._rest_height = float(env.model.geom("block_bar").size[2])  # body origin height when resting on the table
+        self.teleports = 0  # times pose mode put a diverged block back at the measurement
         self._pusher_radius = float(env.model.geom("pusher").size[0])
         self._follow: tuple[np.ndarray, np.ndarray, float] | None = None  # collect mode: measured q, qdot, twin time
 
@@ -187,21 +191,24 @@ class DigitalTwin:
     def estimate_block_pose(self, points: np.ndarray) -> np.ndarray | None:
         """Planar pose (x, y, theta) of the real block from its depth points, by point-to-plane ICP against the
         block's surface placed at the twin's block pose; None when the fit is poor (fewer than ``min_fitness`` of
-        the points match). If no fit was accepted for ``RELOCALIZE_AFTER`` s (the twin lost the block), the block is
-        searched for from scratch: ICP from the points' centroid at ``RELOCALIZE_YAWS`` yaws, best fitness wins."""
-        pose, fitness = self._fit(points, self.env.block_pose)
+        the points match, or their RMS distance exceeds ``max_rmse``). If no fit was accepted for
+        ``RELOCALIZE_AFTER`` s (the twin lost the block), the block is searched for from scratch: ICP from the points'
+        centroid at ``RELOCALIZE_YAWS`` yaws, the tightest fit wins."""
+        cfg = self.config
+        pose, fitness, rmse = self._fit(points, self.env.block_pose)
         lost = self._target is not None and self.env.data.time - self._target_time > RELOCALIZE_AFTER
-        if fitness < self.config.min_fitness and lost:
+        if (fitness < cfg.min_fitness or rmse > cfg.max_rmse) and lost:
+            # A misaligned T can match most points loosely (rmse ~8 mm against ~1.5 mm for the right pose): the
+            # tightest of the fits from RELOCALIZE_YAWS starting yaws wins.
             center = points[:, :2].mean(axis=0)
-            for yaw in np.linspace(-np.pi, np.pi, RELOCALIZE_YAWS, endpoint=False):
-                candidate, score = self._fit(points, np.array([center[0], center[1], yaw]))
-                if score > fitness:
-                    pose, fitness = candidate, score
-        return pose if fitness >= self.config.min_fitness else None
+            fits = [self._fit(points, np.array([center[0], center[1], yaw]))
+                    for yaw in np.linspace(-np.pi, np.pi, RELOCALIZE_YAWS, endpoint=False)]
+            pose, fitness, rmse = min(fits, key=lambda fit: fit[2] if fit[1] >= cfg.min_fitness else np.inf)
+        return pose if fitness >= cfg.min_fitness and rmse <= cfg.max_rmse else None
 
-    def _fit(self, points: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, float]:
+    def _fit(self, points: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Point-to-plane ICP of ``points`` onto the block surface placed at ``initial`` (x, y, theta); returns the
-        fitted pose and its fitness."""
+        fitted pose, its fitness and its inlier RMS distance (m)."""
         rot = _rot3z(initial[2])
         pos = np.array([initial[0], initial[1], self.env.data.xpos[self._block, 2]])
         fit = icp_point_to_plane(
@@ -209,7 +216,8 @@ class DigitalTwin:
             loss="huber", loss_scale=0.005, max_iterations=20,
         )
         real = np.linalg.inv(np.asarray(fit.transformation)) @ _pose_matrix(pos, rot)
-        return np.array([real[0, 3], real[1, 3], np.arctan2(real[1, 0], real[0, 0])]), float(fit.fitness)
+        pose = np.array([real[0, 3], real[1, 3], np.arctan2(real[1, 0], real[0, 0])])
+        return pose, float(fit.fitness), float(fit.inlier_rmse)
 
     def apply_correction(self) -> np.ndarray:
         """Sets the block's ``xfrc_applied`` from the latest measurement and the twin's current state; returns it."""
@@ -218,11 +226,29 @@ class DigitalTwin:
         if self.config.correction == "forces" and len(self._points):
             wrench = self.forces.wrench_from_data(data, self._points)[self._block]
         elif self.config.correction == "pose" and self._target is not None:
+            if self._diverged():
+                self._teleport_to_target()
             wrench = self._pose_wrench()
         if self.config.planar:  # the table carries the block: correct only x, y and yaw
             wrench[[2, 3, 4]] = 0.0
         data.xfrc_applied[self._block] = wrench
         return wrench.copy()
+
+    def _diverged(self) -> bool:
+        """Whether the twin's block is off the table or farther than ``cutoff`` from a fresh measurement: physics
+        (a violent contact) took it where no pull brings it back in time."""
+        env = self.env
+        lifted = abs(env.data.xpos[self._block, 2] - self._rest_height) > TELEPORT_LIFT
+        fresh = env.data.time - self._target_time <= 2.0 / self.config.rate_hz
+        return lifted or (fresh and np.linalg.norm(env.block_pose[:2] - self._target[:2]) > self.config.cutoff)
+
+    def _teleport_to_target(self) -> None:
+        """Puts the twin's block at the latest measured pose, at rest (counted in ``teleports``)."""
+        env = self.env
+        env.set_block_pose(self._target)
+        env.data.qvel[env.block_dof] = 0.0
+        mujoco.mj_forward(env.model, env.data)
+        self.teleports += 1
 
     def _pose_wrench(self) -> np.ndarray:
         """Critically damped pull of the block (centre of mass) towards the extrapolated measured pose."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -54,3 +55,21 @@ def test_deploy_refuses_a_reality_started_from_another_seed(reality):
     with pytest.raises(ValueError, match="start_tolerance"):
         deployer.run()
     assert not robot.is_connected
+
+
+@pytest.mark.slow
+def test_raw_observation_baseline_acts_on_measurements_without_a_twin(reality, monkeypatch):
+    # No physics in the env: its arm is the robot's measured joints and its block the per-frame ICP pose, so the
+    # block it reports follows the truth to within the estimate's error plus one camera period of motion.
+    env = PushTEnv()
+    twin = DigitalTwin(env, TwinConfig(rate_hz=30, depth_size=(96, 96)))
+    robot = RemoteRobot(RemoteRobotConfig(port=reality.address[1]))
+    deployer = Deployer(twin, robot, act=PushTExpert.for_env(env).act,
+                        config=DeployConfig(seed=SEED, max_steps=30, observation="raw"))
+    stepped = []
+    monkeypatch.setattr(mujoco, "mj_step", lambda *args, **kwargs: stepped.append(args))
+    result = deployer.run()
+    assert not stepped, "raw mode must not simulate"
+    assert len(deployer.sync_errors) >= 30 and result["sync_rms_mm"] < 15.0, result
+    # The robot is sent IK targets, which lead its servoed joints (0.11 rad RMS measured), not a servoed trajectory.
+    assert result["tracking_rms_rad"] < 0.25 and not robot.is_connected, result

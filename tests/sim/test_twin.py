@@ -124,3 +124,17 @@ def test_collect_mode_arm_moves_on_at_the_measured_velocity_for_a_bounded_lead()
     twin.follow_joints(q)  # without velocities: placed there and held
     np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q, atol=1e-9)
     np.testing.assert_array_equal(twin.env.data.qvel[twin.env._arm_dof], 0.0)
+
+
+def test_a_twin_that_lost_the_block_finds_it_again_and_jumps_there():
+    # 10 cm and 1 rad away: out of ICP's reach from the twin's pose; after RELOCALIZE_AFTER the block is searched for
+    # from scratch, and a fresh fit farther than the cutoff puts the twin's block there instead of pulling.
+    reality, twin = PushTEnv(REALITY), DigitalTwin(PushTEnv(), TwinConfig(depth_size=(96, 96)))
+    options = {"pusher_xy": (0.3, -0.25)}
+    twin.env.reset(seed=0, options={**options, "block_pose": (0.55, 0.05, 0.3)})
+    reality.reset(seed=0, options={**options, "block_pose": (0.60, 0.14, 1.3)})
+    twin.attach(_camera_feed(reality, twin))
+    twin._target, twin._target_time = twin.env.block_pose, 0.0  # as if the last accepted fit was at the start
+    twin.step_physics(0.6)
+    position, angle = _pose_error(twin, reality)
+    assert twin.teleports >= 1 and position < 0.003 and np.degrees(angle) < 2.0, (twin.teleports, position, angle)
