@@ -184,6 +184,7 @@ class Sim2RealRunConfig(DeployRunConfig):
     raw_baseline: str = "last"  # none | last | all: checkpoints also deployed on raw observations
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.run_dir and not self.checkpoints:
             raise ValueError("eval_sim2real needs run_dir=<training run> or checkpoints=[<dir>, ...]")
         if self.n_episodes < 1 or self.n_envs < 1:
