@@ -34,6 +34,7 @@ class BlockSyncMeter:
         self._times: list[float] = []
         self._poses: list[np.ndarray] = []
         self._errors: list[tuple[float, float]] = []
+        self._pending: list[SensorReading] = []  # truth newer than the latest recorded pose, compared once it is
         self._last_stamp = -np.inf
         self.truth: SensorReading | None = None  # the newest truth reading seen
 
@@ -41,13 +42,21 @@ class BlockSyncMeter:
         """The twin's block pose ``(x, y, theta)`` (m, rad) at wall-clock ``stamp`` (s, ``time.monotonic()``)."""
         self._times.append(float(stamp))
         self._poses.append(np.asarray(pose, dtype=float).copy())
+        while self._pending and self._pending[0].timestamp <= stamp:
+            self._compare(self._pending.pop(0))
 
     def compare(self, truth: SensorReading | None) -> None:
-        """Compares a ``truth.block_pose`` reading with the twin's pose at its capture time; ignores ``None``, a
-        reading already compared, and one with no recorded pose within ``max_gap_s`` of its stamp."""
+        """Compares a ``truth.block_pose`` reading with the twin's pose at its capture time (once a pose that late is
+        recorded); ignores ``None``, a reading already seen, and one with no recorded pose within ``max_gap_s``."""
         if truth is None or truth.timestamp <= self._last_stamp:
             return
         self._last_stamp, self.truth = truth.timestamp, truth
+        if not self._times or truth.timestamp > self._times[-1]:
+            self._pending.append(truth)
+            return
+        self._compare(truth)
+
+    def _compare(self, truth: SensorReading) -> None:
         times = self._times
         cut = bisect.bisect_left(times, times[-1] - self.history_s) if times else 0
         del times[:cut], self._poses[:cut]

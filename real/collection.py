@@ -27,7 +27,6 @@ context manager: whatever ends the episode, the streamer is stopped and the robo
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ import numpy as np
 from real.block_sync import BlockSyncMeter
 from real.robot import JOINT_POS, JOINT_VEL, TIMESTAMP, Robot
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+from real.twin_session import JointStreamer, TwinClock, check_start, episode_metrics
 
 
 @dataclasses.dataclass
@@ -180,15 +180,11 @@ class Collector:
         self.twin, self.robot, self.teleop = twin, robot, teleop
         self.config = config if config is not None else CollectConfig()
         self.sync = BlockSyncMeter(self.config.history_s)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._stream_error: BaseException | None = None
-        self._command = (np.zeros(7), np.zeros(7), 0.0)  # streamed joints: segment start, end (rad), wall time it began
+        self.clock = TwinClock(self.config.time_scale)
+        self.streamer = JointStreamer(robot, self.config.stream_hz)
         self._frame_wall_s = 1.0 / (self.config.fps * self.config.time_scale)  # wall seconds per frame
         self._state: dict[str, np.ndarray] = {}
         self._readings: dict[str, SensorReading] = {}
-        self._tracking: list[float] = []
-        self.n_sent = 0
         self.n_measurements = 0
         self._used = False
 
@@ -208,16 +204,15 @@ class Collector:
         frames: list[dict[str, np.ndarray]] = []
         measured: list[np.ndarray] = []
         with self.robot:
-            self._check_start(np.asarray(self.robot.get_joint_state()[JOINT_POS]), info["joint_targets"])
+            check_start(self.robot.get_joint_state()[JOINT_POS], info["joint_targets"], cfg.start_tolerance, cfg.seed,
+                        "collect.start_tolerance")
             calibration = self.robot.sensor_calibration()
             self._readings = self.robot.read_sensors()
-            twin.attach(lambda: self._measure(calibration), sim_time_of=self._sim_time_of)
-            self._clock0, self._sim0 = time.monotonic(), env.data.time
+            twin.attach(lambda: self._measure(calibration), sim_time_of=self.clock.sim_time_of)
+            self.clock.start(env.data.time)
             self._follow_robot()
-            q0 = np.asarray(self._state[JOINT_POS], dtype=float)
-            self._command = (q0, q0, self._clock0)
-            streamer = threading.Thread(target=self._stream, name="collect-streamer", daemon=True)
-            streamer.start()
+            self.streamer.add(self.clock.wall0, np.asarray(self._state[JOINT_POS], dtype=float))
+            self.streamer.start()
             try:
                 for _ in range(cfg.max_steps):
                     obs, _ = twin.observation()
@@ -230,8 +225,7 @@ class Collector:
                         break
                     self._follow_robot()
             finally:
-                self._stop.set()
-                streamer.join(2.0)
+                self.streamer.stop()
         return CollectedEpisode(cfg.seed, frames, np.array(measured).reshape(-1, 7), self.sync.errors,
                                 self._summary(len(frames)))
 
@@ -243,13 +237,6 @@ class Collector:
         if env.config.action_mode != "pusher_xy" or env.config.control_hz != self.config.fps:
             raise ValueError(f"Collector records pusher_xy actions at collect.fps={self.config.fps}; the twin env has "
                              f"action_mode={env.config.action_mode!r}, control_hz={env.config.control_hz}")
-
-    def _check_start(self, measured: np.ndarray, initial: np.ndarray) -> None:
-        gap = float(np.abs(measured - initial).max())
-        if gap > self.config.start_tolerance:
-            raise ValueError(f"the robot starts {gap:.3f} rad from the twin's initial joints (seed {self.config.seed}); "
-                             f"collect.start_tolerance is {self.config.start_tolerance}: start reality from the same "
-                             f"seed (the twin's block starts where the seed puts it)")
 
     # ------------------------------------------------------------------------------------------ twin ticks
     def _advance_frame(self) -> None:
@@ -263,26 +250,18 @@ class Collector:
             if start:
                 self._follow_robot()
             self.twin.step_physics(min(tick, n_steps - start) * dt)
-            self.sync.record(self._wall_time_of(env.data.time), env.block_pose)
-            ahead = self._wall_time_of(env.data.time) - time.monotonic()
+            self.sync.record(self.clock.wall_time_of(env.data.time), env.block_pose)
+            ahead = self.clock.wall_time_of(env.data.time) - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-            self._check_streamer()
+            self.streamer.check()
 
     def _follow_robot(self) -> None:
         """Puts the twin's arm at the robot's latest measured joints, moving on at their measured velocity."""
         state = self.robot.get_joint_state()
         self._state = state
         stamp = float(np.asarray(state[TIMESTAMP]).ravel()[0])
-        self.twin.follow_joints(state[JOINT_POS], state[JOINT_VEL], measured_at=self._sim_time_of(stamp))
-
-    def _sim_time_of(self, stamp: float) -> float:
-        """Twin time (s) of a wall-clock stamp (``time.monotonic()``), by the pacing of :meth:`_advance_frame`."""
-        return self._sim0 + (stamp - self._clock0) * self.config.time_scale
-
-    def _wall_time_of(self, sim_time: float) -> float:
-        """Wall-clock time (s) that a twin time stands for (the inverse of :meth:`_sim_time_of`)."""
-        return self._clock0 + (sim_time - self._sim0) / self.config.time_scale
+        self.twin.follow_joints(state[JOINT_POS], state[JOINT_VEL], measured_at=self.clock.sim_time_of(stamp))
 
     def _measure(self, calibration: dict[str, np.ndarray]) -> list:
         """The twin's measurement callback: the robot's latest depth frames (truth is kept for the sync error and
@@ -293,69 +272,15 @@ class Collector:
         self.sync.compare(readings.get(TRUTH_BLOCK_POSE))
         return depth_frames(readings, calibration, self.twin.config.cameras)
 
-    # ------------------------------------------------------------------------------------------- streamer
     def _set_command(self, q: np.ndarray) -> None:
-        """Starts moving the streamed joints from where they are now to ``q``, linearly over one frame."""
+        """Moves the streamed joints from where they are now to ``q``, linearly over one frame. (Where the velocity
+        jumps between frames the safety layer's acceleration limit smooths the robot's target; a velocity-continuous
+        cubic segment was tried: it overshot where the operator reverses, and clamped as often.)"""
         now = time.monotonic()
-        with self._lock:
-            self._command = (self._interpolated(now), np.array(q, dtype=np.float64), now)
-
-    def _interpolated(self, now: float) -> np.ndarray:
-        """The streamed joint targets (rad) at wall time ``now``; past the frame they hold (call with the lock held).
-
-        Where the velocity jumps between frames the safety layer's acceleration limit smooths the robot's target
-        (a velocity-continuous cubic segment was tried: it overshot where the operator reverses, and clamped as often).
-        """
-        start, end, began = self._command
-        alpha = min(max((now - began) / self._frame_wall_s, 0.0), 1.0)
-        return start + (end - start) * alpha
-
-    def _stream(self) -> None:
-        """Send the interpolated joint targets every 1/stream_hz s until stopped; record the tracking error."""
-        period = 1.0 / self.config.stream_hz
-        next_time = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    q = self._interpolated(time.monotonic())
-                self.robot.send_action({JOINT_POS: q})
-                self.n_sent += 1
-                state = getattr(self.robot, "last_state", None)
-                if state is not None:
-                    self._tracking.append(float(np.sqrt(np.mean(np.square(np.asarray(state.positions) - q)))))
-                next_time += period
-                delay = next_time - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                else:
-                    next_time = time.monotonic()
-        except BaseException as exc:
-            self._stream_error = exc
-            self._stop.set()
-
-    def _check_streamer(self) -> None:
-        if self._stream_error is not None:
-            raise ConnectionError(f"streaming joint targets to {self.robot!r} failed: "
-                                  f"{type(self._stream_error).__name__}: {self._stream_error}") from self._stream_error
+        self.streamer.add(now, self.streamer.sample_at(now))
+        self.streamer.add(now + self._frame_wall_s, q)
 
     # -------------------------------------------------------------------------------------------- metrics
     def _summary(self, steps: int) -> dict[str, float]:
         env = self.twin.env
-        elapsed = max(time.monotonic() - self._clock0, 1e-9)
-        threshold = env.config.success_threshold
-        coverage = float(env.coverage())
-        truth = self.sync.truth
-        real = float(env.shape.coverage(truth.data, env.goal_pose)) if truth is not None else float("nan")
-        sync_mm, sync_deg = self.sync.rms()
-        return {
-            "steps": float(steps),
-            "coverage_twin": coverage,
-            "success_twin": float(coverage >= threshold),
-            "coverage_real": real,
-            "success_real": float(real >= threshold) if np.isfinite(real) else float("nan"),
-            "sync_rms_mm": sync_mm,
-            "sync_rms_deg": sync_deg,
-            "tracking_rms_rad": float(np.sqrt(np.mean(np.square(self._tracking)))) if self._tracking else float("nan"),
-            "stream_hz": self.n_sent / elapsed,
-            "correction_hz": self.n_measurements / (elapsed * self.config.time_scale),
-        }
+        return episode_metrics(env, steps, env.coverage(), self.sync, self.streamer, self.n_measurements, self.clock)

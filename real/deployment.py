@@ -27,12 +27,8 @@ makes the server hold on its own). Killing this process is covered by the server
 
 from __future__ import annotations
 
-import bisect
-import collections
 import dataclasses
 import logging
-import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,11 +39,11 @@ import numpy as np
 from real.block_sync import BlockSyncMeter
 from real.robot import JOINT_POS, Robot
 from real.sensors import TRUTH_BLOCK_POSE, depth_frames
+from real.twin_session import JointStreamer, TwinClock, check_start, episode_metrics, measured_joints
 
 log = logging.getLogger(__name__)
 
 OBSERVATION_SOURCES = ("twin", "raw")
-GIL_SWITCH_S = 0.0005  # s; Python's default 5 ms lets a busy twin thread delay each reply the streamer waits for
 
 
 @dataclasses.dataclass
@@ -109,15 +105,12 @@ class Deployer:
         self.twin, self.robot, self.policy = twin, robot, policy
         self.config = config if config is not None else DeployConfig()
         self.tracker, self._act = tracker, act
-        self._trajectory: collections.deque[tuple[float, np.ndarray]] = collections.deque()  # (wall s, joints)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._stream_error: BaseException | None = None
-        self._tracking: list[float] = []
         self.sync = BlockSyncMeter(self.config.history_s)  # the deployment's block vs truth, when the robot has it
+        self.clock = TwinClock(self.config.time_scale)
+        lead = self.config.servo_lag_s if self.config.observation == "twin" else 0.0
+        self.streamer = JointStreamer(robot, self.config.stream_hz, lead_s=lead)
         self._last_frame_stamp = -np.inf
         self._next_raw_measurement = -np.inf
-        self.n_sent = 0
         self.n_measurements = 0
 
     @property
@@ -128,7 +121,7 @@ class Deployer:
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, float]:
-        """Run one episode; returns the metrics (see :meth:`_summary`)."""
+        """Run one episode; returns its figures (``real.twin_session.episode_metrics``)."""
         twin, env, cfg = self.twin, self.twin.env, self.config
         if twin.config.mode != "deploy":
             raise ValueError(f"Deployer needs twin.mode='deploy', got {twin.config.mode!r}")
@@ -136,37 +129,29 @@ class Deployer:
         if self.policy is not None:
             self.policy.reset()
         with self.robot:
-            measured = np.asarray(self.robot.get_joint_state()[JOINT_POS])
-            gap = float(np.abs(measured - info["joint_targets"]).max())
-            if gap > cfg.start_tolerance:
-                raise ValueError(f"the robot starts {gap:.3f} rad from the twin's initial joints (seed {cfg.seed}); "
-                                 f"deploy.start_tolerance is {cfg.start_tolerance}: reset reality to the same seed")
+            check_start(self.robot.get_joint_state()[JOINT_POS], info["joint_targets"], cfg.start_tolerance, cfg.seed,
+                        "deploy.start_tolerance")
             calibration = self.robot.sensor_calibration()
             inner = env.advance_physics
             if cfg.observation == "twin":
-                twin.attach(lambda: self._measure(calibration), sim_time_of=self._sim_time_of)
+                twin.attach(lambda: self._measure(calibration), sim_time_of=self.clock.sim_time_of)
                 physics = env.advance_physics
             else:
                 physics = lambda n: self._observe_raw(calibration, n)  # noqa: E731
             env.advance_physics = lambda n: self._advance_realtime(physics, n)
-            self._clock0, self._sim0 = time.monotonic(), env.data.time
-            self._add_sample(self._clock0, self._joint_targets())
-            streamer = threading.Thread(target=self._stream, name="deploy-streamer", daemon=True)
-            switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(GIL_SWITCH_S)  # the streamer's replies must not wait 5 ms for the twin's thread
-            streamer.start()
+            self.clock.start(env.data.time)
+            self.streamer.add(self.clock.wall0, self._joint_targets())
+            self.streamer.start()
             try:
                 steps = 0
                 for steps in range(1, cfg.max_steps + 1):
                     obs, _, terminated, truncated, info = env.step(self._action(obs))
-                    self._check_streamer()
+                    self.streamer.check()
                     self._log(steps, info)
                     if (terminated and cfg.stop_on_success) or truncated:
                         break
             finally:
-                self._stop.set()
-                streamer.join(2.0)
-                sys.setswitchinterval(switch_interval)
+                self.streamer.stop()
                 env.advance_physics = inner
         return self._summary(steps, info)
 
@@ -196,24 +181,16 @@ class Deployer:
         raw = self.config.observation == "raw"
         for start in range(0, n_steps, chunk):
             if raw:  # an IK target holds from when it is set
-                self._add_sample(self._wall_time_of(env.data.time), self._joint_targets())
+                self.streamer.add(self.clock.wall_time_of(env.data.time), self._joint_targets())
             inner(min(chunk, n_steps - start))
-            stamp = self._wall_time_of(env.data.time)
+            stamp = self.clock.wall_time_of(env.data.time)
             if not raw:  # the twin's joints are where they are at the end of the chunk
-                self._add_sample(stamp, self._joint_targets())
+                self.streamer.add(stamp, self._joint_targets())
             self.sync.record(stamp, env.block_pose)
             ahead = stamp - time.monotonic() - self.config.lookahead_s
             if ahead > 0:
                 time.sleep(ahead)
-            self._check_streamer()
-
-    def _sim_time_of(self, stamp: float) -> float:
-        """Twin time (s) of a wall-clock stamp (``time.monotonic()``): the twin's clock runs at ``time_scale``."""
-        return self._sim0 + (stamp - self._clock0) * self.config.time_scale
-
-    def _wall_time_of(self, sim_time: float) -> float:
-        """Wall-clock stamp (``time.monotonic()``) a twin time belongs to; the inverse of :meth:`_sim_time_of`."""
-        return self._clock0 + (sim_time - self._sim0) / self.config.time_scale
+            self.streamer.check()
 
     def _joint_targets(self) -> np.ndarray:
         """What the robot tracks: the twin's joints (twin), or the IK targets computed from the raw state (raw)."""
@@ -230,7 +207,7 @@ class Deployer:
         env = self.twin.env
         model, data = env.model, env.data
         data.time += n_steps * model.opt.timestep
-        data.qpos[env.ik.qpos_adr] = self._measured_joints()
+        data.qpos[env.ik.qpos_adr] = measured_joints(self.robot)
         mujoco.mj_kinematics(model, data)
         if data.time < self._next_raw_measurement:
             return
@@ -252,104 +229,23 @@ class Deployer:
         self.sync.compare(readings.get(TRUTH_BLOCK_POSE))
         return depth_frames(readings, calibration, self.twin.config.cameras)
 
-    # ------------------------------------------------------------------------------------------- streamer
-    def _add_sample(self, stamp: float, q: np.ndarray) -> None:
-        """Appends the joint targets the twin's servos take from wall time ``stamp`` on, unless unchanged (the
-        robot then ramps from one target to the next over the whole IK substep instead of stepping); forgets samples
-        played long ago."""
-        with self._lock:
-            if self._trajectory and np.array_equal(self._trajectory[-1][1], q):
-                return
-            self._trajectory.append((stamp, np.array(q, dtype=np.float64)))
-            while len(self._trajectory) > 2 and self._trajectory[1][0] < stamp - 1.0:
-                self._trajectory.popleft()
-
-    def _sample_at(self, stamp: float) -> np.ndarray:
-        """The trajectory at wall time ``stamp``: linear between samples, the last sample once past it (the twin
-        fell behind: the robot holds there until it catches up)."""
-        with self._lock:
-            times = [t for t, _ in self._trajectory]
-            i = bisect.bisect_right(times, stamp)
-            if i == 0:
-                return self._trajectory[0][1].copy()
-            if i == len(times):
-                return self._trajectory[-1][1].copy()
-            (t0, q0), (t1, q1) = self._trajectory[i - 1], self._trajectory[i]
-        return q0 + (q1 - q0) * ((stamp - t0) / max(t1 - t0, 1e-9))
-
-    def _stream(self) -> None:
-        """Every 1/stream_hz s until stopped, send the twin's joint trajectory at the current wall time, stamped
-        with that time (the safety layer's rate limits then see the trajectory's own velocity, not send jitter);
-        record the tracking error."""
-        period = 1.0 / self.config.stream_hz
-        lead = self.config.servo_lag_s if self.config.observation == "twin" else 0.0
-        next_time = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                q = self._sample_at(now + lead)
-                self.robot.send_action({JOINT_POS: q}, sent_at=now)
-                self.n_sent += 1
-                self._tracking.append(float(np.sqrt(np.mean(np.square(self._measured_joints() - q)))))
-                next_time += period
-                delay = next_time - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                else:
-                    next_time = time.monotonic()
-        except BaseException as exc:
-            self._stream_error = exc
-            self._stop.set()
-
-    def _measured_joints(self) -> np.ndarray:
-        """The robot's latest joint positions (rad): the state its last command returned, when it keeps one."""
-        state = getattr(self.robot, "last_state", None)
-        return np.array(state.positions if state is not None else self.robot.get_joint_state()[JOINT_POS])
-
-    def _check_streamer(self) -> None:
-        if self._stream_error is not None:
-            raise ConnectionError(f"streaming joint targets to {self.robot!r} failed: "
-                                  f"{type(self._stream_error).__name__}: {self._stream_error}") from self._stream_error
-
     # -------------------------------------------------------------------------------------------- metrics
-    def _real_coverage(self) -> float:
-        if self.sync.truth is None:
-            return float("nan")
-        env = self.twin.env
-        return float(env.shape.coverage(self.sync.truth.data, env.goal_pose))
-
     def _log(self, step: int, info: dict[str, Any]) -> None:
         if self.tracker is None:
             return
         metrics = {"deploy/coverage_twin": float(info["coverage"]),
-                   "deploy/tracking_error_rad": self._tracking[-1] if self._tracking else 0.0}
-        errors = self.sync.errors
+                   "deploy/tracking_error_rad": self.streamer.last_tracking_error}
+        errors, truth, env = self.sync.errors, self.sync.truth, self.twin.env
         if len(errors):
             metrics["deploy/sync_error_mm"] = 1e3 * errors[-1, 0]
             metrics["deploy/sync_error_deg"] = float(np.degrees(errors[-1, 1]))
-            metrics["deploy/coverage_real"] = self._real_coverage()
+            metrics["deploy/coverage_real"] = float(env.shape.coverage(truth.data, env.goal_pose))
         self.tracker.log(metrics, step=step)
 
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
-        """``steps``, twin ``coverage_twin``/``success_twin``, ``coverage_real``/``success_real`` (truth; NaN
-        without), ``tracking_rms_rad``, ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``stream_hz``,
-        ``correction_hz`` (measurements per second of the world's time: wall seconds times ``time_scale``)."""
-        elapsed = max(time.monotonic() - self._clock0, 1e-9)
-        sync_mm, sync_deg = self.sync.rms()
-        threshold = self.twin.env.config.success_threshold
-        real = self._real_coverage()
-        out = {
-            "steps": float(steps),
-            "coverage_twin": float(info["coverage"]),
-            "success_twin": float(info["is_success"]),
-            "coverage_real": real,
-            "success_real": float(real >= threshold) if np.isfinite(real) else float("nan"),
-            "tracking_rms_rad": float(np.sqrt(np.mean(np.square(self._tracking)))) if self._tracking else float("nan"),
-            "sync_rms_mm": sync_mm,
-            "sync_rms_deg": sync_deg,
-            "stream_hz": self.n_sent / elapsed,
-            "correction_hz": self.n_measurements / (elapsed * self.config.time_scale),
-        }
+        """The episode's figures (``real.twin_session.episode_metrics``), logged as ``deploy/final_*``."""
+        out = episode_metrics(self.twin.env, steps, info["coverage"], self.sync, self.streamer, self.n_measurements,
+                              self.clock)
         if self.tracker is not None:
             self.tracker.log({f"deploy/final_{k}": v for k, v in out.items()}, step=steps + 1)
         return out
