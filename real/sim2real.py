@@ -77,7 +77,7 @@ class CheckpointResult:
     real_coverage: float
     raw_success: float = float("nan")
     raw_coverage: float = float("nan")
-    sync_rms_mm: float = float("nan")  # twin block vs truth, deployed episodes
+    sync_rms_mm: float = float("nan")  # twin block vs truth, median over the deployed episodes
     sync_rms_deg: float = float("nan")
     raw_sync_rms_mm: float = float("nan")  # raw block estimate vs truth, baseline episodes
     raw_sync_rms_deg: float = float("nan")
@@ -85,13 +85,19 @@ class CheckpointResult:
 
 
 def summarize_deployments(episodes: list[dict[str, float]]) -> dict[str, float]:
-    """Mean success/coverage on the real block and mean sync RMS over deployed episodes (``Deployer.run`` dicts)."""
-    def mean(key: str) -> float:
-        values = [e[key] for e in episodes if np.isfinite(e[key])]
-        return float(np.mean(values)) if values else float("nan")
+    """Mean success/coverage on the real block, and the median over episodes of their sync RMS (an episode whose
+    block was knocked off the table has a meaningless one), from ``Deployer.run`` dicts."""
+    def finite(key: str) -> list[float]:
+        return [e[key] for e in episodes if e[key] is not None and np.isfinite(e[key])]
 
-    return {"success": mean("success_real"), "coverage": mean("coverage_real"), "sync_rms_mm": mean("sync_rms_mm"),
-            "sync_rms_deg": mean("sync_rms_deg")}
+    def mean(key: str) -> float:
+        return float(np.mean(finite(key))) if finite(key) else float("nan")
+
+    def median(key: str) -> float:
+        return float(np.median(finite(key))) if finite(key) else float("nan")
+
+    return {"success": mean("success_real"), "coverage": mean("coverage_real"), "sync_rms_mm": median("sync_rms_mm"),
+            "sync_rms_deg": median("sync_rms_deg")}
 
 
 class ResultsFile:

@@ -17,6 +17,7 @@ from real.sim2real import (
     pearson_r,
     raw_checkpoints,
     report,
+    summarize_deployments,
 )
 
 
@@ -68,3 +69,11 @@ def test_run_config_needs_checkpoints():
     with pytest.raises(ValueError, match="run_dir"):
         Sim2RealRunConfig()
     assert Sim2RealRunConfig(checkpoints=["a/001000"]).checkpoint_dirs()[0].name == "001000"
+
+
+def test_deployments_average_success_and_take_the_median_sync():
+    episodes = [{"success_real": s, "coverage_real": c, "sync_rms_mm": m, "sync_rms_deg": 1.0}
+                for s, c, m in ((1.0, 0.97, 3.0), (0.0, 0.5, 4.0), (0.0, float("nan"), 6e8))]  # a block off the table
+    summary = summarize_deployments(episodes)
+    assert summary["success"] == pytest.approx(1 / 3) and summary["coverage"] == pytest.approx(0.735)
+    assert summary["sync_rms_mm"] == 4.0
