@@ -64,9 +64,11 @@ class JointStreamer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._past_end = False
         self._error: BaseException | None = None
         self._tracking: list[float] = []
         self.n_sent = 0
+        self.n_starved = 0  # commands sent past the trajectory's last sample (the twin was late: the robot held)
 
     def add(self, stamp: float, q: np.ndarray) -> None:
         """Plans the joint targets ``q`` (rad) for wall time ``stamp``, replacing any later plan; a sample equal to the
@@ -92,6 +94,7 @@ class JointStreamer:
                 raise RuntimeError("JointStreamer has no trajectory sample yet: add() one before start()")
             times = [t for t, _ in self._samples]
             i = bisect.bisect_right(times, stamp)
+            self._past_end = i == len(times)
             if i == 0 or i == len(times):
                 return self._samples[0 if i == 0 else -1][1].copy()
             (t0, q0), (t1, q1) = self._samples[i - 1], self._samples[i]
@@ -135,6 +138,7 @@ class JointStreamer:
                 q = self.sample_at(now + self.lead_s)
                 self.robot.send_action({JOINT_POS: q}, sent_at=now)
                 self.n_sent += 1
+                self.n_starved += self._past_end
                 self._tracking.append(float(np.sqrt(np.mean(np.square(measured_joints(self.robot) - q)))))
                 next_time += self.period
                 delay = next_time - time.monotonic()
@@ -170,7 +174,8 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, sync: BlockSyncM
                     n_measurements: int, clock: TwinClock) -> dict[str, float]:
     """An episode's figures: ``steps``, ``coverage_twin``/``success_twin``, the truth's ``coverage_real``/
     ``success_real`` and ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``tracking_rms_rad``, ``stream_hz``
-    (per wall second) and ``correction_hz`` (per second of the world's time)."""
+    (per wall second), ``starved_fraction`` (commands for which the twin had not computed the trajectory yet) and
+    ``correction_hz`` (per second of the world's time)."""
     threshold = env.config.success_threshold
     truth = sync.truth
     real = float(env.shape.coverage(truth.data, env.goal_pose)) if truth is not None else float("nan")
@@ -186,5 +191,6 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, sync: BlockSyncM
         "sync_rms_deg": sync_deg,
         "tracking_rms_rad": streamer.tracking_rms(),
         "stream_hz": streamer.n_sent / elapsed,
+        "starved_fraction": streamer.n_starved / max(streamer.n_sent, 1),
         "correction_hz": n_measurements / (elapsed * clock.time_scale),
     }

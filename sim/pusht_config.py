@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.panda import PANDA_MAX_ACCELERATION, PANDA_MAX_VELOCITY
-
 ACTION_MODES = ("pusher_xy", "joint_pos")
 CAMERAS = ("overhead", "wrist", "side")
 
@@ -57,10 +55,12 @@ class PushTConfig:
     max_pusher_step: float = 0.05  # largest pusher target change per control step (m), i.e. 0.5 m/s at 10 Hz
     pusher_height: float = 0.005  # height of the pusher tip above the table (m)
     ik_substeps: int = 5  # IK solves per control step along the interpolated target
-    # The twin's arm moves only as the real robot may (its safety layer refuses faster targets): each IK solution is
-    # reached under these joint velocity and acceleration limits (rad/s, rad/s^2; pusher_xy actions). () = unlimited.
-    joint_velocity_limit: tuple[float, ...] = PANDA_MAX_VELOCITY
-    joint_acceleration_limit: tuple[float, ...] = PANDA_MAX_ACCELERATION
+    # Joint velocity and acceleration limits (rad/s, rad/s^2; pusher_xy actions) under which each IK solution is
+    # reached, e.g. the robot's (sim.panda.PANDA_MAX_VELOCITY / PANDA_MAX_ACCELERATION) so the robot can follow the
+    # twin's arm exactly. () = unlimited, the default: the expert then moves joints up to ~3 rad/s, and a policy
+    # trained that way loses half its success under the Panda's limits (0.88 -> 0.40 for the default run).
+    joint_velocity_limit: tuple[float, ...] = ()
+    joint_acceleration_limit: tuple[float, ...] = ()
 
     # --- observations ---------------------------------------------------------------------------------------
     state: bool = True  # observation.state (pusher xy) and observation.environment_state (block x, y, cos, sin)
