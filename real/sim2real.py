@@ -202,8 +202,9 @@ class Sim2RealRunConfig(DeployRunConfig):
         return [Path(c) for c in self.checkpoints] if self.checkpoints else list_checkpoints(self.run_dir)
 
     def settings(self) -> dict[str, Any]:
-        """What makes two result files comparable (everything but the checkpoints, paths and logging)."""
-        skip = {"policy_path", "run_dir", "checkpoints", "output_dir", "logger", "device"}
+        """What makes two result files comparable (everything but the checkpoints, paths, logging and which
+        checkpoints get the raw baseline)."""
+        skip = {"policy_path", "run_dir", "checkpoints", "output_dir", "logger", "device", "raw_baseline"}
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
 
 
