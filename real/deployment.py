@@ -28,7 +28,6 @@ makes the server hold on its own). Killing this process is covered by the server
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +39,6 @@ from real.block_sync import BlockSyncMeter
 from real.robot import JOINT_POS, Robot
 from real.sensors import TRUTH_BLOCK_POSE, depth_frames
 from real.twin_session import JointStreamer, TwinClock, check_start, episode_metrics, measured_joints
-
-log = logging.getLogger(__name__)
 
 OBSERVATION_SOURCES = ("twin", "raw")
 
