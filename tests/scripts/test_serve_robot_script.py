@@ -28,7 +28,7 @@ def _serve(*overrides: str, tmp_path: Path) -> subprocess.Popen:
                             text=True, bufsize=1)
 
 
-def _wait_for_address(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[str, int]:
+def _wait_for_address(proc: subprocess.Popen, timeout: float = 180.0) -> tuple[str, int]:
     """The ``address: host:port`` line serve_robot.py prints once it listens."""
     deadline = time.monotonic() + timeout
     seen = []

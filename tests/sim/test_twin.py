@@ -71,8 +71,9 @@ def _sync_error_under_pushes(correction: str, steps: int = 120) -> tuple[float, 
 
 def test_twin_follows_reality_under_unmodelled_pushes():
     synced, open_loop = _sync_error_under_pushes("pose"), _sync_error_under_pushes("none")
-    # Measured 4.7-7.6 mm and 0.7-2.5 deg RMS as the pieces of this trajectory change (the twin lags each push by a
-    # measurement period; 4 pushes of ~1.5 N in 12 s): the 3 deg holds, its 5 mm only in some trajectories.
+    # Measured 7.5 mm and 1.0 deg RMS here (4.7-7.6 mm as the pieces of this trajectory changed during development;
+    # the twin lags each push by a measurement period; 4 pushes of ~1.5 N in 12 s): the 3 deg holds, its 5 mm
+    # only in some trajectories.
     assert synced[0] < 0.009 and synced[1] < 3.0, synced
     assert open_loop[0] > 3 * synced[0], (synced, open_loop)
 
