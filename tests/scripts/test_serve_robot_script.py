@@ -4,11 +4,12 @@ until SIGTERM or Ctrl-C, and refuses what it must not do (an open address withou
 from __future__ import annotations
 
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,29 +29,46 @@ def _serve(*overrides: str, tmp_path: Path) -> subprocess.Popen:
                             text=True, bufsize=1)
 
 
-def _wait_for_address(proc: subprocess.Popen, timeout: float = 180.0) -> tuple[str, int]:
-    """The ``address: host:port`` line serve_robot.py prints once it listens."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
-            seen.append(line)
+class _Stdout:
+    """serve_robot.py's stdout, read line by line by a thread (``select`` on a buffered pipe misses lines already
+    read into the buffer)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, queue.Queue()
+        self.thread = threading.Thread(target=lambda: [self.lines.put(line) for line in proc.stdout], daemon=True)
+        self.thread.start()
+        self.seen: list[str] = []
+
+    def address(self, timeout: float = 180.0) -> tuple[str, int]:
+        """The ``address: host:port`` line serve_robot.py prints once it listens."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
             if line.startswith("address: "):
                 host, port = line.split(": ", 1)[1].strip().rsplit(":", 1)
                 return host, int(port)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"serve_robot.py printed no address:\n{''.join(seen)}\n{proc.stderr.read()[-3000:]}")
+        self.proc.kill()
+        raise AssertionError(f"serve_robot.py printed no address:\n{''.join(self.seen)}\n"
+                             f"{self.proc.stderr.read()[-3000:]}")
+
+    def rest(self) -> str:
+        """Everything printed after the address line, once the process closed its stdout."""
+        self.thread.join(30)
+        return "".join(self.lines.get() for _ in range(self.lines.qsize()))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
 def test_serves_the_emulated_reality_until_a_signal_stops_it(tmp_path, sig):
     proc = _serve("robot=emulated", "server.port=0", "seed=7", tmp_path=tmp_path)
+    out = _Stdout(proc)
     try:
-        host, port = _wait_for_address(proc)
+        host, port = out.address()
         assert host == "127.0.0.1"  # loopback by default
         with RemoteRobot(RemoteRobotConfig(port=port, joint_names=ARM_JOINTS)) as robot:
             state = robot.get_joint_state()
@@ -58,13 +76,13 @@ def test_serves_the_emulated_reality_until_a_signal_stops_it(tmp_path, sig):
         assert state[JOINT_POS].shape == (len(ARM_JOINTS),) and np.all(np.isfinite(state[JOINT_POS]))
         assert float(np.abs(state[JOINT_VEL]).max()) < 0.01  # never commanded: holding at its start pose
         proc.send_signal(sig)
-        stdout, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=30)
-    assert proc.returncode == 0, stderr[-3000:]
-    assert "stopped: the robot was left holding" in stdout
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    assert "stopped: the robot was left holding" in out.rest()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
