@@ -56,7 +56,7 @@ class PushTConfig:
     pusher_height: float = 0.005  # height of the pusher tip above the table (m)
     ik_substeps: int = 5  # IK solves per control step along the interpolated target
     # Joint velocity and acceleration limits (rad/s, rad/s^2; pusher_xy actions) under which each IK solution is
-    # reached, e.g. the robot's (sim.panda.PANDA_MAX_VELOCITY / PANDA_MAX_ACCELERATION) so the robot can follow the
+    # reached, e.g. the robot's (real.panda.PANDA_MAX_VELOCITY / PANDA_MAX_ACCELERATION) so the robot can follow the
     # twin's arm exactly. () = unlimited, the default: the expert then moves joints up to ~3 rad/s, and a policy
     # trained that way loses half its success under the Panda's limits (0.88 -> 0.40 for the default run).
     joint_velocity_limit: tuple[float, ...] = ()
