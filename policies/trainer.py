@@ -27,6 +27,8 @@ from policies.runtime import resolve_device, seed_everything
 from policies.tracking import Tracker
 from policies.train_config import TrainConfig
 
+DEMONSTRATED_ENV_FILE = "meta/demonstrated_env.json"  # the env config the expert demonstrations were recorded in
+
 
 @dataclass
 class EnvFactories:
@@ -64,6 +66,8 @@ class Trainer:
     def prepare_dataset(self) -> LeRobotDatasetReader:
         """Opens the demonstration dataset, collecting (or completing) it with the expert first if needed."""
         root = Path(self.cfg.dataset.root)
+        demonstrated = {k: self.resolved_config["env"][k] for k in ("id", "kwargs", "expert")}
+        _check_demonstrated_env(root, demonstrated)
         if not _dataset_complete(root, self.cfg.dataset.n_episodes):
             env = self.envs.make_env()
             try:
@@ -78,6 +82,7 @@ class Trainer:
                 )
             finally:
                 env.close()
+            atomic_write_json(root / DEMONSTRATED_ENV_FILE, demonstrated)
             print(f"collected {stats.episodes_saved} demos ({stats.frames} frames), expert success {stats.success_rate:.2f}")
         return LeRobotDatasetReader(root)
 
@@ -241,6 +246,22 @@ def _warmup_cosine(optim_cfg) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def _check_demonstrated_env(root: Path, env: dict[str, Any]) -> None:
+    """Refuses to extend or train on expert demonstrations of another env (another randomisation, expert, ...).
+
+    Raises:
+        ValueError: ``root`` records an env config that differs from ``env``; the message names the keys.
+    """
+    path = root / DEMONSTRATED_ENV_FILE
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    changed = sorted(k for k in set(stored) | set(env) if stored.get(k) != env.get(k))
+    if changed:
+        raise ValueError(f"dataset.root {str(root)!r} holds expert demonstrations of another env "
+                         f"(env.{', env.'.join(changed)} differ from {path}); use another dataset.root")
 
 
 def _dataset_complete(root: Path, n_episodes: int) -> bool:

@@ -12,7 +12,7 @@ from omegaconf import MISSING
 
 from real.collection import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
 from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
-from sim.twin import DigitalTwin, TwinConfig
+from sim.twin import DigitalTwin, TwinConfig, following_env
 
 TELEOPERATORS = ("expert",)
 
@@ -119,7 +119,7 @@ def collect_dataset(run: CollectRunConfig) -> CollectionResult:
         while writer.num_episodes < run.n_episodes and len(result.episodes) < attempts:
             seed = run.collect.seed + saved_before + len(result.episodes)
             with robot_session(run.robot, seed) as robot:
-                twin = DigitalTwin(PushTEnv(kwargs), run.twin)
+                twin = DigitalTwin(following_env(kwargs), run.twin)
                 try:
                     teleop = ExpertTeleoperator(twin.env, run.env.expert)
                     episode = Collector(twin, robot, teleop, dataclasses.replace(run.collect, seed=seed)).run()

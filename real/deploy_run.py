@@ -12,8 +12,7 @@ from omegaconf import MISSING
 
 from real.deployment import DeployConfig, Deployer
 from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
-from sim.pusht_env import PushTEnv
-from sim.twin import DigitalTwin, TwinConfig
+from sim.twin import DigitalTwin, TwinConfig, following_env
 
 __all__ = ["DeployRunConfig", "LoggerChoice", "deploy_episodes", "register_configs", "robot_session"]
 
@@ -65,7 +64,7 @@ def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker:
     for episode in range(run.n_episodes):
         seed = run.deploy.seed + episode
         with robot_session(run.robot, seed) as robot:
-            twin = DigitalTwin(PushTEnv(env_kwargs), run.twin)
+            twin = DigitalTwin(following_env(env_kwargs), run.twin)
             deployer = Deployer(twin, robot, policy=policy, config=dataclasses.replace(run.deploy, seed=seed),
                                 tracker=tracker)
             results.append(deployer.run())

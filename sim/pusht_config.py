@@ -26,6 +26,11 @@ class DomainRandomizationConfig:
     block_mass_scale: tuple[float, float] = (1.0, 1.0)  # T-block mass and inertia
     joint_damping_scale: tuple[float, float] = (1.0, 1.0)  # arm joint damping
     init_pose_noise: tuple[float, float] = (0.0, 0.0)  # std of noise added to the block's initial (xy m, theta rad)
+    # Disturbance model (sim.disturbance.PushSchedule): every push_interval s (uniform) a push_force N planar force in
+    # a random direction acts on the block for push_duration s. 0 N switches it off.
+    push_force: float = 0.0
+    push_interval: tuple[float, float] = (2.0, 4.0)
+    push_duration: float = 0.1
 
     def __post_init__(self) -> None:
         _check_range("randomization.friction_scale", self.friction_scale, low=0.0)
@@ -33,6 +38,10 @@ class DomainRandomizationConfig:
         _check_range("randomization.joint_damping_scale", self.joint_damping_scale, low=0.0)
         if min(self.init_pose_noise) < 0:
             raise ValueError(f"randomization.init_pose_noise must be >= 0, got {self.init_pose_noise!r}")
+        _check_range("randomization.push_interval", self.push_interval, low=0.0)
+        if self.push_force < 0 or self.push_duration < 0:
+            raise ValueError(f"randomization.push_force and push_duration must be >= 0, got {self.push_force} and "
+                             f"{self.push_duration}")
 
 
 @dataclass

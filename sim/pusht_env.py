@@ -12,6 +12,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from sim.disturbance import PushSchedule
 from sim.ik import DifferentialIK
 from sim.pusht_config import PushTConfig
 from sim.pusht_geometry import TShape, quat_to_yaw, wrap_angle, yaw_to_quat
@@ -90,6 +91,7 @@ class PushTEnv(gym.Env):
         self._joint_targets = NOMINAL_POSTURE.copy()
         self._steps = 0
         self.physics_params: dict[str, float] = {}
+        self._pushes: PushSchedule | None = None
         # Advances the physics by n steps; the digital twin replaces it to interleave its measurement-driven
         # correction wrenches with the physics (see sim.twin.DigitalTwin).
         self.advance_physics: Callable[[int], None] = self._mj_step
@@ -164,6 +166,7 @@ class PushTEnv(gym.Env):
         self._joint_target_velocity = np.zeros_like(q)
         self._pusher_target = self.pusher_xy
         self._steps = 0
+        self._pushes = self._push_schedule()
         return self._observation(), self._info()
 
     def _sample_block_pose(self) -> np.ndarray:
@@ -193,6 +196,19 @@ class PushTEnv(gym.Env):
         c, s = np.cos(block[2]), np.sin(block[2])
         d = np.asarray(xy) - block[:2]
         return np.array([c * d[0] + s * d[1], -s * d[0] + c * d[1]])
+
+    def _push_schedule(self) -> PushSchedule | None:
+        """The episode's pushes (drawn after the initial state, so they leave it unchanged), or None without them."""
+        dr = self.config.randomization
+        if dr.push_force <= 0:
+            return None
+        rng = np.random.default_rng(self.np_random.integers(2**63))
+        return PushSchedule(rng, dr.push_interval, dr.push_force, dr.push_duration)
+
+    @property
+    def n_pushes(self) -> int:
+        """Pushes of the disturbance model so far this episode."""
+        return self._pushes.n_pushes if self._pushes is not None else 0
 
     def set_block_pose(self, pose: np.ndarray) -> None:
         """Puts the block at planar pose (x, y, theta) (m, rad) on the table (velocities untouched); call mj_forward after."""
@@ -244,12 +260,12 @@ class PushTEnv(gym.Env):
                 solution = self.ik.solve(self._joint_targets, self._tip_target(waypoint), PUSHER_DOWN)
                 self._joint_targets = self._limit_joint_motion(solution, physics_per_ik * self.model.opt.timestep)
                 self.data.ctrl[:] = self._joint_targets
-                self.advance_physics(physics_per_ik)
+                self._advance(physics_per_ik)
             self._pusher_target = target
         else:
             self._joint_targets = np.clip(action, self.action_space.low, self.action_space.high).astype(float)
             self.data.ctrl[:] = self._joint_targets
-            self.advance_physics(self._n_substeps)
+            self._advance(self._n_substeps)
             self._pusher_target = self.pusher_xy
         self._steps += 1
         coverage = self.coverage()
@@ -273,6 +289,12 @@ class PushTEnv(gym.Env):
         velocity = np.clip(velocity, self._joint_target_velocity - amax * dt, self._joint_target_velocity + amax * dt)
         self._joint_target_velocity = velocity
         return self._joint_targets + velocity * dt
+
+    def _advance(self, n: int) -> None:
+        """n physics steps, the disturbance model's push (held for the n steps) on the block."""
+        if self._pushes is not None:
+            self.data.xfrc_applied[self._block_body, :2] = self._pushes.force_at(self.data.time)
+        self.advance_physics(n)
 
     def _mj_step(self, n: int) -> None:
         mujoco.mj_step(self.model, self.data, nstep=n)

@@ -15,7 +15,7 @@ towards them (DESIGN.md section 6):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mujoco
@@ -25,6 +25,7 @@ from kernels.cameras import camera_intrinsics, world_from_camera_cv
 from kernels.forces import CorrectionForces
 from kernels.icp import icp_point_to_plane
 from kernels.pointcloud import depth_to_points
+from sim.pusht_config import DomainRandomizationConfig, PushTConfig
 from sim.pusht_env import PushTEnv
 from sim.pusht_geometry import BLOCK_GEOMS, wrap_angle
 
@@ -84,6 +85,13 @@ class DepthFrame:
     timestamp: float = 0.0  # s
 
 
+def following_env(config: PushTConfig | dict) -> PushTEnv:
+    """The env of a twin that follows reality (collect and deploy modes): ``config`` with nominal physics and no
+    disturbance model, since reality supplies both (the randomisation is for training and offline evaluation)."""
+    config = PushTConfig(**config) if isinstance(config, dict) else config
+    return PushTEnv(replace(config, randomization=DomainRandomizationConfig()))
+
+
 class DigitalTwin:
     """A PushT twin that ingests measurements and corrects itself; the policy acts on ``twin.env``.
 
@@ -92,12 +100,16 @@ class DigitalTwin:
         config: correction gains, rate and cameras.
 
     Raises:
-        ValueError: bad config, or a camera the scene does not have.
+        ValueError: bad config, a camera the scene does not have, or a twin that follows reality (collect, deploy)
+            on an env with a disturbance model (its pushes would fight the corrections; see :func:`following_env`).
     """
 
     def __init__(self, env: PushTEnv, config: TwinConfig | None = None) -> None:
         self.env = env
         self.config = config or TwinConfig()
+        if self.config.mode != "evaluate" and env.config.randomization.push_force > 0:
+            raise ValueError(f"twin.mode={self.config.mode!r} follows reality, which supplies the disturbances: build "
+                             f"its env without randomization pushes (sim.twin.following_env)")
         for camera in self.config.cameras:
             if mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
                 raise ValueError(f"twin.cameras: the scene has no camera {camera!r}")

@@ -20,9 +20,10 @@ def _compose(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-def _trainer(tmp_path, dataset_root, resume: bool) -> Trainer:
+def _trainer(tmp_path, dataset_root, resume: bool, extra: tuple[str, ...] = ()) -> Trainer:
     cfg = _compose(
         [
+            *extra,
             f"output_dir={tmp_path / 'run'}",
             f"dataset.root={dataset_root}",
             "dataset.n_episodes=2",
@@ -69,6 +70,11 @@ def test_resume_gives_the_same_next_losses(tmp_path):
     assert resumed.step == 3
     after_resume = _losses(resumed, until=6)
     assert after_resume == uninterrupted[3:]
+
+    # the same demonstrations are never taken for those of another env (here: with pushes on the block)
+    disturbed = _trainer(tmp_path, dataset_root, resume=False, extra=("env=pusht_disturbed",))
+    with pytest.raises(ValueError, match=r"another env \(env.kwargs differ"):
+        disturbed.prepare_dataset()
 
 
 @pytest.mark.parametrize(

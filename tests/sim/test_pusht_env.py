@@ -110,6 +110,24 @@ def test_domain_randomization_scales_physics_within_ranges_and_restores():
         DomainRandomizationConfig(friction_scale=(1.0, 0.5))
 
 
+def test_pushes_move_the_block_without_changing_the_initial_state():
+    pushed = PushTEnv(PushTConfig(randomization=DomainRandomizationConfig(push_force=1.5, push_interval=(0.5, 0.5))),
+                      render_mode=None)
+    calm = PushTEnv(render_mode=None)
+    obs_pushed, _ = pushed.reset(seed=3)
+    obs_calm, _ = calm.reset(seed=3)
+    np.testing.assert_array_equal(obs_pushed["observation.environment_state"], obs_calm["observation.environment_state"])
+    hold = calm.pusher_xy  # the pusher stays put: only a push can move the block
+    for _ in range(12):  # 1.2 s: pushes at 0.5 s and 1.0 s
+        pushed.step(hold)
+        calm.step(hold)
+    assert pushed.n_pushes == 2 and calm.n_pushes == 0
+    moved = np.linalg.norm(pushed.block_pose[:2] - calm.block_pose[:2])
+    assert 0.005 < moved < 0.2  # 1.5 N for 0.1 s on a 0.2 kg block slides it centimetres, not off the table
+    with pytest.raises(ValueError, match="randomization.push_force"):
+        DomainRandomizationConfig(push_force=-1.0)
+
+
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="env.action_mode"):
         PushTConfig(action_mode="torque")

@@ -11,7 +11,7 @@ from sim.expert import PushTExpert
 from sim.pusht_config import DomainRandomizationConfig, PushTConfig
 from sim.pusht_env import PushTEnv
 from sim.pusht_geometry import wrap_angle
-from sim.twin import DepthFrame, DigitalTwin, TwinConfig
+from sim.twin import DepthFrame, DigitalTwin, TwinConfig, following_env
 
 REALITY = PushTConfig(randomization=DomainRandomizationConfig(friction_scale=(0.7, 0.7), block_mass_scale=(1.3, 1.3)))
 
@@ -107,6 +107,16 @@ def test_bad_twin_config_names_the_field():
         TwinConfig(correction="magic")
     with pytest.raises(ValueError, match="no camera"):
         DigitalTwin(PushTEnv(), TwinConfig(cameras=("ceiling",)))
+
+
+def test_a_twin_following_reality_runs_nominal_physics_without_the_disturbance_model():
+    trained = PushTConfig(randomization=DomainRandomizationConfig(friction_scale=(0.6, 0.8), push_force=1.5))
+    with pytest.raises(ValueError, match="following_env"):
+        DigitalTwin(PushTEnv(trained), TwinConfig(mode="deploy"))
+    DigitalTwin(PushTEnv(trained), TwinConfig(mode="evaluate"))  # offline: the disturbance model stands for reality
+    twin = DigitalTwin(following_env(trained), TwinConfig(mode="deploy"))
+    twin.env.reset(seed=0)
+    assert twin.env.physics_params["friction_scale"] == 1.0 and twin.env.config.randomization.push_force == 0
 
 
 def test_collect_mode_arm_moves_on_at_the_measured_velocity_for_a_bounded_lead():
