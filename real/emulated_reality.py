@@ -49,6 +49,7 @@ from real.robot import (
     requires_disconnected,
 )
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, calibration_arrays, depth_key
+from sim.disturbance import PushSchedule
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,7 @@ class EmulatedRealityRobot(Robot):
         rng = np.random.default_rng([int(cfg.seed), 7])
         block = model.body("block").id
         arm_qpos, arm_dof = env._arm_qpos, env._arm_dof
-        next_push = rng.uniform(*cfg.push_interval)
-        push_end, push_force = -1.0, np.zeros(2)
+        pushes = PushSchedule(rng, cfg.push_interval, cfg.push_force, cfg.push_duration) if cfg.pushes else None
         frame_period = 1.0 / (cfg.camera_hz * cfg.time_scale)  # wall-clock s
         self._publish(env, data, arm_qpos, arm_dof, time.monotonic())
         self._render(env, rng)
@@ -310,14 +310,9 @@ class EmulatedRealityRobot(Robot):
                 while self._commands and self._commands[0][0] <= now:
                     _, q = self._commands.popleft()
                     data.ctrl[:] = q + rng.normal(0.0, cfg.actuator_noise, q.shape) if cfg.actuator_noise else q
-            if cfg.pushes:
-                t = data.time - sim_origin
-                if t >= next_push:
-                    angle = rng.uniform(-np.pi, np.pi)
-                    push_force = cfg.push_force * np.array([np.cos(angle), np.sin(angle)])
-                    push_end, next_push = t + cfg.push_duration, t + rng.uniform(*cfg.push_interval)
-                    self.n_pushes += 1
-                data.xfrc_applied[block, :2] = push_force if t < push_end else 0.0
+            if pushes is not None:
+                data.xfrc_applied[block, :2] = pushes.force_at(data.time - sim_origin)
+                self.n_pushes = pushes.n_pushes
             if braking:
                 self._brake(data, arm_qpos, arm_dof, model)
             else:

@@ -77,3 +77,4 @@ def test_raw_observation_baseline_acts_on_measurements_without_a_twin(reality, m
     assert len(deployer.sync_errors) >= 30 and result["sync_rms_mm"] < 15.0, result
     # The robot is sent IK targets, which lead its servoed joints (0.11 rad RMS measured), not a servoed trajectory.
     assert result["tracking_rms_rad"] < 0.25 and not robot.is_connected, result
+
