@@ -4,6 +4,7 @@ tracking it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,8 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="deploy_schema", node=DeployRunConfig)
 
 
-def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker: Any = None) -> list[dict[str, float]]:
+def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker: Any = None,
+                    stop_requested: Callable[[], bool] | None = None) -> list[dict[str, float]]:
     """Deploys ``policy`` for ``run.n_episodes`` episodes; returns each episode's metrics (see ``Deployer.run``).
 
     Before anything moves the robot's joints are checked against the twin's arm. The robot is left holding and
@@ -67,5 +69,7 @@ def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker:
             twin = DigitalTwin(following_env(env_kwargs), run.twin)
             deployer = Deployer(twin, robot, policy=policy, config=dataclasses.replace(run.deploy, seed=seed),
                                 tracker=tracker)
+            if stop_requested is not None:
+                deployer.stop_requested = stop_requested
             results.append(deployer.run())
     return results

@@ -113,6 +113,8 @@ class Deployer:
         self._last_frame_stamp = -np.inf
         self._next_raw_measurement = -np.inf
         self.n_measurements = 0
+        # polled every policy step: a Ctrl-C whose KeyboardInterrupt a native callback swallowed still stops the run
+        self.stop_requested: Callable[[], bool] = lambda: False
 
     @property
     def sync_errors(self) -> np.ndarray:
@@ -146,6 +148,8 @@ class Deployer:
             try:
                 steps = 0
                 while steps < cfg.max_steps:
+                    if self.stop_requested():
+                        raise KeyboardInterrupt("stop requested")
                     obs, _, terminated, truncated, info = env.step(self._action(obs))
                     steps += 1
                     self.streamer.check()

@@ -13,7 +13,10 @@ import os
 
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")  # see scripts/train.py
 
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import hydra  # noqa: E402
 import numpy as np  # noqa: E402
@@ -32,14 +35,23 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 @hydra.main(config_path="../conf", config_name="deploy", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Deploys (:func:`deploy`); Ctrl-C exits with status 130 and a one-line message instead of a traceback."""
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.set()  # polled by the deployment too: a native callback may swallow the KeyboardInterrupt
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        deploy(cfg)
+        deploy(cfg, interrupted.is_set)
     except KeyboardInterrupt:
+        interrupted.set()
+    if interrupted.is_set():
         print("interrupted (Ctrl-C): the robot was left holding", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
 
 
-def deploy(cfg: DictConfig) -> None:
+def deploy(cfg: DictConfig, stop_requested: Callable[[], bool] | None = None) -> None:
     """Loads the policy and its twin's env config, deploys, and prints the mean figures."""
     run = OmegaConf.to_object(cfg)
     policy = load_policy(run.policy_path, device=resolve_device(run.device))
@@ -47,7 +59,7 @@ def deploy(cfg: DictConfig) -> None:
     tracker = Tracker(project=run.logger.project, mode=run.logger.mode, run_dir=run.output_dir,
                       config=OmegaConf.to_container(cfg, resolve=True))
     try:
-        results = deploy_episodes(run, env_cfg.kwargs, policy, tracker)
+        results = deploy_episodes(run, env_cfg.kwargs, policy, tracker, stop_requested)
     finally:
         tracker.finish()
     keys = ("success_real", "success_twin", "coverage_real", "sync_rms_mm", "sync_rms_deg", "tracking_rms_rad",
