@@ -68,8 +68,6 @@ def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker:
         with robot_session(run.robot, seed) as robot:
             twin = DigitalTwin(following_env(env_kwargs), run.twin)
             deployer = Deployer(twin, robot, policy=policy, config=dataclasses.replace(run.deploy, seed=seed),
-                                tracker=tracker)
-            if stop_requested is not None:
-                deployer.stop_requested = stop_requested
+                                tracker=tracker, stop_requested=stop_requested)
             results.append(deployer.run())
     return results

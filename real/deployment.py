@@ -92,6 +92,8 @@ class Deployer:
         config: the episode.
         tracker: optional ``policies.tracking.Tracker``; metrics are logged every policy step under ``deploy/``.
         act: optional ``act(obs) -> action`` used instead of ``policy`` (e.g. a scripted expert).
+        stop_requested: polled every policy step; when true the episode ends as on Ctrl-C (``KeyboardInterrupt``),
+            even if a native callback swallowed the real one.
 
     Raises:
         ValueError: from ``run()``, if the robot starts far from the twin's initial joints (the message says how
@@ -100,7 +102,8 @@ class Deployer:
     """
 
     def __init__(self, twin: Any, robot: Robot, policy: Any = None, config: DeployConfig | None = None,
-                 tracker: Any = None, act: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> None:
+                 tracker: Any = None, act: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                 stop_requested: Callable[[], bool] | None = None) -> None:
         if policy is None and act is None:
             raise ValueError("Deployer needs a policy or an act function")
         self.twin, self.robot, self.policy = twin, robot, policy
@@ -113,8 +116,7 @@ class Deployer:
         self._last_frame_stamp = -np.inf
         self._next_raw_measurement = -np.inf
         self.n_measurements = 0
-        # polled every policy step: a Ctrl-C whose KeyboardInterrupt a native callback swallowed still stops the run
-        self.stop_requested: Callable[[], bool] = lambda: False
+        self._stop_requested = stop_requested or (lambda: False)
 
     @property
     def sync_errors(self) -> np.ndarray:
@@ -148,7 +150,7 @@ class Deployer:
             try:
                 steps = 0
                 while steps < cfg.max_steps:
-                    if self.stop_requested():
+                    if self._stop_requested():
                         raise KeyboardInterrupt("stop requested")
                     obs, _, terminated, truncated, info = env.step(self._action(obs))
                     steps += 1
