@@ -3,12 +3,15 @@
 The twin's block pose is recorded against the wall clock as the twin advances; every new ``truth.block_pose``
 reading (tests and emulators only: the twin never reads it) is compared with the recorded pose nearest its capture
 stamp. Used by ``real.deployment.Deployer`` and ``real.collection.Collector``; both stamp each pose with the wall time the
-twin's state stands for, by their pacing (not the time it was computed).
+twin's state stands for, by their pacing (not the time it was computed). The meter also keeps the best goal coverage
+of any truth reading, so an episode is judged a real success the way the twin's offline episodes are (the block
+covered the goal at some instant; they end at the first such instant).
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,12 +25,14 @@ class BlockSyncMeter:
     Args:
         history_s: seconds of recorded twin poses kept (older ones are dropped when truth arrives).
         max_gap_s: a truth reading is compared only with a twin pose recorded within this many seconds of its stamp.
+        coverage: ``coverage(pose)`` -> the goal coverage (0-1) of a true block pose; kept as :attr:`peak_coverage`.
 
     Raises:
         ValueError: non-positive ``history_s`` or ``max_gap_s``.
     """
 
-    def __init__(self, history_s: float = 2.0, max_gap_s: float = 0.02) -> None:
+    def __init__(self, history_s: float = 2.0, max_gap_s: float = 0.02,
+                 coverage: Callable[[np.ndarray], float] | None = None) -> None:
         if history_s <= 0 or max_gap_s <= 0:
             raise ValueError(f"BlockSyncMeter needs history_s > 0 and max_gap_s > 0, got {history_s}, {max_gap_s}")
         self.history_s, self.max_gap_s = history_s, max_gap_s
@@ -37,6 +42,8 @@ class BlockSyncMeter:
         self._pending: list[SensorReading] = []  # truth newer than the latest recorded pose, compared once it is
         self._last_stamp = -np.inf
         self.truth: SensorReading | None = None  # the newest truth reading seen
+        self._coverage = coverage
+        self.peak_coverage = float("nan")  # the best goal coverage of any truth reading (NaN: none, or no coverage)
 
     def record(self, stamp: float, pose: np.ndarray) -> None:
         """The twin's block pose ``(x, y, theta)`` (m, rad) at wall-clock ``stamp`` (s, ``time.monotonic()``)."""
@@ -51,6 +58,8 @@ class BlockSyncMeter:
         if truth is None or truth.timestamp <= self._last_stamp:
             return
         self._last_stamp, self.truth = truth.timestamp, truth
+        if self._coverage is not None:
+            self.peak_coverage = float(np.fmax(self.peak_coverage, self._coverage(np.asarray(truth.data, dtype=float))))
         if not self._times or truth.timestamp > self._times[-1]:
             self._pending.append(truth)
             return

@@ -179,7 +179,8 @@ class Collector:
     def __init__(self, twin: Any, robot: Robot, teleop: Teleoperator, config: CollectConfig | None = None) -> None:
         self.twin, self.robot, self.teleop = twin, robot, teleop
         self.config = config if config is not None else CollectConfig()
-        self.sync = BlockSyncMeter(self.config.history_s)
+        env = twin.env
+        self.sync = BlockSyncMeter(self.config.history_s, coverage=lambda pose: env.shape.coverage(pose, env.goal_pose))
         self.clock = TwinClock(self.config.time_scale)
         self.streamer = JointStreamer(robot, self.config.stream_hz)
         self._frame_wall_s = 1.0 / (self.config.fps * self.config.time_scale)  # wall seconds per frame
@@ -283,4 +284,5 @@ class Collector:
     # -------------------------------------------------------------------------------------------- metrics
     def _summary(self, steps: int) -> dict[str, float]:
         env = self.twin.env
-        return episode_metrics(env, steps, env.coverage(), self.sync, self.streamer, self.n_measurements, self.clock)
+        coverage = env.coverage()  # a demonstration succeeds if it ends covering the goal (it is kept then)
+        return episode_metrics(env, steps, coverage, coverage, self.sync, self.streamer, self.n_measurements, self.clock)

@@ -13,7 +13,8 @@ and acceleration limits see the arm's own smooth motion, and the policy's thinki
 The streamer keeps sending while the policy thinks, so the robot's watchdog (25 ms) never fires in normal
 operation. Tracking error (robot joints vs the trajectory), sync error (the twin's block at the truth's capture time
 vs the emulated reality's ``truth.block_pose``, when the robot provides it) and success (twin coverage, and the real
-block's coverage from truth) are returned and logged to a :class:`policies.tracking.Tracker`.
+block's coverage from truth: a success if it reached the threshold at any instant, as offline) are returned and logged
+to a :class:`policies.tracking.Tracker`.
 
 Baseline (``observation="raw"``): no twin. The env is only a kinematic model: after every stream period its arm
 takes the robot's measured joints and, at ``twin.rate_hz``, its block takes the ICP pose of the newest depth frames
@@ -109,7 +110,9 @@ class Deployer:
         self.twin, self.robot, self.policy = twin, robot, policy
         self.config = config if config is not None else DeployConfig()
         self.tracker, self._act = tracker, act
-        self.sync = BlockSyncMeter(self.config.history_s)  # the deployment's block vs truth, when the robot has it
+        env = twin.env  # the deployment's block vs truth, and the truth's best coverage, when the robot has truth
+        self.sync = BlockSyncMeter(self.config.history_s, coverage=lambda pose: env.shape.coverage(pose, env.goal_pose))
+        self.peak_coverage_twin = 0.0
         self.clock = TwinClock(self.config.time_scale)
         lead = self.config.servo_lag_s if self.config.observation == "twin" else 0.0
         self.streamer = JointStreamer(robot, self.config.stream_hz, lead_s=lead)
@@ -156,6 +159,7 @@ class Deployer:
                     steps += 1
                     self.streamer.check()
                     self._log(steps, info)
+                    self.peak_coverage_twin = max(self.peak_coverage_twin, float(info["coverage"]))
                     if terminated and cfg.stop_on_success and not truncated:
                         obs, info, steps, truncated = self._confirm_success(obs, info, steps)
                         if info["is_success"]:
@@ -279,8 +283,8 @@ class Deployer:
 
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
         """The episode's figures (``real.twin_session.episode_metrics``), logged as ``deploy/final_*``."""
-        out = episode_metrics(self.twin.env, steps, info["coverage"], self.sync, self.streamer, self.n_measurements,
-                              self.clock)
+        out = episode_metrics(self.twin.env, steps, info["coverage"], self.peak_coverage_twin, self.sync, self.streamer,
+                              self.n_measurements, self.clock)
         if self.tracker is not None:
             self.tracker.log({f"deploy/final_{k}": v for k, v in out.items()}, step=steps + 1)
         return out

@@ -170,23 +170,28 @@ def check_start(measured: np.ndarray, initial: np.ndarray, tolerance: float, see
                          f"{tolerance}: start reality from the same seed (the twin's block starts where the seed puts it)")
 
 
-def episode_metrics(env: Any, steps: int, coverage_twin: float, sync: BlockSyncMeter, streamer: JointStreamer,
-                    n_measurements: int, clock: TwinClock) -> dict[str, float]:
-    """An episode's figures: ``steps``, ``coverage_twin``/``success_twin``, the truth's ``coverage_real``/
-    ``success_real`` and ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``tracking_rms_rad``, ``stream_hz``
-    (per wall second), ``starved_fraction`` (commands for which the twin had not computed the trajectory yet) and
-    ``correction_hz`` (per second of the world's time)."""
+def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_twin: float, sync: BlockSyncMeter,
+                    streamer: JointStreamer, n_measurements: int, clock: TwinClock) -> dict[str, float]:
+    """An episode's figures: ``steps``; the twin's final ``coverage_twin`` and ``success_twin`` (its coverage reached
+    the success threshold, ``peak_coverage_twin``); the truth's final ``coverage_real``, its best
+    ``peak_coverage_real`` (``sync.peak_coverage``) and ``success_real`` (that best reached the threshold: PushT's
+    criterion, as the twin's offline episodes end at the first instant they cover the goal); ``sync_rms_mm``/
+    ``sync_rms_deg`` (NaN without truth), ``tracking_rms_rad``, ``stream_hz`` (per wall second), ``starved_fraction``
+    (commands for which the twin had not computed the trajectory yet) and ``correction_hz`` (per second of the
+    world's time)."""
     threshold = env.config.success_threshold
     truth = sync.truth
     real = float(env.shape.coverage(truth.data, env.goal_pose)) if truth is not None else float("nan")
+    peak_real = sync.peak_coverage
     sync_mm, sync_deg = sync.rms()
     elapsed = clock.elapsed()
     return {
         "steps": float(steps),
         "coverage_twin": float(coverage_twin),
-        "success_twin": float(coverage_twin >= threshold),
+        "success_twin": float(peak_coverage_twin >= threshold),
         "coverage_real": real,
-        "success_real": float(real >= threshold) if np.isfinite(real) else float("nan"),
+        "peak_coverage_real": peak_real,
+        "success_real": float(peak_real >= threshold) if np.isfinite(peak_real) else float("nan"),
         "sync_rms_mm": sync_mm,
         "sync_rms_deg": sync_deg,
         "tracking_rms_rad": streamer.tracking_rms(),
