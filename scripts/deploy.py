@@ -62,8 +62,8 @@ def deploy(cfg: DictConfig, stop_requested: Callable[[], bool] | None = None) ->
         results = deploy_episodes(run, env_cfg.kwargs, policy, tracker, stop_requested)
     finally:
         tracker.finish()
-    keys = ("success_real", "success_twin", "coverage_real", "sync_rms_mm", "sync_rms_deg", "tracking_rms_rad",
-            "correction_hz", "stream_hz")
+    keys = ("success_real", "success_twin", "coverage_real", "peak_coverage_real", "sync_rms_mm", "sync_rms_deg",
+            "tracking_rms_rad", "correction_hz", "stream_hz")
     print_figures({f"mean_{k}": float(np.nanmean([r[k] for r in results])) for k in keys})
 
 
