@@ -27,8 +27,8 @@ from real.server import ServerProcess
 SOURCES = {"twin": ("twin", "pose"), "open_loop": ("twin", "none"), "raw": ("raw", "pose")}
 
 
-def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: int = 100000, time_scale: float = 1.0,
-                        camera_hz: float = 45.0, sources: tuple[str, ...] = tuple(SOURCES), lookahead_s: float = 0.05,
+def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: int = 100000, time_scale: float = 0.5,
+                        camera_hz: float = 45.0, sources: tuple[str, ...] = tuple(SOURCES), lookahead_s: float = 0.06,
                         log: Callable[[str], None] = print) -> dict[str, float]:
     """Deploys the expert ``n_episodes`` times per source; returns ``<source>_sync_rms_mm`` / ``_deg`` (RMS over all
     compared instants of all episodes), ``<source>_success_real``, ``<source>_correction_hz`` and ``time_scale``.
