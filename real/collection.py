@@ -179,8 +179,7 @@ class Collector:
     def __init__(self, twin: Any, robot: Robot, teleop: Teleoperator, config: CollectConfig | None = None) -> None:
         self.twin, self.robot, self.teleop = twin, robot, teleop
         self.config = config if config is not None else CollectConfig()
-        env = twin.env
-        self.sync = BlockSyncMeter(self.config.history_s, coverage=lambda pose: env.shape.coverage(pose, env.goal_pose))
+        self.sync = BlockSyncMeter(self.config.history_s, coverage=twin.env.coverage)
         self.clock = TwinClock(self.config.time_scale)
         self.streamer = JointStreamer(robot, self.config.stream_hz)
         self._frame_wall_s = 1.0 / (self.config.fps * self.config.time_scale)  # wall seconds per frame

@@ -110,8 +110,8 @@ class Deployer:
         self.twin, self.robot, self.policy = twin, robot, policy
         self.config = config if config is not None else DeployConfig()
         self.tracker, self._act = tracker, act
-        env = twin.env  # the deployment's block vs truth, and the truth's best coverage, when the robot has truth
-        self.sync = BlockSyncMeter(self.config.history_s, coverage=lambda pose: env.shape.coverage(pose, env.goal_pose))
+        # the deployment's block vs truth, and the truth's best coverage, when the robot has truth
+        self.sync = BlockSyncMeter(self.config.history_s, coverage=twin.env.coverage)
         self.peak_coverage_twin = 0.0
         self.clock = TwinClock(self.config.time_scale)
         lead = self.config.servo_lag_s if self.config.observation == "twin" else 0.0
@@ -278,7 +278,7 @@ class Deployer:
         if len(errors):
             metrics["deploy/sync_error_mm"] = 1e3 * errors[-1, 0]
             metrics["deploy/sync_error_deg"] = float(np.degrees(errors[-1, 1]))
-            metrics["deploy/coverage_real"] = float(env.shape.coverage(truth.data, env.goal_pose))
+            metrics["deploy/coverage_real"] = float(env.coverage(truth.data))
         self.tracker.log(metrics, step=step)
 
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:

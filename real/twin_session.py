@@ -181,7 +181,7 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_tw
     world's time)."""
     threshold = env.config.success_threshold
     truth = sync.truth
-    real = float(env.shape.coverage(truth.data, env.goal_pose)) if truth is not None else float("nan")
+    real = float(env.coverage(truth.data)) if truth is not None else float("nan")
     peak_real = sync.peak_coverage
     sync_mm, sync_deg = sync.rms()
     elapsed = clock.elapsed()

@@ -141,9 +141,9 @@ class PushTEnv(gym.Env):
         """Pusher tip position in the table plane (m)."""
         return self.data.site_xpos[self._tip_site, :2].copy()
 
-    def coverage(self) -> float:
-        """Fraction of the goal covered by the block now."""
-        return self.shape.coverage(self.block_pose, self._goal)
+    def coverage(self, pose: np.ndarray | None = None) -> float:
+        """Fraction of the goal covered by the block now, or by a block at planar ``pose`` (x, y, theta; m, rad)."""
+        return self.shape.coverage(self.block_pose if pose is None else np.asarray(pose, dtype=float), self._goal)
 
     # ------------------------------------------------------------------------------------------------ reset
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
