@@ -158,12 +158,19 @@ class Tracker:
             self._run.log({key: wandb.Video(str(path), format=fmt)}, step=step)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Close the run and flush it to disk (and to the server when online); calling it again does nothing."""
+        """Close the run and flush it to disk (and to the server when online); calling it again does nothing.
+
+        ``run.finish`` only asks W&B's service process to close the run's files, so the service is also torn down
+        (the next ``Tracker`` starts a new one): when this returns, ``run_dir`` is complete and can be synced or read.
+        """
         if self._finished:
             return
         self._finished = True
         if self._run is not None:
+            import wandb
+
             self._run.finish(exit_code=exit_code)
+            wandb.teardown(exit_code=exit_code)
 
     def __enter__(self) -> Self:
         """Use as ``with Tracker(...) as tracker:``; the run is finished on exit."""
