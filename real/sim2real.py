@@ -179,13 +179,17 @@ def raw_checkpoints(checkpoints: list[Path], which: str) -> set[Path]:
 class Sim2RealRunConfig(DeployRunConfig):
     """``scripts/eval_sim2real.py``: the deployment settings of ``scripts/deploy.py`` plus which checkpoints to compare.
 
-    Episode i of every column uses seed ``deploy.seed + i``, ``n_episodes`` episodes per checkpoint and column.
+    Episode i of every column uses seed ``deploy.seed + i``: ``n_episodes`` deployed episodes per checkpoint and
+    column, and ``twin_episodes`` offline ones (default ``n_episodes``): the twin runs at simulation speed in
+    parallel, ~1 s an episode here against a minute of (half-speed) wall time deployed, so its column can afford the
+    episodes that keep its binomial noise from diluting the correlation.
     """
 
     policy_path: str = ""  # unused: each checkpoint is deployed in turn
     run_dir: str = ""  # a training run: all its step checkpoints are compared
     checkpoints: list[str] = dataclasses.field(default_factory=list)  # or an explicit list of checkpoint dirs
     n_episodes: int = 10
+    twin_episodes: int | None = None  # offline episodes per checkpoint; None: n_episodes
     n_envs: int = 2  # parallel envs of the twin's offline evaluation
     raw_baseline: str = "last"  # none | last | all: checkpoints also deployed on raw observations
 
@@ -193,8 +197,11 @@ class Sim2RealRunConfig(DeployRunConfig):
         super().__post_init__()
         if not self.run_dir and not self.checkpoints:
             raise ValueError("eval_sim2real needs run_dir=<training run> or checkpoints=[<dir>, ...]")
-        if self.n_episodes < 1 or self.n_envs < 1:
-            raise ValueError(f"n_episodes and n_envs must be >= 1, got {self.n_episodes} and {self.n_envs}")
+        if self.twin_episodes is None:
+            self.twin_episodes = self.n_episodes
+        if min(self.n_episodes, self.twin_episodes, self.n_envs) < 1:
+            raise ValueError(f"n_episodes, twin_episodes and n_envs must be >= 1, got {self.n_episodes}, "
+                             f"{self.twin_episodes} and {self.n_envs}")
         raw_checkpoints([], self.raw_baseline)
 
     def checkpoint_dirs(self) -> list[Path]:
@@ -242,8 +249,8 @@ def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
 
         def twin_eval(_: Path, policy: Any = policy, env_cfg: Any = env_cfg) -> dict[str, Any]:
             return Evaluator(
-                make_env=lambda: sim.make_vector_env(env_cfg, min(run.n_envs, run.n_episodes)),
-                n_episodes=run.n_episodes, start_seed=run.deploy.seed, max_steps=run.deploy.max_steps, device=device,
+                make_env=lambda: sim.make_vector_env(env_cfg, min(run.n_envs, run.twin_episodes)),
+                n_episodes=run.twin_episodes, start_seed=run.deploy.seed, max_steps=run.deploy.max_steps, device=device,
                 metric_keys=("coverage",), progress=False,
             ).run(policy)
 
