@@ -18,7 +18,7 @@ to a :class:`policies.tracking.Tracker`.
 
 Baseline (``observation="raw"``): no twin. The env is only a kinematic model: after every stream period its arm
 takes the robot's measured joints and, at ``twin.rate_hz``, its block takes the ICP pose of the newest depth frames
-(``DigitalTwin.estimate_block_pose``); nothing is simulated. The policy acts on that raw state and the IK targets
+(``DigitalTwin.measure_block_pose``); nothing is simulated. The policy acts on that raw state and the IK targets
 of its actions go to the robot directly. This is what Real-is-Sim is compared against.
 
 Stopping safely: the robot is used as a context manager, so on a normal end, Ctrl-C, an exception or a lost
@@ -240,8 +240,8 @@ class Deployer:
         """Raw mode's stand-in for physics: the env's state becomes the latest measurement, nothing is simulated.
 
         The arm takes the robot's measured joints; the block takes the ICP pose of the newest depth frames (started
-        from the previous estimate, kept when the fit is poor). The env's clock advances by ``n_steps`` so the wall
-        clock pacing is the twin mode's.
+        from the previous estimate, kept when the fit is poor, searched for afresh when lost: the twin's tracking).
+        The env's clock advances by ``n_steps`` so the wall clock pacing is the twin mode's.
         """
         env = self.twin.env
         model, data = env.model, env.data
@@ -255,8 +255,7 @@ class Deployer:
         stamp = max((frame.timestamp for frame in frames), default=-np.inf)
         if stamp > self._last_frame_stamp:
             self._last_frame_stamp = stamp
-            points = self.twin.object_points(frames)
-            pose = self.twin.estimate_block_pose(points) if len(points) >= 10 else None
+            pose = self.twin.measure_block_pose(frames)
             if pose is not None:
                 env.set_block_pose(pose)
                 mujoco.mj_kinematics(model, data)

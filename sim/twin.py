@@ -180,10 +180,21 @@ class DigitalTwin:
         points = self.object_points(frames)
         if correction == "forces":
             self._points = points
-            return len(points)
-        captured = self._capture_time(frames)
+        else:
+            self._track_block(points, self._capture_time(frames))
+        return len(points)
+
+    def measure_block_pose(self, frames: list[DepthFrame]) -> np.ndarray | None:
+        """The block pose (x, y, theta) measured in ``frames`` alone, by the same tracking as pose correction (ICP
+        from the last accepted pose, a search from scratch once the block is lost) but applied to nothing: the raw
+        baseline's estimate. None when no fit is accepted (or the frames were already fitted)."""
+        return self._track_block(self.object_points(frames), self._capture_time(frames))
+
+    def _track_block(self, points: np.ndarray, captured: float) -> np.ndarray | None:
+        """Fits the block to ``points`` captured at twin time ``captured``; an accepted fit becomes the pose target
+        (with the velocity since the previous one) and is returned, else None."""
         if self._sim_time_of is not None and self._target is not None and captured <= self._target_time:
-            return len(points)  # the same frames again: already fitted
+            return None  # the same frames again: already fitted
         estimate = self.estimate_block_pose(points) if len(points) >= 10 else None
         if estimate is not None:
             if self._target is not None and captured > self._target_time:
@@ -191,7 +202,7 @@ class DigitalTwin:
                 self._target_velocity = (estimate - self._target) / elapsed
                 self._target_velocity[2] = wrap_angle(estimate[2] - self._target[2]) / elapsed
             self._target, self._target_time = estimate, captured
-        return len(points)
+        return estimate
 
     def _capture_time(self, frames: list[DepthFrame]) -> float:
         """Twin time (s) at which the newest of ``frames`` was captured: mapped from its timestamp by the clock

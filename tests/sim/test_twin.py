@@ -149,3 +149,27 @@ def test_a_twin_that_lost_the_block_finds_it_again_and_jumps_there():
     twin.step_physics(0.6)
     position, angle = _pose_error(twin, reality)
     assert twin.teleports >= 1 and position < 0.003 and np.degrees(angle) < 2.0, (twin.teleports, position, angle)
+
+
+def test_measuring_the_block_alone_tracks_and_relocalises_it_without_moving_the_twin():
+    # The raw baseline's estimate: the same tracking as pose correction (searched for afresh once lost), applied to
+    # nothing; the twin's own block stays where it was.
+    reality, twin = PushTEnv(REALITY), DigitalTwin(PushTEnv(), TwinConfig(depth_size=(96, 96)))
+    options = {"pusher_xy": (0.3, -0.25)}
+    start = np.array([0.55, 0.05, 0.3])
+    twin.env.reset(seed=0, options={**options, "block_pose": tuple(start)})
+    reality.reset(seed=0, options={**options, "block_pose": (0.553, 0.048, 0.32)})
+    measure = _camera_feed(reality, twin)
+    pose = twin.measure_block_pose(measure())
+    np.testing.assert_allclose(pose, reality.block_pose, atol=0.003)
+    reality.set_block_pose(np.array([0.60, 0.14, 1.3]))  # pushed 10 cm and 1 rad: out of ICP's reach
+    mujoco.mj_forward(reality.model, reality.data)
+    estimates = []
+    for _ in range(8):  # 0.4 s of twin time
+        twin.env.data.time += 0.05
+        estimates.append(twin.measure_block_pose(measure()))
+    assert estimates[0] is None  # lost: a poor fit is refused
+    found = next(e for e in estimates if e is not None)
+    assert np.linalg.norm(found[:2] - reality.block_pose[:2]) < 0.003
+    assert np.degrees(abs(wrap_angle(found[2] - reality.block_pose[2]))) < 2.0
+    np.testing.assert_allclose(twin.env.block_pose, start, atol=1e-6)
