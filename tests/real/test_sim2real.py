@@ -69,6 +69,9 @@ def test_run_config_needs_checkpoints():
     with pytest.raises(ValueError, match="run_dir"):
         Sim2RealRunConfig()
     assert Sim2RealRunConfig(checkpoints=["a/001000"]).checkpoint_dirs()[0].name == "001000"
+    assert Sim2RealRunConfig(checkpoints=["a/001000"], n_episodes=4).twin_episodes == 4  # unset: as many as deployed
+    with pytest.raises(ValueError, match="twin_episodes"):
+        Sim2RealRunConfig(checkpoints=["a/001000"], twin_episodes=0)
 
 
 def test_deployments_average_success_and_take_the_median_sync():
