@@ -3,9 +3,13 @@
 The twin's block pose is recorded against the wall clock as the twin advances; every new ``truth.block_pose``
 reading (tests and emulators only: the twin never reads it) is compared with the recorded pose nearest its capture
 stamp. Used by ``real.deployment.Deployer`` and ``real.collection.Collector``; both stamp each pose with the wall time the
-twin's state stands for, by their pacing (not the time it was computed). The meter also keeps the best goal coverage
-of any truth reading, so an episode is judged a real success the way the twin's offline episodes are (the block
-covered the goal at some instant; they end at the first such instant).
+twin's state stands for, by their pacing (not the time it was computed).
+
+The meter also keeps the goal coverage of every truth reading, so an episode is judged a real success the way the
+twin's offline episodes are: at the instants the twin judges its own success (its control steps, marked with
+:meth:`BlockSyncMeter.judge_at`), the real block covered the goal at one of them (offline episodes end at the first
+such instant). The best coverage of any reading is kept too (:attr:`BlockSyncMeter.peak_coverage`): read at the
+camera rate, it also counts passes over the goal between control steps, which the twin's judgement never sees.
 """
 
 from __future__ import annotations
@@ -25,17 +29,20 @@ class BlockSyncMeter:
     Args:
         history_s: seconds of recorded twin poses kept (older ones are dropped when truth arrives).
         max_gap_s: a truth reading is compared only with a twin pose recorded within this many seconds of its stamp.
-        coverage: ``coverage(pose)`` -> the goal coverage (0-1) of a true block pose; kept as :attr:`peak_coverage`.
+        coverage: ``coverage(pose)`` -> the goal coverage (0-1) of a true block pose (:attr:`peak_coverage`,
+            :meth:`judged_coverage`).
+        max_judge_gap_s: a judged instant takes the coverage of the truth reading nearest it, if within this many s.
 
     Raises:
         ValueError: non-positive ``history_s`` or ``max_gap_s``.
     """
 
     def __init__(self, history_s: float = 2.0, max_gap_s: float = 0.02,
-                 coverage: Callable[[np.ndarray], float] | None = None) -> None:
-        if history_s <= 0 or max_gap_s <= 0:
-            raise ValueError(f"BlockSyncMeter needs history_s > 0 and max_gap_s > 0, got {history_s}, {max_gap_s}")
-        self.history_s, self.max_gap_s = history_s, max_gap_s
+                 coverage: Callable[[np.ndarray], float] | None = None, max_judge_gap_s: float = 0.1) -> None:
+        if min(history_s, max_gap_s, max_judge_gap_s) <= 0:
+            raise ValueError(f"BlockSyncMeter needs history_s, max_gap_s and max_judge_gap_s > 0, got {history_s}, "
+                             f"{max_gap_s} and {max_judge_gap_s}")
+        self.history_s, self.max_gap_s, self.max_judge_gap_s = history_s, max_gap_s, max_judge_gap_s
         self._times: list[float] = []
         self._poses: list[np.ndarray] = []
         self._errors: list[tuple[float, float]] = []
@@ -44,6 +51,9 @@ class BlockSyncMeter:
         self.truth: SensorReading | None = None  # the newest truth reading seen
         self._coverage = coverage
         self.peak_coverage = float("nan")  # the best goal coverage of any truth reading (NaN: none, or no coverage)
+        self._coverage_stamps: list[float] = []  # every truth reading's capture stamp and goal coverage
+        self._coverages: list[float] = []
+        self._judged: list[float] = []  # wall stamps at which success is judged
 
     def record(self, stamp: float, pose: np.ndarray) -> None:
         """The twin's block pose ``(x, y, theta)`` (m, rad) at wall-clock ``stamp`` (s, ``time.monotonic()``)."""
@@ -59,11 +69,32 @@ class BlockSyncMeter:
             return
         self._last_stamp, self.truth = truth.timestamp, truth
         if self._coverage is not None:
-            self.peak_coverage = float(np.fmax(self.peak_coverage, self._coverage(np.asarray(truth.data, dtype=float))))
+            coverage = float(self._coverage(np.asarray(truth.data, dtype=float)))
+            self.peak_coverage = float(np.fmax(self.peak_coverage, coverage))
+            self._coverage_stamps.append(truth.timestamp)
+            self._coverages.append(coverage)
         if not self._times or truth.timestamp > self._times[-1]:
             self._pending.append(truth)
             return
         self._compare(truth)
+
+    def judge_at(self, stamp: float) -> None:
+        """Marks wall-clock ``stamp`` (s) as an instant at which the episode's success is judged (a twin control step)."""
+        self._judged.append(float(stamp))
+
+    def judged_coverage(self) -> np.ndarray:
+        """The truth's goal coverage at every judged instant (the reading nearest it), for the instants with a reading
+        within ``max_judge_gap_s``; empty without any."""
+        stamps = np.asarray(self._coverage_stamps)
+        out = []
+        for stamp in self._judged:
+            i = int(np.searchsorted(stamps, stamp))
+            near = [j for j in (i - 1, i) if 0 <= j < len(stamps)]
+            if near:
+                j = min(near, key=lambda k: abs(stamps[k] - stamp))
+                if abs(stamps[j] - stamp) <= self.max_judge_gap_s:
+                    out.append(self._coverages[j])
+        return np.array(out, dtype=float)
 
     def _compare(self, truth: SensorReading) -> None:
         times = self._times

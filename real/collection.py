@@ -191,8 +191,8 @@ class Collector:
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> CollectedEpisode:
         """Collects one episode. Metrics: ``steps``, twin ``coverage_twin``/``success_twin``, truth
-        ``coverage_real``/``success_real`` and ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth),
-        ``tracking_rms_rad`` (robot joints vs the streamed targets), ``stream_hz``, ``correction_hz``."""
+        ``coverage_real``/``success_real`` (judged at every frame) and ``sync_rms_mm``/``sync_rms_deg`` (NaN without
+        truth), ``tracking_rms_rad`` (robot joints vs the streamed targets), ``stream_hz``, ``correction_hz``."""
         twin, env, cfg = self.twin, self.twin.env, self.config
         self._check_twin()
         if self._used:
@@ -221,6 +221,7 @@ class Collector:
                     measured.append(np.asarray(self._state[JOINT_POS], dtype=float).copy())
                     self._set_command(command.joint_targets)
                     self._advance_frame()
+                    self.sync.judge_at(self.clock.wall_time_of(env.data.time))
                     if cfg.stop_on_success and env.coverage() >= env.config.success_threshold:
                         break
                     self._follow_robot()

@@ -13,7 +13,8 @@ and acceleration limits see the arm's own smooth motion, and the policy's thinki
 The streamer keeps sending while the policy thinks, so the robot's watchdog (25 ms) never fires in normal
 operation. Tracking error (robot joints vs the trajectory), sync error (the twin's block at the truth's capture time
 vs the emulated reality's ``truth.block_pose``, when the robot provides it) and success (twin coverage, and the real
-block's coverage from truth: a success if it reached the threshold at any instant, as offline) are returned and logged
+block's coverage from truth at the twin's control steps: a success if it reached the threshold at one, as offline)
+are returned and logged
 to a :class:`policies.tracking.Tracker`.
 
 Baseline (``observation="raw"``): no twin. The env is only a kinematic model: after every stream period its arm
@@ -157,6 +158,7 @@ class Deployer:
                         raise KeyboardInterrupt("stop requested")
                     obs, _, terminated, truncated, info = env.step(self._action(obs))
                     steps += 1
+                    self._judge()
                     self.streamer.check()
                     self._log(steps, info)
                     self.peak_coverage_twin = max(self.peak_coverage_twin, float(info["coverage"]))
@@ -166,6 +168,7 @@ class Deployer:
                             break
                     if truncated:
                         break
+                self._read_last_truth()
             finally:
                 self.streamer.stop()
                 env.advance_physics = inner
@@ -188,11 +191,24 @@ class Deployer:
                 break
             obs, _, _, truncated, info = env.step(hold)
             steps += 1
+            self._judge()
             self.streamer.check()
             self._log(steps, info)
         if not info["is_success"] and self.policy is not None:
             self.policy.reset()
         return obs, info, steps, truncated or steps >= cfg.max_steps
+
+    def _judge(self) -> None:
+        """Marks the control step just taken as an instant at which the real block's success is judged."""
+        self.sync.judge_at(self.clock.wall_time_of(self.twin.env.data.time))
+
+    def _read_last_truth(self) -> None:
+        """Waits until the wall clock reaches the twin's last control step, then reads the robot's sensors once, so
+        the truth there is judged too (the twin ran ``lookahead_s`` ahead of it)."""
+        delay = self.clock.wall_time_of(self.twin.env.data.time) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.sync.compare(self.robot.read_sensors().get(TRUTH_BLOCK_POSE))
 
     def _action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         if self._act is not None:

@@ -5,7 +5,7 @@ For every checkpoint of a training run, the same seeded episodes are run twice:
 * **twin**: the twin's *evaluate* mode, offline and in parallel (``policies.evaluation.Evaluator`` over the twin's
   nominal simulation, as ``scripts/eval.py``);
 * **real**: deployed through the twin into the robot (the emulated reality in its own process, or hardware),
-  success judged on the real block (``Deployer``, ``observation="twin"``);
+  success judged on the real block at the twin's control steps, as offline (``Deployer``, ``observation="twin"``);
 * optionally **raw**: the baseline without a twin, the policy acting on reality's raw measurements
   (``observation="raw"``), for the checkpoints ``raw_baseline`` names.
 

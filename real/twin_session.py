@@ -173,16 +173,18 @@ def check_start(measured: np.ndarray, initial: np.ndarray, tolerance: float, see
 def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_twin: float, sync: BlockSyncMeter,
                     streamer: JointStreamer, n_measurements: int, clock: TwinClock) -> dict[str, float]:
     """An episode's figures: ``steps``; the twin's final ``coverage_twin`` and ``success_twin`` (its coverage reached
-    the success threshold, ``peak_coverage_twin``); the truth's final ``coverage_real``, its best
-    ``peak_coverage_real`` (``sync.peak_coverage``) and ``success_real`` (that best reached the threshold: PushT's
-    criterion, as the twin's offline episodes end at the first instant they cover the goal); ``sync_rms_mm``/
-    ``sync_rms_deg`` (NaN without truth), ``tracking_rms_rad``, ``stream_hz`` (per wall second), ``starved_fraction``
-    (commands for which the twin had not computed the trajectory yet) and ``correction_hz`` (per second of the
-    world's time)."""
+    the success threshold, ``peak_coverage_twin``); the truth's final ``coverage_real``, its best ``peak_coverage_real``
+    over every reading, its best ``judged_coverage_real`` at the instants the twin judges success
+    (``sync.judged_coverage``) and ``success_real`` (that best reached the threshold: PushT's criterion at the twin's
+    control steps, as the twin's offline episodes, which end at the first step that covers the goal);
+    ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``tracking_rms_rad``, ``stream_hz`` (per wall second),
+    ``starved_fraction`` (commands for which the twin had not computed the trajectory yet) and ``correction_hz`` (per
+    second of the world's time)."""
     threshold = env.config.success_threshold
     truth = sync.truth
     real = float(env.coverage(truth.data)) if truth is not None else float("nan")
-    peak_real = sync.peak_coverage
+    judged = sync.judged_coverage()
+    judged_real = float(judged.max()) if len(judged) else float("nan")
     sync_mm, sync_deg = sync.rms()
     elapsed = clock.elapsed()
     return {
@@ -190,8 +192,9 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_tw
         "coverage_twin": float(coverage_twin),
         "success_twin": float(peak_coverage_twin >= threshold),
         "coverage_real": real,
-        "peak_coverage_real": peak_real,
-        "success_real": float(peak_real >= threshold) if np.isfinite(peak_real) else float("nan"),
+        "peak_coverage_real": sync.peak_coverage,
+        "judged_coverage_real": judged_real,
+        "success_real": float(judged_real >= threshold) if np.isfinite(judged_real) else float("nan"),
         "sync_rms_mm": sync_mm,
         "sync_rms_deg": sync_deg,
         "tracking_rms_rad": streamer.tracking_rms(),

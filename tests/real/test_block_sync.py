@@ -31,3 +31,24 @@ def test_peak_coverage_is_the_best_truth_reading_not_the_last():
         meter.compare(SensorReading(np.array([x, 0.0, 0.0]), timestamp=float(t)))
     assert meter.peak_coverage == pytest.approx(shape.coverage(np.array([0.001, 0.0, 0.0]), goal))
     assert meter.peak_coverage > 0.95 > shape.coverage(meter.truth.data, goal)
+
+
+def test_success_is_judged_on_the_truth_nearest_each_judged_instant():
+    shape = TShape(centers=np.array([[0.0, 0.0], [0.0, -0.06]]), half_sizes=np.array([[0.06, 0.015], [0.015, 0.045]]))
+    goal = np.array([0.0, 0.0, 0.0])
+    meter = BlockSyncMeter(coverage=lambda pose: shape.coverage(pose, goal), max_judge_gap_s=0.1)
+    assert len(meter.judged_coverage()) == 0
+    # truth at 45 Hz passes over the goal between two control steps (0.1 s apart) and leaves again
+    xs = [0.03, 0.02, 0.01, 0.001, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+    for i, x in enumerate(xs):
+        meter.compare(SensorReading(np.array([x, 0.0, 0.0]), timestamp=i / 45))
+    for stamp in (0.0, 0.09, 0.2, 0.5):  # the last has no reading within 0.1 s
+        meter.judge_at(stamp)
+    expected = [shape.coverage(np.array([xs[j], 0.0, 0.0]), goal) for j in (0, 4, 9)]  # nearest readings
+    np.testing.assert_allclose(meter.judged_coverage(), expected)
+    assert meter.peak_coverage > 0.95 > meter.judged_coverage().max()
+
+
+def test_a_non_positive_judge_gap_is_refused():
+    with pytest.raises(ValueError, match="max_judge_gap_s"):
+        BlockSyncMeter(max_judge_gap_s=0.0)

@@ -48,6 +48,10 @@ def test_twin_stays_in_sync_with_a_pushed_reality_across_processes(reality):
     assert result["sync_rms_mm"] < 15.0 and result["sync_rms_deg"] < 12.0, result
     assert np.isfinite(result["coverage_real"]) and abs(result["coverage_real"] - result["coverage_twin"]) < 0.25
     assert result["tracking_rms_rad"] < 0.1, result
+    # the real block is judged at every control step of the twin, the last one included, as offline episodes are
+    assert len(deployer.sync.judged_coverage()) == result["steps"], result
+    assert result["judged_coverage_real"] <= result["peak_coverage_real"], result
+    assert result["success_real"] == float(result["judged_coverage_real"] >= twin.env.config.success_threshold)
     assert not robot.is_connected  # left holding and disconnected
 
 
