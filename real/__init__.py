@@ -6,8 +6,11 @@ drivers in ``real.drivers``, the emulated reality, :class:`SimulatedJointRobot`)
 :class:`RemoteRobot` is the same interface on the client side of the wire.
 """
 
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.protocol import PROTOCOL_VERSION, ProtocolError
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.protocol import PROTOCOL_VERSION, ProtocolError
+from real.bridge.server import RobotServer, ServerConfig, ServerProcess
+from real.bridge.transport import AuthenticationError, RemoteError
+from real.emulated.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 from real.robot import (
     DeviceAlreadyConnectedError,
     DeviceNotConnectedError,
@@ -19,9 +22,6 @@ from real.robot import (
 )
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import Refusal, SafetyConfig, SafetyLayer, Status
-from real.server import RobotServer, ServerConfig, ServerProcess
-from real.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
-from real.transport import AuthenticationError, RemoteError
 
 __all__ = [
     "PROTOCOL_VERSION",

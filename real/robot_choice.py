@@ -2,9 +2,9 @@
 
 ``robot=emulated`` (the emulated reality), ``robot=so100`` (a Feetech SO-100/101 arm) and ``robot=ur5e`` (a UR
 e-Series arm via ``ur_rtde``) are *local*: :func:`robot_session` serves them behind the safety layer in their own
-process (:class:`real.server.ServerProcess`, loopback, a free port), so a crash or kill of the run leaves the robot
+process (:class:`real.bridge.server.ServerProcess`, loopback, a free port), so a crash or kill of the run leaves the robot
 holding. ``robot=remote`` connects to a robot server already running elsewhere (``scripts/serve_robot.py`` on the
-robot's computer). Either way the run gets a :class:`real.client.RemoteRobot`.
+robot's computer). Either way the run gets a :class:`real.bridge.client.RemoteRobot`.
 
 The twin models a 7-joint Panda: before anything moves, :func:`robot_session` reads the served robot's joints from
 the server's handshake and refuses (``ValueError``) a robot whose joints are not the twin's arm joints.
@@ -24,17 +24,17 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from real.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerConfig, ServerProcess
+from real.bridge.transport import FramedSocket, client_handshake, secret_bytes
 from real.drivers.calibration import ArmCalibration, JointCalibration
 from real.drivers.servo_arm import ARM_JOINTS as SO100_JOINTS
 from real.drivers.servo_arm import ServoArmConfig, ServoArmRobot, so100_config
 from real.drivers.ur import URConfig, URRobot
-from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
+from real.emulated.reality import EmulatedRealityConfig, EmulatedRealityRobot
 from real.robot import Robot
 from real.safe_robot import SafeRobotConfig
 from real.safety import SafetyConfig
-from real.server import ServerConfig, ServerProcess
-from real.transport import FramedSocket, client_handshake, secret_bytes
 
 
 @dataclass

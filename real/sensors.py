@@ -1,7 +1,7 @@
 """Sensor readings carried over the bridge: camera frames, their calibration, and ground truth for tests.
 
 A backend's :meth:`Robot.read_sensors` returns ``{key: SensorReading}``; the bridge carries them in a SENSORS
-message (:class:`real.protocol.Sensors`) and :meth:`real.client.RemoteRobot.read_sensors` returns them with the
+message (:class:`real.bridge.protocol.Sensors`) and :meth:`real.bridge.client.RemoteRobot.read_sensors` returns them with the
 timestamps moved to the client's clock. Keys (LeRobot naming, as the env's observations):
 
 =====================================  ========  ========  =============================================

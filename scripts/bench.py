@@ -43,13 +43,13 @@ def main(argv: list[str]) -> None:
 
         figures = run_sim_benchmarks(n_steps=int(options.get("n_steps", 1000)), n_envs=int(options.get("n_envs", 2)))
     elif area == "bridge":
-        from real.bench import run_bridge_benchmarks
+        from real.bridge.bench import run_bridge_benchmarks
 
         figures = run_bridge_benchmarks(
             rate_hz=float(options.get("rate_hz", 500)), duration_s=float(options.get("duration_s", 5)), log=print
         )
     elif area == "sync":
-        from real.sync_bench import run_sync_benchmarks
+        from real.sim2real.sync_bench import run_sync_benchmarks
 
         figures = run_sync_benchmarks(n_episodes=int(options.get("n_episodes", 3)),
                                       max_steps=int(options.get("max_steps", 100)),

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import sim  # noqa: E402, F401  (head-less rendering default)
 from policies.runtime import print_figures  # noqa: E402
-from real.collect_run import collect_dataset, register_configs  # noqa: E402
+from real.modes.collect_run import collect_dataset, register_configs  # noqa: E402
 
 register_configs()
 

@@ -26,7 +26,7 @@ import sim  # noqa: E402
 from policies.checkpoint import load_policy, load_train_config  # noqa: E402
 from policies.runtime import print_figures, resolve_device  # noqa: E402
 from policies.tracking import Tracker  # noqa: E402
-from real.deploy_run import deploy_episodes, register_configs  # noqa: E402
+from real.modes.deploy_run import deploy_episodes, register_configs  # noqa: E402
 
 register_configs()
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C

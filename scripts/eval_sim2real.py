@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 import sim  # noqa: E402, F401  (head-less rendering default)
 from policies.runtime import print_figures, resolve_device  # noqa: E402
 from policies.tracking import Tracker  # noqa: E402
-from real.sim2real import evaluate_sim2real, register_configs, report  # noqa: E402
+from real.sim2real.evaluation import evaluate_sim2real, register_configs, report  # noqa: E402
 
 register_configs()
 

@@ -13,7 +13,7 @@ import threading
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from real.serve_run import register_configs, serve_robot
+from real.bridge.serve_run import register_configs, serve_robot
 
 register_configs()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from real.bench import run_bridge_benchmarks, trajectory
+from real.bridge.bench import run_bridge_benchmarks, trajectory
 
 
 def test_bridge_benchmark_reports_every_figure():

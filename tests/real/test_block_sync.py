@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from real.block_sync import BlockSyncMeter
+from real.modes.block_sync import BlockSyncMeter
 from real.sensors import SensorReading
 from sim.pusht_geometry import TShape
 

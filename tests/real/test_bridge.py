@@ -14,15 +14,15 @@ import time
 import numpy as np
 import pytest
 
-from real.bench import measure_hold
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.protocol import Command, ErrorCode, ErrorMessage, MsgType, State, encode_frame
+from real.bridge.bench import measure_hold
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.protocol import Command, ErrorCode, ErrorMessage, MsgType, State, encode_frame
+from real.bridge.server import RobotServer, ServerConfig, ServerProcess
+from real.bridge.transport import AuthenticationError, FramedSocket, RemoteError, client_handshake, expect
+from real.emulated.sim_robot import SimulatedJointRobot
 from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_STATUS, check_values, requires_connected
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import Refusal, SafetyConfig, Status
-from real.server import RobotServer, ServerConfig, ServerProcess
-from real.sim_robot import SimulatedJointRobot
-from real.transport import AuthenticationError, FramedSocket, RemoteError, client_handshake, expect
 
 # Measured on the shared 2-core test machine (load ~4, normal scheduling), over 8 runs each: after SIGKILL the
 # robot held within 1-5 ms and was at rest within 12-20 ms; after SIGSTOP (only the 25 ms watchdog can tell)

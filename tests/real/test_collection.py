@@ -14,10 +14,10 @@ import pytest
 
 import sim  # noqa: F401  (head-less rendering default)
 from policies.datasets import LeRobotDatasetReader, LeRobotDatasetWriter, features_from_spaces
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.collection import CollectConfig, Collector, ExpertTeleoperator
-from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
-from real.server import ServerProcess
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerProcess
+from real.emulated.reality import EmulatedRealityConfig, EmulatedRealityRobot
+from real.modes.collect import CollectConfig, Collector, ExpertTeleoperator
 from sim.pusht_env import TASK, PushTEnv
 from sim.twin import DigitalTwin, TwinConfig
 from tests.conftest import REPO_ROOT

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import sim  # noqa: F401  (head-less rendering default)
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.deployment import DeployConfig, Deployer
-from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
-from real.server import ServerProcess
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerProcess
+from real.emulated.reality import EmulatedRealityConfig, EmulatedRealityRobot
+from real.modes.deploy import DeployConfig, Deployer
 from sim.expert import PushTExpert
 from sim.pusht_env import PushTEnv
 from sim.twin import DigitalTwin, TwinConfig

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from real.protocol import (
+from real.bridge.protocol import (
     HEADER,
     HEADER_SIZE,
     MAGIC,

@@ -14,7 +14,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from real.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerProcess
+from real.emulated.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 from real.panda import PANDA_JOINT_NAMES, PANDA_LOWER, PANDA_UPPER
 from real.robot import (
     JOINT_POS,
@@ -33,8 +35,6 @@ from real.robot import (
 )
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import SafetyConfig, Status
-from real.server import ServerProcess
-from real.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 
 REPO = Path(__file__).resolve().parents[2]
 # A generous watchdog here: these tests check the interface, not timing (tests/real/test_bridge.py does that).

@@ -8,12 +8,14 @@ import math
 
 import pytest
 
-from real.deploy_run import DeployRunConfig
-from real.deployment import DeployConfig
+from real.bridge.server import ServerProcess
 from real.drivers.calibration import ArmCalibration, JointCalibration
 from real.drivers.servo_arm import ARM_JOINTS as SO100_JOINTS
 from real.drivers.ur import UR_LOWER, UR_MAX_VELOCITY, UR_UPPER
-from real.emulated_reality import EmulatedRealityConfig
+from real.emulated.reality import EmulatedRealityConfig
+from real.emulated.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
+from real.modes.deploy import DeployConfig
+from real.modes.deploy_run import DeployRunConfig
 from real.robot_choice import (
     EmulatedRobot,
     RemoteRobotChoice,
@@ -23,8 +25,6 @@ from real.robot_choice import (
     robot_session,
     serve_process,
 )
-from real.server import ServerProcess
-from real.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 from sim.pusht_env import ARM_JOINTS
 
 

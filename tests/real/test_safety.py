@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from real.emulated.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 from real.robot import JOINT_POS, JOINT_TARGET, JOINT_VEL, SAFETY_CLAMPED, SAFETY_REFUSED, SAFETY_STATUS
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import Refusal, SafetyConfig, SafetyLayer, Status
-from real.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 from real.watchdog import Watchdog
 
 BIG = 1e9

@@ -8,14 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.protocol import MAX_SENSOR_PAYLOAD, ProtocolError, SensorArray, Sensors
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.protocol import MAX_SENSOR_PAYLOAD, ProtocolError, SensorArray, Sensors
+from real.bridge.server import RobotServer
+from real.bridge.transport import RemoteError
+from real.emulated.sim_robot import SimulatedJointRobot
 from real.robot import JOINT_POS
 from real.safe_robot import SafeRobot
 from real.sensors import SensorReading, calibration_arrays, depth_frames, depth_key
-from real.server import RobotServer
-from real.sim_robot import SimulatedJointRobot
-from real.transport import RemoteError
 
 CAMERAS = ("side", "overhead")
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from policies.checkpoint import CheckpointError
-from real.sim2real import (
+from real.sim2real.evaluation import (
     CheckpointResult,
     ResultsFile,
     Sim2RealRunConfig,

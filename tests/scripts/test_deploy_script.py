@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerProcess
+from real.emulated.reality import EmulatedRealityConfig, EmulatedRealityRobot
 from real.robot import JOINT_POS, JOINT_VEL, SAFETY_STATUS, TIMESTAMP
 from real.safety import Status
-from real.server import ServerProcess
 from tests.conftest import REPO_ROOT
 
 SEED = 100000  # deploy.seed: the emulated reality starts from the twin's reset seed
@@ -31,7 +31,7 @@ STILL_WINDOW_S = 0.3  # s a fresh client watches the held arm
 STILL_TOLERANCE = 2e-4  # rad: positions constant over that window
 # Measured on the shared 2-core test machine (12 kills): the server reported HOLDING 12-22 ms after SIGKILL of
 # deploy.py (the kernel closes the dead process's socket). The emulated arm, streamed by an untrained policy, moved at
-# up to 4 rad/s when killed and braked (a pure damper, real.emulated_reality) to below 0.1 rad/s 0-48 ms and below
+# up to 4 rad/s when killed and braked (a pure damper, real.emulated.reality) to below 0.1 rad/s 0-48 ms and below
 # REST_SPEED 0-80 ms after the hold; afterwards its positions moved < 2e-6 rad.
 
 

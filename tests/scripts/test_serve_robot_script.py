@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from real.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
 from real.robot import JOINT_POS, JOINT_VEL
 from sim.pusht_env import ARM_JOINTS
 from tests.conftest import REPO_ROOT

@@ -37,10 +37,10 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from real.block_sync import BlockSyncMeter
+from real.modes.block_sync import BlockSyncMeter
+from real.modes.session import JointStreamer, TwinClock, check_start, episode_metrics, measured_joints
 from real.robot import JOINT_POS, Robot
 from real.sensors import TRUTH_BLOCK_POSE, depth_frames
-from real.twin_session import JointStreamer, TwinClock, check_start, episode_metrics, measured_joints
 
 OBSERVATION_SOURCES = ("twin", "raw")
 
@@ -130,7 +130,7 @@ class Deployer:
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, float]:
-        """Run one episode; returns its figures (``real.twin_session.episode_metrics``)."""
+        """Run one episode; returns its figures (``real.modes.session.episode_metrics``)."""
         twin, env, cfg = self.twin, self.twin.env, self.config
         if twin.config.mode != "deploy":
             raise ValueError(f"Deployer needs twin.mode='deploy', got {twin.config.mode!r}")
@@ -297,7 +297,7 @@ class Deployer:
         self.tracker.log(metrics, step=step)
 
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
-        """The episode's figures (``real.twin_session.episode_metrics``), logged as ``deploy/final_*``."""
+        """The episode's figures (``real.modes.session.episode_metrics``), logged as ``deploy/final_*``."""
         out = episode_metrics(self.twin.env, steps, info["coverage"], self.peak_coverage_twin, self.sync, self.streamer,
                               self.n_measurements, self.clock)
         if self.tracker is not None:

@@ -1,6 +1,6 @@
 """The client side of the bridge: :class:`RemoteRobot`, a :class:`Robot` whose backend runs in a server process.
 
-Each call is one request and one STATE reply over TCP (:mod:`real.protocol`): ``send_action`` sends a
+Each call is one request and one STATE reply over TCP (:mod:`real.bridge.protocol`): ``send_action`` sends a
 COMMAND, ``get_observation`` a HEARTBEAT (which does not feed the server's watchdog: only commands do, so a
 client that stops commanding leaves the robot holding). Observation timestamps are converted to this
 process's ``time.monotonic()`` with the clock offset estimated at the handshake.
@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from real.panda import PANDA_JOINT_NAMES
-from real.protocol import (
+from real.bridge.protocol import (
     MAX_PAYLOAD,
     MAX_SENSOR_PAYLOAD,
     Command,
@@ -31,6 +30,8 @@ from real.protocol import (
     Sensors,
     State,
 )
+from real.bridge.transport import ConnectionClosedError, FramedSocket, client_handshake, expect, secret_bytes
+from real.panda import PANDA_JOINT_NAMES
 from real.robot import (
     JOINT_POS,
     JOINT_TARGET,
@@ -49,7 +50,6 @@ from real.robot import (
 )
 from real.safety import Refusal, Status
 from real.sensors import SensorReading
-from real.transport import ConnectionClosedError, FramedSocket, client_handshake, expect, secret_bytes
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RemoteRobotConfig(RobotConfig):
 
 
 class RemoteRobot(Robot):
-    """A robot served by :class:`real.server.RobotServer`, with the same interface as a local backend.
+    """A robot served by :class:`real.bridge.server.RobotServer`, with the same interface as a local backend.
 
     Features are known before ``connect()`` from ``config.joint_names`` (with the ``safety.*`` keys of a robot
     behind the safety layer); ``connect()`` checks them against the server's. ``send_action`` returns the

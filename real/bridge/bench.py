@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from real.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerConfig, ServerProcess
+from real.emulated.sim_robot import SimulatedJointRobot
 from real.realtime import set_realtime_priority, try_realtime_priority
 from real.robot import JOINT_POS, JOINT_TARGET, JOINT_VEL, SAFETY_STATUS, TIMESTAMP
 from real.safety import Status
-from real.server import ServerConfig, ServerProcess
-from real.sim_robot import SimulatedJointRobot
 
 STOP_SPEED = 1e-3  # rad/s: a joint slower than this is at rest
 AMPLITUDE = 0.05  # rad, of the benchmark trajectory q0 + A (1 - cos(2 pi f t)) on every joint

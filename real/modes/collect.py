@@ -33,10 +33,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from real.block_sync import BlockSyncMeter
+from real.modes.block_sync import BlockSyncMeter
+from real.modes.session import JointStreamer, TwinClock, check_start, episode_metrics
 from real.robot import JOINT_POS, JOINT_VEL, TIMESTAMP, Robot
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
-from real.twin_session import JointStreamer, TwinClock, check_start, episode_metrics
 
 
 @dataclasses.dataclass

@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from real.client import RemoteRobot, RemoteRobotConfig
-from real.deployment import DeployConfig, Deployer
-from real.emulated_reality import EmulatedRealityConfig, EmulatedRealityRobot
-from real.server import ServerProcess
+from real.bridge.client import RemoteRobot, RemoteRobotConfig
+from real.bridge.server import ServerProcess
+from real.emulated.reality import EmulatedRealityConfig, EmulatedRealityRobot
+from real.modes.deploy import DeployConfig, Deployer
 
 SOURCES = {"twin": ("twin", "pose"), "open_loop": ("twin", "none"), "raw": ("raw", "pose")}
 

@@ -11,7 +11,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from real.deployment import DeployConfig, Deployer
+from real.modes.deploy import DeployConfig, Deployer
 from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 

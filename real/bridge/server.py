@@ -7,7 +7,7 @@ watchdog to fire. A commander that disconnects for any reason (BYE, EOF after it
 error) makes the robot hold at once, without waiting for the watchdog.
 
 Security: the server binds 127.0.0.1 by default. Binding any other address needs a shared secret; with a
-secret every client must pass the HMAC handshake (:mod:`real.protocol`), loopback ones included.
+secret every client must pass the HMAC handshake (:mod:`real.bridge.protocol`), loopback ones included.
 :class:`ServerProcess` runs the server in its own OS process, as hardware or the emulated reality would.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from real.protocol import (
+from real.bridge.protocol import (
     Command,
     ErrorCode,
     Frame,
@@ -44,11 +44,7 @@ from real.protocol import (
     State,
     check_empty,
 )
-from real.realtime import set_realtime_priority
-from real.robot import JOINT_POS, JOINT_TARGET, JOINT_VEL, TIMESTAMP, Robot
-from real.safe_robot import SafeRobot, SafeRobotConfig
-from real.safety import Refusal
-from real.transport import (
+from real.bridge.transport import (
     AuthenticationError,
     FramedSocket,
     PendingHandshake,
@@ -58,6 +54,10 @@ from real.transport import (
     secret_bytes,
     start_server_handshake,
 )
+from real.realtime import set_realtime_priority
+from real.robot import JOINT_POS, JOINT_TARGET, JOINT_VEL, TIMESTAMP, Robot
+from real.safe_robot import SafeRobot, SafeRobotConfig
+from real.safety import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class _Client:
 
 
 class RobotServer:
-    """Serves a :class:`SafeRobot` on TCP (protocol in :mod:`real.protocol`, policy in the module docstring).
+    """Serves a :class:`SafeRobot` on TCP (protocol in :mod:`real.bridge.protocol`, policy in the module docstring).
 
     One thread runs an event loop (``selectors``) over the listener and every connection, so a request, a
     dropped connection and a handshake are handled in arrival order by a single thread, with no hand-over

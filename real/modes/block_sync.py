@@ -2,7 +2,7 @@
 
 The twin's block pose is recorded against the wall clock as the twin advances; every new ``truth.block_pose``
 reading (tests and emulators only: the twin never reads it) is compared with the recorded pose nearest its capture
-stamp. Used by ``real.deployment.Deployer`` and ``real.collection.Collector``; both stamp each pose with the wall time the
+stamp. Used by ``real.modes.deploy.Deployer`` and ``real.modes.collect.Collector``; both stamp each pose with the wall time the
 twin's state stands for, by their pacing (not the time it was computed).
 
 The meter also keeps the goal coverage of every truth reading, so an episode is judged a real success the way the

@@ -1,6 +1,6 @@
 """An emulated reality for tests and demos: its own PushT world, physically different from the twin, in real time.
 
-:class:`EmulatedRealityRobot` is a :class:`Robot` backend, served like hardware by :class:`real.server.ServerProcess`
+:class:`EmulatedRealityRobot` is a :class:`Robot` backend, served like hardware by :class:`real.bridge.server.ServerProcess`
 (a separate OS process, so nothing it holds is shared with the twin). Compared with the twin's nominal physics
 it has
 

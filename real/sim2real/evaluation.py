@@ -28,7 +28,7 @@ import numpy as np
 
 from policies.checkpoint import CHECKPOINTS_DIR, CheckpointError
 from policies.datasets.atomic import atomic_write_json
-from real.deploy_run import DeployRunConfig
+from real.modes.deploy_run import DeployRunConfig
 
 RAW_BASELINES = ("none", "last", "all")
 RESULTS_FILE = "sim2real.json"
@@ -235,7 +235,7 @@ def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
     import sim
     from policies.checkpoint import load_policy, load_train_config
     from policies.evaluation import Evaluator
-    from real.deploy_run import deploy_episodes
+    from real.modes.deploy_run import deploy_episodes
 
     checkpoints = run.checkpoint_dirs()
     with_raw = raw_checkpoints(checkpoints, run.raw_baseline)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from real.block_sync import BlockSyncMeter
+from real.modes.block_sync import BlockSyncMeter
 from real.robot import JOINT_POS, Robot
 
 GIL_SWITCH_S = 0.0005  # s; with Python's default 5 ms a busy twin thread delays every reply the streamer waits for

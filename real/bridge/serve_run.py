@@ -11,9 +11,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from real.bridge.server import RobotServer, ServerConfig
 from real.robot_choice import RemoteRobotChoice, register_robot_configs
 from real.safe_robot import SafeRobot
-from real.server import RobotServer, ServerConfig
 
 DEFAULT_PORT = 5555
 
@@ -48,7 +48,7 @@ def serve_robot(run: ServeRobotRunConfig, stop: threading.Event,
     """Serves ``run.robot`` until ``stop`` is set, then leaves it holding and disconnected.
 
     ``on_ready(address)`` is called once the server listens. Commanders that vanish make the robot hold at once; one
-    that goes silent trips the watchdog (see :mod:`real.server`).
+    that goes silent trips the watchdog (see :mod:`real.bridge.server`).
 
     Raises:
         OSError: the address cannot be bound.

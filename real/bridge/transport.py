@@ -17,7 +17,7 @@ import os
 import socket
 import time
 
-from real.protocol import (
+from real.bridge.protocol import (
     MAC_SIZE,
     MAX_PAYLOAD,
     NONCE_SIZE,

@@ -10,7 +10,7 @@ import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from real.collection import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
+from real.modes.collect import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
 from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 
