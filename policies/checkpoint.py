@@ -1,14 +1,15 @@
-"""Atomic, exactly-resumable checkpoints with the policy's normalisation inside the weights.
+"""Atomic, exactly-resumable checkpoints whose ``pretrained_model/`` is a self-contained, evaluated policy.
 
-Layout written by :func:`save_checkpoint`::
+Layout written by :func:`save_checkpoint` (format 2)::
 
     <run_dir>/checkpoints/
     ├── 000500/
-    │   ├── pretrained_model/             everything inference needs
-    │   │   ├── config.json               {"type": policy name, "config": dataclass fields, "features": {...}}
-    │   │   ├── model.safetensors         policy state_dict, normaliser stats included
+    │   ├── pretrained_model/             everything inference needs: copy it alone to ship the policy
+    │   │   ├── config.json               {"format_version": 2, "type": policy name, "config": ..., "features": ...}
+    │   │   ├── model.safetensors         the evaluated weights (EMA when there is one), normaliser stats included
     │   │   └── train_config.yaml         the resolved training config (OmegaConf YAML)
     │   └── training_state/               what an exact resume needs on top
+    │       ├── model.safetensors         the raw (trained, not averaged) policy state_dict
     │       ├── optimizer.pt              optimizer.state_dict()
     │       ├── scheduler.pt              lr scheduler state_dict() (only if one was given)
     │       ├── ema.safetensors           EMA.state_dict() (only if one was given)
@@ -16,6 +17,9 @@ Layout written by :func:`save_checkpoint`::
     │       └── training_step.json        {"step": 500}
     ├── 001000/
     └── last -> 001000                    relative symlink to the newest complete checkpoint
+
+Format 1 checkpoints (no ``format_version`` 2: raw weights in ``pretrained_model/model.safetensors``, EMA only in
+``training_state/ema.safetensors``, no ``training_state/model.safetensors``) still load and resume.
 
 A checkpoint is written into ``checkpoints/.tmp-*`` (files fsynced) and renamed into place in one
 ``os.replace``, so a ``<step>`` directory is either complete or absent; ``last`` is swapped atomically after.
@@ -31,20 +35,21 @@ import random
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import safetensors.torch
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from policies.base import Policy
 from policies.datasets.atomic import fsync_dir
 from policies.ema import EMA
 from policies.registry import policy_class
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pretrained_model holds the evaluated (EMA) weights; 1: the raw ones
 CHECKPOINTS_DIR = "checkpoints"
 LAST = "last"
 PRETRAINED = "pretrained_model"
@@ -92,21 +97,28 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_pretrained(dst: Path, policy: Policy, train_config: Mapping[str, Any] | None) -> None:
+def _write_weights(path: Path, policy: Policy) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+    _write(path, lambda f: f.write(safetensors.torch.save(tensors)))
+
+
+def _write_pretrained(dst: Path, policy: Policy, train_config: Mapping[str, Any] | None, ema: EMA | None) -> None:
+    """The self-contained policy: config, evaluated weights (EMA applied when given) and training config."""
     dst.mkdir()
     meta = {"format_version": FORMAT_VERSION, "type": policy.name,
             "config": dataclasses.asdict(policy.config), "features": policy.features}
     _write(dst / "config.json", lambda f: json.dump(meta, f, indent=2), binary=False)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
-    _write(dst / "model.safetensors", lambda f: f.write(safetensors.torch.save(tensors)))
+    with ema.applied(policy) if ema is not None else nullcontext():
+        _write_weights(dst / "model.safetensors", policy)
     cfg = OmegaConf.create(dict(train_config) if train_config is not None else {})
     _write(dst / "train_config.yaml", lambda f: f.write(OmegaConf.to_yaml(cfg)), binary=False)
     fsync_dir(dst)
 
 
-def _write_training_state(dst: Path, step: int, optimizer: torch.optim.Optimizer,
+def _write_training_state(dst: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer,
                           scheduler: Any | None, ema: EMA | None) -> None:
     dst.mkdir()
+    _write_weights(dst / "model.safetensors", policy)
     _write(dst / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
     if scheduler is not None:
         _write(dst / "scheduler.pt", lambda f: torch.save(scheduler.state_dict(), f))
@@ -144,9 +156,10 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` atomically (layout in the module docstring) and point ``last`` at it.
 
-    ``policy``'s own (training) weights go to ``model.safetensors``; EMA weights go to ``ema.safetensors``
-    (to export EMA weights as the model, save inside ``with ema.applied(policy):``). ``train_config`` is the
-    resolved config as a plain dict. With ``keep_last=k`` only the newest ``k`` checkpoints are kept.
+    ``pretrained_model/model.safetensors`` gets the weights that are evaluated: ``ema``'s average when given,
+    else ``policy``'s own; ``training_state/`` gets ``policy``'s own (raw) weights and ``ema.safetensors``, for an
+    exact resume. ``train_config`` is the resolved config as a plain dict. With ``keep_last=k`` only the newest
+    ``k`` checkpoints are kept.
     Re-saving an existing step replaces it. Returns the checkpoint dir. Raises ``ValueError`` for a negative
     step or ``keep_last < 1``.
     """
@@ -160,8 +173,8 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        _write_pretrained(tmp / PRETRAINED, policy, train_config)
-        _write_training_state(tmp / TRAINING_STATE, step, optimizer, scheduler, ema)
+        _write_pretrained(tmp / PRETRAINED, policy, train_config, ema)
+        _write_training_state(tmp / TRAINING_STATE, step, policy, optimizer, scheduler, ema)
         fsync_dir(tmp)
         if final.exists():
             old = root / f".old-{final.name}-{uuid.uuid4().hex}"
@@ -228,34 +241,53 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{str(path)!r} is truncated or corrupt: {err}") from err
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, kind: type = dict) -> Any:
+    """A JSON file that must hold a ``kind`` (object by default); :class:`CheckpointError` naming it otherwise."""
     try:
-        return json.loads(_require(path).read_text())
-    except json.JSONDecodeError as err:
+        value = json.loads(_require(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{str(path)!r} is not valid JSON: {err}") from err
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
 
 
 def load_model_state(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The policy ``state_dict`` (normaliser stats included) of a checkpoint, on ``device``.
+    """The ``state_dict`` in ``pretrained_model/model.safetensors`` (normaliser stats included), on ``device``.
 
-    ``path`` as for :func:`load_policy`. Raises :class:`CheckpointError` naming a missing or corrupt file.
+    Format 2: the evaluated weights; format 1: the raw ones. ``path`` as for :func:`load_policy`. Raises
+    :class:`CheckpointError` naming a missing or corrupt file.
     """
     state = _load_safetensors(_pretrained_dir(path) / "model.safetensors")
     return {k: v.to(device) for k, v in state.items()}
 
 
-def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
-    """Rebuild the exact policy of a checkpoint (class, config, features, weights, normaliser) in eval mode.
+def load_training_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The raw (trained, not averaged) policy ``state_dict`` a resume continues from, on ``device``.
 
-    ``path`` is a checkpoint dir, its ``pretrained_model`` dir, ``checkpoints/last`` or a run dir; ``device``
-    is a torch device or ``"auto"`` (CUDA when available). With ``use_ema`` (default) and a sibling
-    ``training_state/ema.safetensors``, the averaged parameters replace the trained ones: the weights the
-    trainer evaluates. A ``pretrained_model`` dir copied on its own holds the raw training weights only.
-    Raises :class:`CheckpointError` naming a missing or corrupt file, an unknown policy type or a config
-    field the policy's config class rejects.
+    Reads ``training_state/model.safetensors`` (format 2) or, in a format 1 checkpoint, which has none,
+    ``pretrained_model/model.safetensors``. ``path`` as for :func:`load_policy`. Raises :class:`CheckpointError`
+    naming a missing or corrupt file.
     """
     pretrained = _pretrained_dir(path)
-    meta_file = pretrained / "config.json"
+    raw = pretrained.parent / TRAINING_STATE / "model.safetensors"
+    if _format_version(pretrained) >= 2:
+        state = _load_safetensors(raw)
+    else:
+        state = _load_safetensors(pretrained / "model.safetensors")
+    return {k: v.to(device) for k, v in state.items()}
+
+
+def _format_version(pretrained: Path) -> int:
+    version = _read_json(pretrained / "config.json").get("format_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{str(pretrained / 'config.json')!r}: unknown format_version {version!r} "
+                              f"(this code reads 1 to {FORMAT_VERSION})")
+    return version
+
+
+def _build_policy(meta_file: Path) -> Policy:
+    """The policy described by a ``config.json`` (untrained weights)."""
     meta = _read_json(meta_file)
     for field in ("type", "config", "features"):
         if field not in meta:
@@ -265,13 +297,31 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use
         config = cls.config_class(**meta["config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{str(meta_file)!r}: cannot rebuild the policy config: {err}") from err
-    policy = cls(config, meta["features"], stats=None)
+    return cls(config, meta["features"], stats=None)
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
+    """Rebuild the exact policy of a checkpoint (class, config, features, weights, normaliser) in eval mode.
+
+    ``path`` is a checkpoint dir, its ``pretrained_model`` dir (also one copied on its own), ``checkpoints/last``
+    or a run dir; ``device`` is a torch device or ``"auto"`` (CUDA when available). With ``use_ema`` (default)
+    the weights the trainer evaluates are loaded: ``pretrained_model/model.safetensors`` (format 2), or in a
+    format 1 checkpoint its raw weights with the sibling ``training_state/ema.safetensors`` average applied.
+    ``use_ema=False`` loads the raw training weights (:func:`load_training_weights`). Raises
+    :class:`CheckpointError` naming a missing or corrupt file, an unknown policy type or a config field the
+    policy's config class rejects.
+    """
+    pretrained = _pretrained_dir(path)
+    meta_file = pretrained / "config.json"
+    policy = _build_policy(meta_file)
+    version = _format_version(pretrained)
+    weights = load_model_state(pretrained) if use_ema else load_training_weights(pretrained)
     try:
-        policy.load_state_dict(load_model_state(pretrained), strict=True)
+        policy.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{str(pretrained / 'model.safetensors')!r} does not match {meta_file}: {err}") from err
+        raise CheckpointError(f"the weights of {str(pretrained.parent)!r} do not match {meta_file}: {err}") from err
     ema_file = pretrained.parent / TRAINING_STATE / "ema.safetensors"
-    if use_ema and ema_file.is_file():
+    if version == 1 and use_ema and ema_file.is_file():
         ema = EMA(policy)
         try:
             ema.load_state_dict(_load_safetensors(ema_file))
@@ -291,7 +341,7 @@ def load_training_state(
 ) -> int:
     """Restore optimizer, scheduler, EMA and the python/numpy/torch RNGs from a checkpoint; return its step.
 
-    Load the policy weights first (:func:`load_policy` or :func:`load_model_state`) and build the optimizer
+    Load the raw policy weights first (:func:`load_training_weights`) and build the optimizer
     over that policy. Raises :class:`CheckpointError` naming a missing/corrupt file or a state that does not
     fit the given object (e.g. another model's optimizer).
     """
@@ -354,13 +404,8 @@ def check_resume_compatible(
     Raises :class:`CheckpointError` listing each differing key with its saved and new value, or naming a
     missing ``train_config.yaml``.
     """
+    saved = load_train_config(path, required=())
     file = _pretrained_dir(path) / "train_config.yaml"
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(_require(file)), resolve=True)
-    except CheckpointError:
-        raise
-    except Exception as err:
-        raise CheckpointError(f"{str(file)!r} is not a readable YAML config: {err}") from err
     new = OmegaConf.to_container(OmegaConf.create(dict(train_config)), resolve=True)
     changes = []
     for key in guarded:
@@ -371,13 +416,22 @@ def check_resume_compatible(
         raise CheckpointError(f"cannot resume from {str(file)!r}; settings changed: " + "; ".join(changes))
 
 
-def load_train_config(path: str | os.PathLike) -> dict[str, Any]:
+def load_train_config(path: str | os.PathLike, required: tuple[str, ...] = ("env",)) -> dict[str, Any]:
     """The resolved training config saved with a checkpoint (``path`` as for :func:`load_policy`).
 
-    Raises :class:`CheckpointError` naming a missing or unreadable ``train_config.yaml``.
+    Raises :class:`CheckpointError` naming ``train_config.yaml`` when it is missing, unreadable, not a mapping
+    (e.g. empty) or lacks one of the ``required`` top-level keys.
     """
     file = _require(_pretrained_dir(path) / "train_config.yaml")
     try:
-        return OmegaConf.to_container(OmegaConf.load(file), resolve=True)
+        config = OmegaConf.load(file)
+        if not isinstance(config, DictConfig):
+            raise ValueError(f"expected a mapping, got {type(config).__name__}")
+        values = OmegaConf.to_container(config, resolve=True)
     except Exception as err:
         raise CheckpointError(f"{str(file)!r} is not a readable YAML config: {err}") from err
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise CheckpointError(f"{str(file)!r} has no {', '.join(map(repr, missing))} section "
+                              f"({'empty' if not values else 'keys: ' + ', '.join(values)})")
+    return values

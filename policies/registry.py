@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,19 @@ def policy_class(name: str) -> type[Policy]:
     if name not in _REGISTRY:
         raise KeyError(f"no policy named {name!r}; known: {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def registered_policies() -> tuple[str, ...]:
+    """Names of every policy in the registry, after importing each ``policies/<name>/`` package once.
+
+    A package that registers no policy (e.g. ``policies/datasets``) is imported and contributes nothing.
+    """
+    import policies
+
+    for module in pkgutil.iter_modules(policies.__path__):
+        if module.ispkg:
+            importlib.import_module(f"policies.{module.name}")
+    return tuple(sorted(_REGISTRY))
 
 
 def make_policy(

@@ -8,7 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from policies.registry import policy_class
+from policies.registry import policy_class, registered_policies
 
 DEVICES = ("auto", "cpu", "cuda")
 LOGGER_MODES = ("offline", "online", "disabled")
@@ -68,6 +68,13 @@ class EvalConfig:
                 f"eval.n_episodes and eval.n_envs must be >= 1, eval.n_videos and eval.every >= 0; got "
                 f"{self.n_episodes}, {self.n_envs}, {self.n_videos}, {self.every}"
             )
+        if self.n_episodes_during_training < 1:
+            raise ValueError(f"eval.n_episodes_during_training must be >= 1, got {self.n_episodes_during_training}")
+        # evaluation films its first n_videos episodes: checked here, not when the final evaluation is reached
+        _check_videos("eval.n_videos", self.n_videos, "eval.n_episodes", self.n_episodes)
+        if self.every:
+            _check_videos("eval.n_videos", self.n_videos, "eval.n_episodes_during_training",
+                          self.n_episodes_during_training)
 
 
 @dataclass
@@ -126,6 +133,17 @@ class EvalRunConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.n_episodes < 1 or self.n_envs < 1 or self.n_videos < 0:
+            raise ValueError(f"n_episodes and n_envs must be >= 1 and n_videos >= 0; got {self.n_episodes}, "
+                             f"{self.n_envs}, {self.n_videos}")
+        _check_videos("n_videos", self.n_videos, "n_episodes", self.n_episodes)
+
+
+def _check_videos(videos_key: str, n_videos: int, episodes_key: str, n_episodes: int) -> None:
+    """Raises ``ValueError`` naming both keys when more episodes are to be filmed than are run."""
+    if n_videos > n_episodes:
+        raise ValueError(f"{videos_key} ({n_videos}) must be <= {episodes_key} ({n_episodes}): set {videos_key}="
+                         f"{n_episodes} or fewer, or run more episodes")
 
 
 def policy_schema(name: str) -> type:
@@ -134,10 +152,13 @@ def policy_schema(name: str) -> type:
     return make_dataclass(f"{config_class.__name__}Schema", [("name", str, field(default=name))], bases=(config_class,))
 
 
-def register_configs(policy_names: tuple[str, ...] = ("flow_matching",)) -> None:
-    """Registers ``train_schema``, ``eval_schema`` and ``policy/<name>_schema`` in Hydra's ConfigStore."""
+def register_configs(policy_names: tuple[str, ...] | None = None) -> None:
+    """Registers ``train_schema``, ``eval_schema`` and ``policy/<name>_schema`` in Hydra's ConfigStore.
+
+    ``policy_names`` defaults to every registered policy (:func:`policies.registry.registered_policies`).
+    """
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalRunConfig)
-    for name in policy_names:
+    for name in registered_policies() if policy_names is None else policy_names:
         store.store(group="policy", name=f"{name}_schema", node=policy_schema(name))

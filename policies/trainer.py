@@ -39,6 +39,7 @@ class EnvFactories:
     make_expert: Callable[[gym.Env], Agent]  # the demonstrator for an env
     fps: int  # control rate of the env (frames per second of the dataset)
     max_episode_steps: int  # episode length limit, in control steps
+    metric_keys: tuple[str, ...]  # info keys evaluation reports (the env config's metric_keys, e.g. coverage)
 
 
 class Trainer:
@@ -128,7 +129,7 @@ class Trainer:
         if last is None:
             raise FileNotFoundError(f"resume=true but {self.run_dir / 'checkpoints'} holds no checkpoint")
         ckpt.check_resume_compatible(last, self.resolved_config)
-        self.policy.load_state_dict(ckpt.load_model_state(last, device=self.device))
+        self.policy.load_state_dict(ckpt.load_training_weights(last, device=self.device))
         self.step = ckpt.load_training_state(last, self.optimizer, self.scheduler, self.ema)
         print(f"resumed from {last} at step {self.step}")
 
@@ -164,7 +165,7 @@ class Trainer:
             video_dir=self.run_dir / "eval" / tag / "videos",
             fps=self.envs.fps,
             device=self.device,
-            metric_keys=("coverage",),
+            metric_keys=self.envs.metric_keys,
         )
         with self._eval_weights():
             result = evaluator.run(self.policy)

@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> None:
         video_dir=out / "videos",
         fps=int(env_cfg.kwargs.control_hz),
         device=device,
-        metric_keys=("coverage",),
+        metric_keys=env_cfg.metric_keys,
     )
     result = evaluator.run(policy)
     save_eval_info(out / "eval_info.json", result)

@@ -37,6 +37,7 @@ def main(cfg: DictConfig) -> None:
         make_expert=lambda env: sim.make_expert(env, env_cfg),
         fps=int(env_cfg.kwargs.control_hz),
         max_episode_steps=env_cfg.kwargs.max_episode_steps,
+        metric_keys=tuple(env_cfg.metric_keys),
     )
     figures = Trainer(train_cfg, OmegaConf.to_container(cfg, resolve=True), envs).run()
     print_figures(figures)

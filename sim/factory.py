@@ -20,6 +20,9 @@ class EnvConfig:
     id: str = ENV_ID  # gymnasium id
     kwargs: PushTConfig = field(default_factory=PushTConfig)  # the env's own typed config
     expert: ExpertConfig = field(default_factory=ExpertConfig)  # scripted demonstrator
+    # info keys evaluation reports per episode (last value as mean_<key>, best as max_<key>); success itself is
+    # info["is_success"] (coverage >= kwargs.success_threshold)
+    metric_keys: list[str] = field(default_factory=lambda: ["coverage"])
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:

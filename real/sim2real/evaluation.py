@@ -251,7 +251,7 @@ def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
             return Evaluator(
                 make_env=lambda: sim.make_vector_env(env_cfg, min(run.n_envs, run.twin_episodes)),
                 n_episodes=run.twin_episodes, start_seed=run.deploy.seed, max_steps=run.deploy.max_steps, device=device,
-                metric_keys=("coverage",), progress=False,
+                metric_keys=env_cfg.metric_keys, progress=False,
             ).run(policy)
 
         def deploy(path: Path, observation: str, policy: Any = policy, env_cfg: Any = env_cfg) -> list[dict[str, float]]:

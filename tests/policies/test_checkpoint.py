@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 
@@ -16,7 +17,9 @@ from policies.checkpoint import (
     find_last_checkpoint,
     load_model_state,
     load_policy,
+    load_train_config,
     load_training_state,
+    load_training_weights,
     save_checkpoint,
 )
 from policies.ema import EMA
@@ -79,6 +82,7 @@ def test_layout_and_exact_reload(tmp_path):
 
     assert ckpt == tmp_path / "checkpoints" / "000003"
     for rel in ("pretrained_model/config.json", "pretrained_model/model.safetensors", "pretrained_model/train_config.yaml",
+                "training_state/model.safetensors",
                 "training_state/optimizer.pt", "training_state/scheduler.pt", "training_state/ema.safetensors",
                 "training_state/rng_state.pt", "training_state/training_step.json"):
         assert (ckpt / rel).is_file(), rel
@@ -101,9 +105,68 @@ def test_layout_and_exact_reload(tmp_path):
     assert not torch.equal(expected_ema, predict(policy))
     for source in (ckpt, tmp_path, tmp_path / "checkpoints" / "last"):
         assert torch.equal(predict(load_policy(source)), expected_ema)  # EMA weights by default
-    exported = shutil.copytree(ckpt / "pretrained_model", tmp_path / "export")  # no EMA state beside it
-    assert torch.equal(predict(load_policy(exported)), predict(policy))
+    exported = shutil.copytree(ckpt / "pretrained_model", tmp_path / "export")  # copied alone: no training_state
+    assert torch.equal(predict(load_policy(exported)), expected_ema)  # the evaluated policy travels on its own
+    with pytest.raises(CheckpointError, match="training_state"):
+        load_policy(exported, use_ema=False)  # the raw weights stay with the run
     assert set(load_model_state(ckpt)) == set(policy.state_dict())
+
+
+def _to_format_1(ckpt) -> None:
+    """Rewrite a checkpoint into the format 1 layout: raw weights in pretrained_model, EMA only in training_state."""
+    state = ckpt / "training_state"
+    os.replace(state / "model.safetensors", ckpt / "pretrained_model" / "model.safetensors")
+    meta_file = ckpt / "pretrained_model" / "config.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "format_version": 1}))
+
+
+def test_format_1_checkpoint_still_loads_and_resumes(tmp_path):
+    torch.manual_seed(0)
+    policy = make_policy()
+    optimizer, scheduler, ema = make_training(policy)
+    train_steps(policy, optimizer, scheduler, ema, 3)
+    obs = {k: v for k, v in random_batch(5).items() if k != "action"}
+
+    def predict(p):
+        return p.predict_action_chunk(obs, generator=torch.Generator().manual_seed(4))
+
+    policy.eval()
+    expected_raw = predict(policy)
+    with ema.applied(policy):
+        expected_ema = predict(policy)
+    raw_state = {k: v.clone() for k, v in policy.state_dict().items()}
+    ckpt = save_checkpoint(tmp_path, 3, policy, optimizer, scheduler, ema, train_config=TRAIN_CONFIG)
+    continued = train_steps(policy, optimizer, scheduler, ema, 2)
+    _to_format_1(ckpt)
+    assert not (ckpt / "training_state" / "model.safetensors").exists()
+
+    assert torch.equal(predict(load_policy(ckpt)), expected_ema)  # EMA applied from training_state
+    assert torch.equal(predict(load_policy(ckpt, use_ema=False)), expected_raw)
+    raw = load_training_weights(ckpt)
+    assert all(torch.equal(raw[k], v) for k, v in raw_state.items())
+    resumed = make_policy()
+    resumed.load_state_dict(raw)
+    r_opt, r_sched, r_ema = make_training(resumed)
+    assert load_training_state(ckpt, r_opt, r_sched, r_ema) == 3
+    assert train_steps(resumed, r_opt, r_sched, r_ema, 2) == continued
+
+
+@pytest.mark.parametrize(("rel", "content", "reader", "message"), [
+    ("pretrained_model/config.json", "{not json", "policy", "config.json.*not valid JSON"),
+    ("pretrained_model/config.json", "[]", "policy", "config.json.*JSON dict"),
+    ("training_state/training_step.json", "[]", "state", "training_step.json.*JSON dict"),
+    ("pretrained_model/train_config.yaml", "", "config", "train_config.yaml.*no 'env'"),
+    ("pretrained_model/train_config.yaml", "- a\n- b\n", "config", "train_config.yaml.*mapping"),
+])
+def test_malformed_checkpoint_files_are_named(tmp_path, rel, content, reader, message):
+    policy = make_policy()
+    optimizer, scheduler, ema = make_training(policy)
+    ckpt = save_checkpoint(tmp_path, 0, policy, optimizer, scheduler, ema, train_config={"env": {}, **TRAIN_CONFIG})
+    (ckpt / rel).write_text(content)
+    read = {"policy": lambda: load_policy(ckpt), "config": lambda: load_train_config(ckpt),
+            "state": lambda: load_training_state(ckpt, optimizer, scheduler, ema)}[reader]
+    with pytest.raises(CheckpointError, match=message):
+        read()
 
 
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
@@ -120,7 +183,8 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
     torch.manual_seed(123)  # scramble the RNGs: the checkpoint must restore them
     random.seed(123)
     np.random.seed(123)
-    resumed_policy = load_policy(ckpt, use_ema=False)
+    resumed_policy = make_policy()
+    resumed_policy.load_state_dict(load_training_weights(ckpt))
     resumed_opt, resumed_sched, resumed_ema = make_training(resumed_policy)
     assert load_training_state(ckpt, resumed_opt, resumed_sched, resumed_ema) == 4
     assert resumed_ema.num_updates == 4 and resumed_sched.last_epoch == 4

@@ -44,6 +44,7 @@ def _trainer(tmp_path, dataset_root, resume: bool, extra: tuple[str, ...] = ()) 
         make_expert=lambda env: sim.make_expert(env, env_cfg),
         fps=10,
         max_episode_steps=300,
+        metric_keys=tuple(env_cfg.metric_keys),
     )
     return Trainer(train_cfg, OmegaConf.to_container(cfg, resolve=True), envs)
 
