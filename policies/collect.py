@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policies.datasets import LeRobotDatasetWriter, features_from_spaces
+from policies.datasets.atomic import atomic_write_json
 
 
 class Agent(Protocol):
@@ -27,13 +29,14 @@ class Agent(Protocol):
 class CollectionStats:
     """What a collection run produced."""
 
-    episodes_saved: int
-    episodes_attempted: int
-    frames: int
+    episodes_saved: int  # saved by this run (not counting those the dataset held before)
+    episodes_attempted: int  # attempted by this run
+    frames: int  # frames saved by this run
+    episodes_before: int = 0  # episodes the dataset held when this run started
 
     @property
     def success_rate(self) -> float:
-        """Fraction of attempted episodes that succeeded (and were therefore kept, unless failures are kept)."""
+        """Fraction of this run's attempts that were saved: the expert's success unless failures are kept."""
         return self.episodes_saved / max(self.episodes_attempted, 1)
 
 
@@ -47,6 +50,7 @@ def record_episodes(
     keep_failed: bool = False,
     max_attempts: int | None = None,
     robot_type: str = "franka_panda",
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> CollectionStats:
     """Runs ``agent`` in ``env`` and appends each finished episode to the dataset at ``root``.
 
@@ -54,6 +58,8 @@ def record_episodes(
     episodes the dataset already holds: collection resumes where a killed run stopped (an interrupted run loses at
     most its episode in flight). Failed episodes (no ``info["is_success"]`` at the end) are dropped unless
     ``keep_failed``. Stops after ``n_episodes`` saved episodes or ``max_attempts`` tries (default ``2 * n_episodes``).
+    ``extra_meta`` maps paths relative to ``root`` (e.g. ``meta/demonstrated_env.json``) to JSON values written
+    once the dataset exists and before its first episode is recorded (files already there are kept).
 
     Raises:
         RuntimeError: if no episode at all could be saved within ``max_attempts``.
@@ -63,6 +69,9 @@ def record_episodes(
     attempts, frames = 0, 0
     with LeRobotDatasetWriter(root, fps=fps, features=features, robot_type=robot_type) as writer:
         saved = saved_before = writer.num_episodes
+        for rel, value in (extra_meta or {}).items():
+            if not (Path(root) / rel).exists():
+                atomic_write_json(Path(root) / rel, value)
         with tqdm(total=n_episodes, initial=saved, desc="collecting demos", unit="ep") as bar:
             while saved < n_episodes and attempts < max_attempts:
                 seed = start_seed + saved_before + attempts
@@ -78,7 +87,8 @@ def record_episodes(
                 bar.update(1)
     if saved == 0:
         raise RuntimeError(f"no successful episode in {attempts} attempts; check the expert and env config")
-    return CollectionStats(episodes_saved=saved, episodes_attempted=attempts, frames=frames)
+    return CollectionStats(episodes_saved=saved - saved_before, episodes_attempted=attempts, frames=frames,
+                           episodes_before=saved_before)
 
 
 def _run_episode(env: gym.Env, agent: Agent, seed: int) -> tuple[list[dict[str, Any]], bool]:

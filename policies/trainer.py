@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,6 +19,8 @@ from policies.base import Policy
 from policies.collect import Agent, record_episodes
 from policies.datasets import ChunkWindowDataset, LeRobotDatasetReader
 from policies.datasets.atomic import atomic_write_bytes, atomic_write_json
+from policies.datasets.layout import DatasetError
+from policies.datasets.metadata import load_info, load_json
 from policies.ema import EMA
 from policies.evaluation import Evaluator, save_eval_info
 from policies.registry import make_policy
@@ -65,27 +66,45 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- phases
     def prepare_dataset(self) -> LeRobotDatasetReader:
-        """Opens the demonstration dataset, collecting (or completing) it with the expert first if needed."""
+        """Opens the demonstration dataset, collecting (or completing) it with the expert first if needed.
+
+        Raises:
+            ValueError: the dataset holds demonstrations of another env, or fewer than ``dataset.n_episodes``
+                episodes that the scripted expert did not record (e.g. teleoperated): those are never topped up.
+            DatasetError: a dataset file it reads is malformed (the message names it).
+        """
         root = Path(self.cfg.dataset.root)
         demonstrated = {k: self.resolved_config["env"][k] for k in ("id", "kwargs", "expert")}
-        _check_demonstrated_env(root, demonstrated)
-        if not _dataset_complete(root, self.cfg.dataset.n_episodes):
-            env = self.envs.make_env()
-            try:
-                stats = record_episodes(
-                    env,
-                    self.envs.make_expert(env),
-                    root,
-                    n_episodes=self.cfg.dataset.n_episodes,
-                    fps=self.envs.fps,
-                    start_seed=self.cfg.dataset.start_seed,
-                    keep_failed=self.cfg.dataset.keep_failed,
-                )
-            finally:
-                env.close()
-            atomic_write_json(root / DEMONSTRATED_ENV_FILE, demonstrated)
-            print(f"collected {stats.episodes_saved} demos ({stats.frames} frames), expert success {stats.success_rate:.2f}")
+        by_expert = _check_demonstrated_env(root, demonstrated)
+        held = _episodes_held(root)
+        wanted = self.cfg.dataset.n_episodes
+        if held < wanted:
+            if held and not by_expert:
+                raise ValueError(
+                    f"dataset.root {str(root)!r} holds {held} episodes that the scripted expert did not record "
+                    f"(no {DEMONSTRATED_ENV_FILE}: e.g. teleoperated with scripts/collect.py); it is never topped "
+                    f"up with expert demos: set dataset.n_episodes={held} (or fewer) or use another dataset.root")
+            self._collect(root, demonstrated)
         return LeRobotDatasetReader(root)
+
+    def _collect(self, root: Path, demonstrated: dict[str, Any]) -> None:
+        """Records expert demos until the dataset holds ``dataset.n_episodes``; marks it as expert-written first."""
+        env = self.envs.make_env()
+        try:
+            stats = record_episodes(
+                env,
+                self.envs.make_expert(env),
+                root,
+                n_episodes=self.cfg.dataset.n_episodes,
+                fps=self.envs.fps,
+                start_seed=self.cfg.dataset.start_seed,
+                keep_failed=self.cfg.dataset.keep_failed,
+                extra_meta={DEMONSTRATED_ENV_FILE: demonstrated},
+            )
+        finally:
+            env.close()
+        print(f"collected {stats.episodes_saved} demos ({stats.frames} frames; the dataset held "
+              f"{stats.episodes_before}), expert success {stats.success_rate:.2f}")
 
     def build(self, dataset: LeRobotDatasetReader) -> None:
         """Creates the policy, optimiser, schedule, EMA and window sampler; restores them when resuming."""
@@ -124,11 +143,21 @@ class Trainer:
         )
         atomic_write_bytes(self.run_dir / "wandb_run_id.txt", str(self.tracker.run_id or "").encode())
 
-    def _resume(self) -> None:
+    def check_resume(self) -> Path:
+        """The checkpoint ``resume=true`` continues from, checked against this run's config; nothing is touched.
+
+        Raises:
+            FileNotFoundError: the run dir holds no checkpoint.
+            CheckpointError: a guarded setting differs from the checkpoint's (each key named) or a file is damaged.
+        """
         last = ckpt.find_last_checkpoint(self.run_dir)
         if last is None:
             raise FileNotFoundError(f"resume=true but {self.run_dir / 'checkpoints'} holds no checkpoint")
         ckpt.check_resume_compatible(last, self.resolved_config)
+        return last
+
+    def _resume(self) -> None:
+        last = self.check_resume()
         self.policy.load_state_dict(ckpt.load_training_weights(last, device=self.device))
         self.step = ckpt.load_training_state(last, self.optimizer, self.scheduler, self.ema)
         print(f"resumed from {last} at step {self.step}")
@@ -194,16 +223,22 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
-        """Trains to ``optim.steps``, evaluates on ``eval.n_episodes`` seeds, saves and returns the figures."""
+        """Trains to ``optim.steps``, saves, evaluates on ``eval.n_episodes`` seeds and returns the figures.
+
+        A resume is checked before any demonstration is collected; the final checkpoint is written before the
+        final evaluation, so a failing evaluation loses no training.
+        """
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.resume:
+            self.check_resume()
         dataset = self.prepare_dataset()
         self.build(dataset)
         try:
             self._train_loop()
-            final = self.evaluate(cfg.eval.n_episodes, tag="final")
             checkpoint = self.save()
+            final = self.evaluate(cfg.eval.n_episodes, tag="final")
             figures = _headline(final, checkpoint, self.tracker.run_path)
             atomic_write_json(self.run_dir / "results.json", figures)
             self.tracker.log({f"final/{k}": v for k, v in figures.items() if isinstance(v, float)}, step=self.step)
@@ -249,27 +284,30 @@ def _warmup_cosine(optim_cfg) -> Callable[[int], float]:
     return factor
 
 
-def _check_demonstrated_env(root: Path, env: dict[str, Any]) -> None:
-    """Refuses to extend or train on expert demonstrations of another env (another randomisation, expert, ...).
+def _check_demonstrated_env(root: Path, env: dict[str, Any]) -> bool:
+    """Whether ``root`` holds scripted-expert demonstrations of ``env`` (``False``: no record of the expert).
 
     Raises:
         ValueError: ``root`` records an env config that differs from ``env``; the message names the keys.
+        DatasetError: the record is not a JSON object; the message names its path.
     """
     path = root / DEMONSTRATED_ENV_FILE
     if not path.exists():
-        return
-    stored = json.loads(path.read_text())
+        return False
+    stored = load_json(path)
+    if not isinstance(stored, dict):
+        raise DatasetError(f"{path}: expected a JSON object (the env config the demonstrations were recorded in), "
+                           f"got {type(stored).__name__}")
     changed = sorted(k for k in set(stored) | set(env) if stored.get(k) != env.get(k))
     if changed:
         raise ValueError(f"dataset.root {str(root)!r} holds expert demonstrations of another env "
                          f"(env.{', env.'.join(changed)} differ from {path}); use another dataset.root")
+    return True
 
 
-def _dataset_complete(root: Path, n_episodes: int) -> bool:
-    info = root / "meta" / "info.json"
-    if not info.exists():
-        return False
-    return json.loads(info.read_text()).get("total_episodes", 0) >= n_episodes
+def _episodes_held(root: Path) -> int:
+    """Episodes committed in the dataset at ``root`` (0 when there is none); DatasetError naming a bad info.json."""
+    return load_info(root)["total_episodes"] if (root / "meta" / "info.json").exists() else 0
 
 
 def _read_run_id(run_dir: Path) -> str | None:

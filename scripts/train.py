@@ -15,9 +15,11 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import sim  # noqa: E402
+from policies.resume import restore_run_config  # noqa: E402
 from policies.runtime import print_figures  # noqa: E402
 from policies.train_config import register_configs  # noqa: E402
 from policies.trainer import EnvFactories, Trainer  # noqa: E402
@@ -29,6 +31,8 @@ register_configs()
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Validates the config, wires the twin into the trainer through the gymnasium API and runs it."""
+    if cfg.resume:  # the run's own saved config; overrides that change it are refused before anything is collected
+        cfg = restore_run_config(cfg, HydraConfig.get().overrides.task)
     train_cfg = OmegaConf.to_object(cfg)  # typed dataclasses; __post_init__ checks raise naming the field
     env_cfg = train_cfg.env
     envs = EnvFactories(

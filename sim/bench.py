@@ -44,7 +44,8 @@ def run_sim_benchmarks(n_steps: int = 1000, n_envs: int = 2, log: Callable[[str]
     """
     cases = {
         "state": (EnvConfig(kwargs=PushTConfig()), "state"),
-        "pixels96": (EnvConfig(kwargs=PushTConfig(state=False, cameras=("overhead",), image_size=(96, 96))), "pixels"),
+        "pixels96": (EnvConfig(kwargs=PushTConfig(state=False, environment_state=False, cameras=("overhead",),
+                                                  image_size=(96, 96))), "pixels"),
     }
     figures: dict[str, float] = {}
     for label, (env_cfg, pusht_obs) in cases.items():

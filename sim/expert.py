@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,13 +77,20 @@ class PushTExpert:
         self.gyration = float(np.sqrt(second_moment / areas.sum()))
         self.rng = np.random.default_rng(seed)
         self.contact: int | None = None
+        self.simulator: Any = None  # the PushTEnv whose true state stands in for unobserved keys (set by for_env)
 
     @classmethod
     def for_env(cls, env, config: ExpertConfig | None = None, seed: int | None = None) -> PushTExpert:
-        """Builds the expert for a ``PushTEnv`` (reads its T geometry, goal and pusher radius)."""
+        """Builds the expert for a ``PushTEnv`` (reads its T geometry, goal and pusher radius).
+
+        When the env does not observe the block or pusher (e.g. an image env), the expert reads them from the
+        simulator: it is a privileged demonstrator, as a human teleoperating from a rendering.
+        """
         env = env.unwrapped
         radius = float(env.model.geom("pusher").size[0])
-        return cls(env.shape, env.goal_pose, radius, config=config, seed=seed)
+        expert = cls(env.shape, env.goal_pose, radius, config=config, seed=seed)
+        expert.simulator = env
+        return expert
 
     def reset(self, seed: int | None = None) -> None:
         """Forgets the current contact; reseeds the noise generator when ``seed`` is given."""
@@ -91,11 +99,20 @@ class PushTExpert:
             self.rng = np.random.default_rng(seed)
 
     # ---------------------------------------------------------------------------------------------- helpers
-    @staticmethod
-    def _pose(obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        env_state = np.asarray(obs["observation.environment_state"], dtype=float)
-        pose = np.array([env_state[0], env_state[1], np.arctan2(env_state[3], env_state[2])])
-        return np.asarray(obs["observation.state"], dtype=float), pose
+    def _pose(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Pusher xy and block pose ``(x, y, theta)``: from ``obs``, else from the simulator (see ``for_env``)."""
+        if "observation.environment_state" in obs:
+            env_state = np.asarray(obs["observation.environment_state"], dtype=float)
+            pose = np.array([env_state[0], env_state[1], np.arctan2(env_state[3], env_state[2])])
+        elif self.simulator is not None:
+            pose = np.asarray(self.simulator.block_pose, dtype=float)
+        else:
+            raise KeyError("the expert needs observation.environment_state (or an env, through PushTExpert.for_env)")
+        if "observation.state" in obs:
+            return np.asarray(obs["observation.state"], dtype=float), pose
+        if self.simulator is None:
+            raise KeyError("the expert needs observation.state (or an env, through PushTExpert.for_env)")
+        return np.asarray(self.simulator.pusher_xy, dtype=float), pose
 
     @staticmethod
     def _rot(theta: float) -> np.ndarray:

@@ -72,7 +72,8 @@ class PushTConfig:
     joint_acceleration_limit: tuple[float, ...] = ()
 
     # --- observations ---------------------------------------------------------------------------------------
-    state: bool = True  # observation.state (pusher xy) and observation.environment_state (block x, y, cos, sin)
+    state: bool = True  # observation.state (pusher xy)
+    environment_state: bool = True  # observation.environment_state (block x, y, cos, sin): false for image policies
     joints: bool = False  # observation.joint_position and observation.joint_velocity (7 each)
     cameras: tuple[str, ...] = ()  # observation.images.<camera> for each named camera
     depth: bool = False  # also observation.depth.<camera> (m) for each camera

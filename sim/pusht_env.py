@@ -111,6 +111,7 @@ class PushTEnv(gym.Env):
         obs: dict[str, spaces.Space] = {}
         if cfg.state:
             obs["observation.state"] = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        if cfg.environment_state:
             obs["observation.environment_state"] = spaces.Box(-np.inf, np.inf, (4,), np.float32)
         if cfg.joints:
             obs["observation.joint_position"] = spaces.Box(-np.pi * 2, np.pi * 2, (7,), np.float32)
@@ -121,7 +122,8 @@ class PushTEnv(gym.Env):
             if cfg.depth:
                 obs[f"observation.depth.{cam}"] = spaces.Box(0, np.inf, (height, width), np.float32)
         if not obs:
-            raise ValueError("env config selects no observation: set env.state, env.joints or env.cameras")
+            raise ValueError("env config selects no observation: set env.state, env.environment_state, env.joints or "
+                             "env.cameras")
         return spaces.Dict(obs)
 
     # ------------------------------------------------------------------------------------------------ state
@@ -304,8 +306,9 @@ class PushTEnv(gym.Env):
         cfg = self.config
         obs: dict[str, np.ndarray] = {}
         if cfg.state:
-            x, y, theta = self.block_pose
             obs["observation.state"] = self.pusher_xy.astype(np.float32)
+        if cfg.environment_state:
+            x, y, theta = self.block_pose
             obs["observation.environment_state"] = np.array([x, y, np.cos(theta), np.sin(theta)], np.float32)
         if cfg.joints:
             obs["observation.joint_position"] = self.data.qpos[self._arm_qpos].astype(np.float32)
