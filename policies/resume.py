@@ -33,7 +33,6 @@ def restore_run_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     if last is None:
         raise FileNotFoundError(f"resume=true but {Path(cfg.output_dir) / 'checkpoints'} holds no checkpoint")
     saved = load_train_config(last, required=("env", "policy"))
-    current = OmegaConf.to_container(cfg, resolve=True)
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
     restored = copy.deepcopy(saved)
     changes = []
@@ -44,7 +43,7 @@ def restore_run_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         if root in FREE_ON_RESUME:
             _drop(restored, key)
             continue
-        old, new = _lookup(saved, key), _lookup(current, key)
+        old, new = _lookup(saved, key), _select(cfg, key)
         if old != new:
             changes.append(f"{key} (saved {old!r}, given {new!r})")
     if changes:
@@ -64,6 +63,12 @@ def _lookup(config: Any, dotted: str) -> Any:
             return _ABSENT
         config = config[part]
     return config
+
+
+def _select(cfg: DictConfig, dotted: str) -> Any:
+    """The resolved value at ``dotted`` (plain containers), resolving nothing else of ``cfg``."""
+    value = OmegaConf.select(cfg, dotted, default=_ABSENT)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:
