@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -56,6 +57,34 @@ def test_tiny_training_run_then_eval_reproduces_its_figures(tmp_path):
     figures = _figures(proc.stdout)
     assert float(figures["success_rate"]) == pytest.approx(results["success_rate"])
     assert float(figures["mean_coverage"]) == pytest.approx(results["mean_coverage"], abs=1e-4)
+
+    # pretrained_model/ copied alone elsewhere is the evaluated policy: the same episodes, step for step
+    shipped = shutil.copytree(run_dir / "checkpoints" / "000060" / "pretrained_model", tmp_path / "elsewhere" / "policy")
+    _run("eval.py", f"policy_path={shipped}", "n_episodes=2", "n_videos=0", f"hydra.run.dir={tmp_path / 'eval_copy'}")
+    on_run = json.loads((tmp_path / "eval" / "eval_info.json").read_text())["episodes"]
+    on_copy = json.loads((tmp_path / "eval_copy" / "eval_info.json").read_text())["episodes"]
+    assert on_copy == on_run and len(on_run) == 2
+
+    # resume restores the run's own config (optim.steps=60, its dataset) and refuses overrides that change it
+    refused = _run("train.py", "resume=true", f"hydra.run.dir={run_dir}", "optim.steps=80", "dataset.n_episodes=4",
+                   check=False)
+    assert refused.returncode != 0
+    assert "optim.steps (saved 60, given 80)" in refused.stderr and "dataset.n_episodes (saved 3" in refused.stderr
+    resumed = _run("train.py", "resume=true", f"hydra.run.dir={run_dir}")
+    assert "resumed from" in resumed.stdout and "collected" not in resumed.stdout
+    assert json.loads((run_dir / "results.json").read_text())["success_rate"] == results["success_rate"]
+    assert json.loads((tmp_path / "demos" / "meta" / "info.json").read_text())["total_episodes"] == 3
+
+
+def test_more_videos_than_episodes_fails_at_start_naming_both_keys(tmp_path, tiny_checkpoint):
+    proc = _run("train.py", "eval.n_episodes=1", f"dataset.root={tmp_path / 'demos'}", "dataset.n_episodes=1",
+                "optim.steps=2", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode != 0 and "eval.n_videos (2) must be <= eval.n_episodes (1)" in proc.stderr
+    assert not (tmp_path / "demos").exists()  # refused before collecting or training anything
+    proc = _run("eval.py", f"policy_path={tiny_checkpoint}", "n_episodes=1", f"hydra.run.dir={tmp_path / 'eval'}",
+                check=False)
+    assert proc.returncode != 0 and "n_videos (2) must be <= n_episodes (1)" in proc.stderr
+    assert not (tmp_path / "eval" / "eval_info.json").exists()
 
 
 def test_unknown_config_key_fails_at_start_naming_it(tmp_path):
