@@ -81,7 +81,7 @@ def test_connection_guards(make_robot):
             call()
     robot.connect()
     try:
-        with pytest.raises(DeviceAlreadyConnectedError):
+        with pytest.raises(DeviceAlreadyConnectedError, match="already connected"):
             robot.connect()
     finally:
         robot.disconnect()

@@ -83,7 +83,7 @@ def test_serves_the_emulated_reality_until_a_signal_stops_it(tmp_path, sig):
             proc.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
     assert "stopped: the robot was left holding" in out.rest()
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError, match="refused"):
         socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
 

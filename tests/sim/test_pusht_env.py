@@ -133,7 +133,7 @@ def test_bad_config_names_the_field():
         PushTConfig(action_mode="torque")
     with pytest.raises(ValueError, match="unknown camera"):
         PushTConfig(cameras=("top",))
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="nope"):
         PushTEnv().render_camera("nope", (8, 8))
 
 
