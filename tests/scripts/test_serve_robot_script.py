@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from real.bridge.client import RemoteRobot, RemoteRobotConfig
-from real.robot import JOINT_POS, JOINT_VEL
+from real.robot import JOINT_POS, JOINT_TARGET, JOINT_VEL, SAFETY_STATUS
+from real.safety import Status
 from sim.pusht_env import ARM_JOINTS
 from tests.conftest import REPO_ROOT
 
@@ -63,6 +64,36 @@ class _Stdout:
         return "".join(self.lines.get() for _ in range(self.lines.qsize()))
 
 
+def _move_then_leave(port: int, speed: float = 0.5, duration: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Stream targets that turn the first joint at ``speed`` rad/s for ``duration`` s, then leave (BYE) while the
+    arm moves; returns where the arm started and the last target sent (rad)."""
+    commander = RemoteRobot(RemoteRobotConfig(port=port, joint_names=ARM_JOINTS))
+    commander.connect()
+    start = commander.get_joint_state()[JOINT_POS]
+    t0 = time.monotonic()
+    while (now := time.monotonic()) - t0 < duration:
+        target = start.copy()
+        target[0] += speed * (now - t0)
+        commander.send_action({JOINT_POS: target}, sent_at=now)
+        time.sleep(0.005)
+    commander.disconnect()  # BYE, not hold(): the server must make the arm hold by itself
+    return start, target
+
+
+def _at_rest(robot: RemoteRobot, timeout: float = 5.0, window: float = 0.3) -> dict[str, np.ndarray]:
+    """The state read over the bridge once the arm has not moved more than 1 mrad in ``window`` s (fails after
+    ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    before = robot.get_joint_state()
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        after = robot.get_joint_state()
+        if np.abs(after[JOINT_POS] - before[JOINT_POS]).max() < 1e-3:
+            return after
+        before = after
+    raise AssertionError(f"the arm still moves {timeout} s after its commander left: {before[JOINT_POS]}")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
 def test_serves_the_emulated_reality_until_a_signal_stops_it(tmp_path, sig):
     proc = _serve("robot=emulated", "server.port=0", "seed=7", tmp_path=tmp_path)
@@ -83,6 +114,37 @@ def test_serves_the_emulated_reality_until_a_signal_stops_it(tmp_path, sig):
             proc.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
     assert "stopped: the robot was left holding" in out.rest()
+
+
+def test_the_served_arm_holds_by_itself_when_its_commander_leaves_mid_motion(tmp_path):
+    """What "left holding" means, measured over the bridge: the arm was moving, its commander left without asking
+    for a hold, and the served arm came to rest on its own and stays there, reporting HOLDING."""
+    proc = _serve("robot=emulated", "server.port=0", "seed=7", tmp_path=tmp_path)
+    out = _Stdout(proc)
+    try:
+        _, port = out.address()
+        start, last_target = _move_then_leave(port)
+        with RemoteRobot(RemoteRobotConfig(port=port, joint_names=ARM_JOINTS)) as observer:
+            rest = _at_rest(observer)
+            assert observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING == Status.HOLDING
+            time.sleep(0.5)
+            later = observer.get_joint_state()
+        moved = rest[JOINT_POS][0] - start[0]
+        assert moved > 0.02, f"the commanded motion never happened (joint 0 moved {moved:.4f} rad)"
+        # It braked where it was (the arm lags its target by ~35 mrad here) instead of finishing the last command,
+        # and the target it holds is where it came to rest.
+        assert rest[JOINT_POS][0] < last_target[0] - 0.01, (rest[JOINT_POS][0], last_target[0])
+        np.testing.assert_allclose(rest[JOINT_TARGET], rest[JOINT_POS], atol=1e-3)
+        np.testing.assert_allclose(later[JOINT_POS], rest[JOINT_POS], atol=1e-3)  # still where it stopped
+        assert float(np.abs(later[JOINT_VEL]).max()) < 0.01
+        np.testing.assert_allclose(later[JOINT_TARGET], rest[JOINT_TARGET], atol=1e-9)  # the hold target is frozen
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
     with pytest.raises(ConnectionRefusedError, match="refused"):
         socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
