@@ -24,18 +24,22 @@ position targets (rad). ``send_action`` returns the target actually sent, after 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
+# The connection guards live in real.connection; they are imported here too, as part of this interface.
+from real.connection import GUARD_ATTR
+from real.connection import DeviceAlreadyConnectedError as DeviceAlreadyConnectedError
+from real.connection import DeviceNotConnectedError as DeviceNotConnectedError
+from real.connection import requires_connected as requires_connected
+from real.connection import requires_disconnected as requires_disconnected
+
 log = logging.getLogger(__name__)
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-_GUARD_ATTR = "__robot_connection_guard__"
 # Methods every concrete robot must guard, and the guard each needs.
 _GUARDED_METHODS = {
     "connect": "disconnected",
@@ -57,40 +61,6 @@ SAFETY_REFUSED = "safety.refused"
 JOINT_STATE_KEYS = (JOINT_POS, JOINT_VEL, JOINT_TARGET, TIMESTAMP)
 
 Features = dict[str, dict[str, Any]]
-
-
-class DeviceNotConnectedError(ConnectionError):
-    """A method that needs a connected robot was called before ``connect()`` or after ``disconnect()``."""
-
-
-class DeviceAlreadyConnectedError(ConnectionError):
-    """``connect()`` was called on a robot that is already connected."""
-
-
-def requires_connected(method: _F) -> _F:
-    """Decorator: raise :class:`DeviceNotConnectedError` if ``self.is_connected`` is false when ``method`` is called."""
-
-    @functools.wraps(method)
-    def wrapper(self: Robot, *args: Any, **kwargs: Any) -> Any:
-        if not self.is_connected:
-            raise DeviceNotConnectedError(f"{type(self).__name__}.{method.__name__}(): robot {self} is not connected")
-        return method(self, *args, **kwargs)
-
-    setattr(wrapper, _GUARD_ATTR, "connected")
-    return wrapper  # type: ignore[return-value]
-
-
-def requires_disconnected(method: _F) -> _F:
-    """Decorator: raise :class:`DeviceAlreadyConnectedError` if ``self.is_connected`` is true when ``method`` is called."""
-
-    @functools.wraps(method)
-    def wrapper(self: Robot, *args: Any, **kwargs: Any) -> Any:
-        if self.is_connected:
-            raise DeviceAlreadyConnectedError(f"{type(self).__name__}.{method.__name__}(): robot {self} is already connected")
-        return method(self, *args, **kwargs)
-
-    setattr(wrapper, _GUARD_ATTR, "disconnected")
-    return wrapper  # type: ignore[return-value]
 
 
 def joint_features(joint_names: Sequence[str], safety: bool = False) -> tuple[Features, Features]:
@@ -116,6 +86,25 @@ def joint_features(joint_names: Sequence[str], safety: bool = False) -> tuple[Fe
         for key in (SAFETY_STATUS, SAFETY_CLAMPED, SAFETY_REFUSED):
             obs[key] = {"dtype": "int64", "shape": [1], "names": None}
     return obs, {JOINT_POS: dict(vec)}
+
+
+def joint_state(pos: Any, vel: Any, target: Any, timestamp: float) -> dict[str, np.ndarray]:
+    """The joint-state values of an observation (table in the module docstring), each a new float64 array.
+
+    Args:
+        pos: measured joint positions [n] (rad).
+        vel: measured joint velocities [n] (rad/s).
+        target: the target tracked now [n] (rad).
+        timestamp: when ``pos`` was measured (s, ``time.monotonic()`` of the caller's clock).
+    """
+    return {JOINT_POS: np.array(pos, dtype=np.float64), JOINT_VEL: np.array(vel, dtype=np.float64),
+            JOINT_TARGET: np.array(target, dtype=np.float64), TIMESTAMP: np.array([timestamp], dtype=np.float64)}
+
+
+def safety_state(status: int, clamped: int, refused: int) -> dict[str, np.ndarray]:
+    """The ``safety.*`` values of an observation: status bits and the cumulative clamp and refusal counts (int64 [1])."""
+    return {SAFETY_STATUS: np.array([int(status)], dtype=np.int64), SAFETY_CLAMPED: np.array([clamped], dtype=np.int64),
+            SAFETY_REFUSED: np.array([refused], dtype=np.int64)}
 
 
 def check_values(values: Mapping[str, Any], features: Mapping[str, Mapping[str, Any]], what: str) -> None:
@@ -185,10 +174,12 @@ class Robot(ABC):
     * ``connect`` is decorated with :func:`requires_disconnected`; ``disconnect``, ``get_observation``,
       ``get_joint_state``, ``send_action`` and ``hold`` with :func:`requires_connected`.
 
-    The constructor is pure (no I/O): ``observation_features`` and ``action_features`` can be read before
-    ``connect()``. ``send_action`` returns the action actually sent, after clamping. As a context manager a
-    robot connects on entry (unless already connected) and on exit always commands ``hold()`` and then
-    ``disconnect()``, even when the block raised or ``hold()`` failed.
+    A backend passes its features to the constructor, ``super().__init__(config, observation_features,
+    action_features)``, which is pure (no I/O), so they can be read before ``connect()``. ``is_connected`` is a
+    flag of this base: a backend's ``connect()`` ends with :meth:`_mark_connected`, its ``disconnect()`` (and any
+    path that loses the link) calls :meth:`_mark_disconnected`. ``send_action`` returns the action actually sent,
+    after clamping. As a context manager a robot connects on entry (unless already connected) and on exit always
+    commands ``hold()`` and then ``disconnect()``, even when the block raised or ``hold()`` failed.
 
     Raises:
         TypeError: from the constructor, if ``config`` is not a ``config_class``.
@@ -208,32 +199,69 @@ class Robot(ABC):
         if not (isinstance(config_class, type) and issubclass(config_class, RobotConfig)):
             raise TypeError(f"robot class {cls.__qualname__} must define `config_class`, a RobotConfig subclass")
         for method, guard in _GUARDED_METHODS.items():
-            if getattr(getattr(cls, method), _GUARD_ATTR, None) != guard:
+            if getattr(getattr(cls, method), GUARD_ATTR, None) != guard:
                 decorator = "requires_disconnected" if guard == "disconnected" else "requires_connected"
                 raise TypeError(f"robot class {cls.__qualname__}: `{method}` must be decorated with @{decorator}")
 
-    def __init__(self, config: RobotConfig) -> None:
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
+    def __init__(self, config: RobotConfig, observation_features: Features, action_features: Features) -> None:
+        """Keep the config and the features (read-only after this; no I/O here).
+
+        Args:
+            config: a ``config_class`` instance.
+            observation_features: what ``get_observation()`` returns (info.json style, module docstring).
+            action_features: what ``send_action`` takes.
+
+        Raises:
+            TypeError: ``config`` is not a ``config_class``.
+        """
+        self.config = self.checked_config(config)
+        self._observation_features = observation_features
+        self._action_features = action_features
+        self._connected = False
+
+    @classmethod
+    def checked_config(cls, config: RobotConfig) -> RobotConfig:
+        """``config`` itself, once it is known to be a ``config_class`` (for a subclass that derives its features from it
+        before calling ``Robot.__init__``).
+
+        Raises:
+            TypeError: ``config`` is not a ``config_class``.
+        """
+        if not isinstance(config, cls.config_class):
+            raise TypeError(f"{cls.__name__} needs a {cls.config_class.__name__}, got {type(config).__name__}")
+        return config
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.config.id!r})"
 
     @property
-    @abstractmethod
     def observation_features(self) -> Features:
         """info.json-style description of ``get_observation()``'s values; available before ``connect()``."""
+        return self._observation_features
 
     @property
-    @abstractmethod
     def action_features(self) -> Features:
         """info.json-style description of ``send_action``'s argument; available before ``connect()``."""
+        return self._action_features
 
     @property
-    @abstractmethod
     def is_connected(self) -> bool:
-        """Whether the robot is connected and accepts commands."""
+        """Whether the robot is connected and accepts commands: ``connect()`` succeeded, ``disconnect()`` (or a lost
+        link) has not ended it since, and the link is still up (:meth:`_link_alive`)."""
+        return self._connected and self._link_alive()
+
+    def _mark_connected(self) -> None:
+        """Record that ``connect()`` succeeded; call it last in ``connect()``."""
+        self._connected = True
+
+    def _mark_disconnected(self) -> None:
+        """Record that the robot is no longer connected: from ``disconnect()``, or when the link is lost."""
+        self._connected = False
+
+    def _link_alive(self) -> bool:
+        """Whether the link ``connect()`` opened is still up (default ``True``); a backend whose link can die on its
+        own (a port closed elsewhere, a thread that ended) overrides this with a cheap check."""
+        return True
 
     @property
     def joint_names(self) -> list[str]:

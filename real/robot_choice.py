@@ -6,6 +6,10 @@ process (:class:`real.bridge.server.ServerProcess`, loopback, a free port), so a
 holding. ``robot=remote`` connects to a robot server already running elsewhere (``scripts/serve_robot.py`` on the
 robot's computer). Either way the run gets a :class:`real.bridge.client.RemoteRobot`.
 
+Each ``*RobotChoice`` here is a config (the group's schema), not a robot: it says which robot and builds its backend
+(:class:`~real.emulated.reality.EmulatedRealityRobot`, :class:`~real.drivers.servo_arm.ServoArmRobot`,
+:class:`~real.drivers.ur.URRobot`) in the server process.
+
 The twin models a 7-joint Panda: before anything moves, :func:`robot_session` reads the served robot's joints from
 the server's handshake and refuses (``ValueError``) a robot whose joints are not the twin's arm joints.
 """
@@ -38,7 +42,7 @@ from real.safety import SafetyConfig
 
 
 @dataclass
-class EmulatedRobot:
+class EmulatedRobotChoice:
     """``robot=emulated``: the emulated reality (its own MuJoCo world, differing from the twin), one per session,
     started from the session's seed (the twin's reset seed); the Panda's safety limits."""
 
@@ -72,7 +76,7 @@ class RemoteRobotChoice:
 
 
 @dataclass
-class SO100Robot:
+class SO100RobotChoice:
     """``robot=so100``: an SO-100/101 follower arm, six Feetech STS3215 servos on one serial bus
     (``feetech-servo-sdk``), joints ``shoulder_pan .. gripper`` in servo order.
 
@@ -123,7 +127,7 @@ class SO100Robot:
 
 
 @dataclass
-class UR5eRobot:
+class UR5eRobotChoice:
     """``robot=ur5e``: a Universal Robots e-Series arm streamed with ``servoJ`` through ``ur_rtde``; the safety layer
     uses the driver's joint ranges and speed limits and ``max_acceleration`` for every joint."""
 
@@ -156,9 +160,9 @@ class UR5eRobot:
             max_acceleration=(self.max_acceleration,) * len(ur.lower)))
 
 
-LocalRobot = EmulatedRobot | SO100Robot | UR5eRobot
-RobotSpec = LocalRobot | RemoteRobotChoice
-ROBOT_GROUP: dict[str, type] = {c.name: c for c in (EmulatedRobot, RemoteRobotChoice, SO100Robot, UR5eRobot)}
+LocalRobotChoice = EmulatedRobotChoice | SO100RobotChoice | UR5eRobotChoice
+RobotChoice = LocalRobotChoice | RemoteRobotChoice
+ROBOT_GROUP: dict[str, type] = {c.name: c for c in (EmulatedRobotChoice, RemoteRobotChoice, SO100RobotChoice, UR5eRobotChoice)}
 
 
 def register_robot_configs() -> None:
@@ -167,13 +171,13 @@ def register_robot_configs() -> None:
         ConfigStore.instance().store(group="robot", name=f"{name}_schema", node=node)
 
 
-def serve_process(robot: LocalRobot, seed: int, server: ServerConfig | None = None) -> ServerProcess:
+def serve_process(robot: LocalRobotChoice, seed: int, server: ServerConfig | None = None) -> ServerProcess:
     """A (not yet started) server process serving ``robot`` behind the safety layer.
 
     Raises:
         TypeError: ``robot`` is not a local robot (``robot=remote`` is served elsewhere).
     """
-    if not isinstance(robot, (EmulatedRobot, SO100Robot, UR5eRobot)):
+    if not isinstance(robot, LocalRobotChoice):
         raise TypeError(f"only a local robot ({', '.join(n for n in ROBOT_GROUP if n != 'remote')}) can be served "
                         f"here, got {type(robot).__name__}")
     return ServerProcess(robot.backend_factory(seed), server, robot=robot.safe_robot_config())
@@ -218,7 +222,7 @@ def _checked_robot(label: str, host: str, port: int, secret: str, timeout: float
 
 
 @contextlib.contextmanager
-def robot_session(robot_cfg: RobotSpec, seed: int) -> Iterator[RemoteRobot]:
+def robot_session(robot_cfg: RobotChoice, seed: int) -> Iterator[RemoteRobot]:
     """The robot for one episode, as a (not yet connected) :class:`RemoteRobot` whose joints were checked against the
     twin's arm before anything moved. A local robot is served in its own process (the emulated reality started
     from ``seed``) and stopped, holding, when the session ends, whatever ends it.

@@ -16,21 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from real.robot import (
-    JOINT_POS,
-    JOINT_STATE_KEYS,
-    JOINT_TARGET,
-    SAFETY_CLAMPED,
-    SAFETY_REFUSED,
-    SAFETY_STATUS,
-    Features,
-    Robot,
-    RobotConfig,
-    joint_action,
-    joint_features,
-    requires_connected,
-    requires_disconnected,
-)
+from real.connection import requires_connected, requires_disconnected
+from real.robot import JOINT_POS, JOINT_STATE_KEYS, JOINT_TARGET, Robot, RobotConfig, joint_action, joint_features, safety_state
 from real.safety import Refusal, SafetyConfig, SafetyLayer, Status, Verdict, check_joint_count
 from real.watchdog import Watchdog
 
@@ -76,48 +63,31 @@ class SafeRobot(Robot):
 
     def __init__(self, backend: Robot, config: SafeRobotConfig | None = None,
                  fk: Callable[[np.ndarray], np.ndarray] | None = None, clock: Callable[[], float] | None = None) -> None:
-        super().__init__(config if config is not None else SafeRobotConfig())
-        self.config: SafeRobotConfig
         if not isinstance(backend, Robot):
             raise TypeError(f"SafeRobot needs a Robot backend, got {type(backend).__name__}")
         if set(backend.action_features) != {JOINT_POS}:
             raise ValueError(f"SafeRobot needs a joint-position backend; {backend!r} has actions "
                              f"{sorted(backend.action_features)}")
-        self.backend = backend
-        names = backend.joint_names
-        check_joint_count(self.config.safety, names)
-        joint_obs, self._act_features = joint_features(names, safety=True)
         missing = [key for key in JOINT_STATE_KEYS if key not in backend.observation_features]
         if missing:
             raise ValueError(f"SafeRobot needs a backend that observes {list(JOINT_STATE_KEYS)}; {backend!r} lacks "
                              f"{missing}")
-        self._obs_features = {**backend.observation_features, **joint_obs}
+        joint_obs, action_features = joint_features(backend.joint_names, safety=True)
+        super().__init__(config if config is not None else SafeRobotConfig(),
+                         {**backend.observation_features, **joint_obs}, action_features)
+        self.config: SafeRobotConfig
+        self.backend = backend
+        check_joint_count(self.config.safety, backend.joint_names)
         self.safety = SafetyLayer(self.config.safety, fk)
         self._clock = clock or time.monotonic
         self._lock = threading.RLock()
         self._watchdog = Watchdog(self.config.safety.watchdog_timeout, self._on_watchdog, name=f"watchdog-{self.config.id}")
-        self._connected = False
         self._target: np.ndarray | None = None
         self._last_command_time = -np.inf
         self.last_verdict = Verdict(None)
         self.hold_reason: str | None = None  # why the robot holds now (None: it tracks commands)
         self.held_at: float | None = None  # clock time of the current hold
         self.on_watchdog: Callable[[], None] | None = None  # called (with the lock held) after a watchdog hold
-
-    @property
-    def observation_features(self) -> Features:
-        """The backend's features (cameras included) plus ``safety.status``, ``safety.clamped``, ``safety.refused``."""
-        return self._obs_features
-
-    @property
-    def action_features(self) -> Features:
-        """``{"joint.pos": float64 [n]}``, joint position targets in rad."""
-        return self._act_features
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether the backend is connected through this wrapper."""
-        return self._connected
 
     @property
     def status(self) -> Status:
@@ -141,7 +111,7 @@ class SafeRobot(Robot):
         with self._lock:
             if not self.backend.is_connected:
                 self.backend.connect()
-            self._connected = True
+            self._mark_connected()
             self.hold_reason = None  # force a fresh hold at the current position
             self._hold("connect")
         self._watchdog.start()
@@ -154,7 +124,7 @@ class SafeRobot(Robot):
             try:
                 self._hold("disconnect")
             finally:
-                self._connected = False
+                self._mark_disconnected()
                 if self.backend.is_connected:
                     self.backend.disconnect()
 
@@ -180,9 +150,7 @@ class SafeRobot(Robot):
         return self.backend.sensor_calibration()
 
     def _with_safety(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        obs[SAFETY_STATUS] = np.array([int(self.status)], dtype=np.int64)
-        obs[SAFETY_CLAMPED] = np.array([self.safety.n_clamped], dtype=np.int64)
-        obs[SAFETY_REFUSED] = np.array([self.safety.n_refused], dtype=np.int64)
+        obs.update(safety_state(self.status, self.safety.n_clamped, self.safety.n_refused))
         return obs
 
     @requires_connected
@@ -267,7 +235,7 @@ class SafeRobot(Robot):
     def _on_watchdog(self, fired_at: float) -> None:
         """Watchdog thread: hold unless a fresh command arrived since the deadline was set."""
         with self._lock:
-            if not self._connected or self.hold_reason is not None:
+            if not self.is_connected or self.hold_reason is not None:
                 return
             if self._clock() - self._last_command_time < self.config.safety.watchdog_timeout:
                 return  # a command raced with the watchdog; it re-armed the deadline

@@ -31,23 +31,9 @@ from real.bridge.protocol import (
     State,
 )
 from real.bridge.transport import ConnectionClosedError, FramedSocket, client_handshake, expect, secret_bytes
+from real.connection import requires_connected, requires_disconnected
 from real.panda import PANDA_JOINT_NAMES
-from real.robot import (
-    JOINT_POS,
-    JOINT_TARGET,
-    JOINT_VEL,
-    SAFETY_CLAMPED,
-    SAFETY_REFUSED,
-    SAFETY_STATUS,
-    TIMESTAMP,
-    Features,
-    Robot,
-    RobotConfig,
-    joint_action,
-    joint_features,
-    requires_connected,
-    requires_disconnected,
-)
+from real.robot import JOINT_POS, Robot, RobotConfig, joint_action, joint_features, joint_state, safety_state
 from real.safety import Refusal, Status
 from real.sensors import SensorReading
 
@@ -101,9 +87,8 @@ class RemoteRobot(Robot):
     config_class = RemoteRobotConfig
 
     def __init__(self, config: RemoteRobotConfig) -> None:
-        super().__init__(config)
+        super().__init__(config, *joint_features(self.checked_config(config).joint_names, safety=True))
         self.config: RemoteRobotConfig
-        self._obs_features, self._act_features = joint_features(config.joint_names, safety=True)
         self._conn: FramedSocket | None = None
         self._offset_ns = 0
         self.server_info: dict[str, Any] = {}  # the server's WELCOME description, after connect()
@@ -113,21 +98,6 @@ class RemoteRobot(Robot):
         self.latencies_ns: list[int] | None = None  # set to a list to record request -> reply times
         self._request_lock = threading.Lock()
         self._sent_seq = 0  # seq of the last request sent
-
-    @property
-    def observation_features(self) -> Features:
-        """``joint.pos``, ``joint.vel``, ``joint.target``, ``timestamp`` and the ``safety.*`` keys."""
-        return self._obs_features
-
-    @property
-    def action_features(self) -> Features:
-        """``{"joint.pos": float64 [n]}``, joint position targets in rad."""
-        return self._act_features
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether the connection is up (it goes down on any transport error)."""
-        return self._conn is not None and not self._conn.closed
 
     @property
     def clock_offset_ns(self) -> int:
@@ -150,6 +120,7 @@ class RemoteRobot(Robot):
             conn.close()
             raise
         self._conn, self._offset_ns, self.server_info = conn, session.clock_offset_ns, session.info
+        self._mark_connected()
         self.calibration = {}
         if session.info.get("sensors"):
             try:
@@ -242,10 +213,8 @@ class RemoteRobot(Robot):
 
     def _observation(self, state: State) -> dict[str, np.ndarray]:
         stamp = (state.measured_ns - self._offset_ns) * 1e-9
-        return {JOINT_POS: state.positions, JOINT_VEL: state.velocities, JOINT_TARGET: state.targets,
-                TIMESTAMP: np.array([stamp]), SAFETY_STATUS: np.array([state.status], dtype=np.int64),
-                SAFETY_CLAMPED: np.array([state.clamped], dtype=np.int64),
-                SAFETY_REFUSED: np.array([state.refused], dtype=np.int64)}
+        return {**joint_state(state.positions, state.velocities, state.targets, stamp),
+                **safety_state(state.status, state.clamped, state.refused)}
 
     def _request(self, msg_type: MsgType, payload: bytes = b"", timestamp_ns: int | None = None) -> State:
         """Send one request and return the STATE that acknowledges it; any failure closes the connection."""
@@ -291,6 +260,8 @@ class RemoteRobot(Robot):
         return state
 
     def _close(self) -> None:
+        """Close the connection (no-op when closed): from ``disconnect()`` or on any transport error."""
+        self._mark_disconnected()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from real.connection import requires_connected, requires_disconnected
 from real.drivers.bus import ServoBus
 from real.drivers.calibration import ArmCalibration, JointCalibration
 from real.drivers.control_table import CONTROL_TABLES
@@ -38,19 +39,7 @@ from real.drivers.dynamixel import DynamixelBus
 from real.drivers.errors import ServoBusError
 from real.drivers.feetech import FeetechBus
 from real.drivers.limits import clamp_joint_target
-from real.robot import (
-    JOINT_POS,
-    JOINT_TARGET,
-    JOINT_VEL,
-    TIMESTAMP,
-    Features,
-    Robot,
-    RobotConfig,
-    joint_action,
-    joint_features,
-    requires_connected,
-    requires_disconnected,
-)
+from real.robot import JOINT_POS, Robot, RobotConfig, joint_action, joint_features, joint_state
 
 log = logging.getLogger(__name__)
 
@@ -159,27 +148,16 @@ class ServoArmRobot(Robot):
     _READ = ("present_position", "present_velocity")
 
     def __init__(self, config: ServoArmConfig) -> None:
-        super().__init__(config)
+        table = CONTROL_TABLES[self.checked_config(config).protocol]
+        calibration = ArmCalibration(config.joints, table.ticks_per_rev, table.max_tick, table.velocity_unit)
+        super().__init__(config, *joint_features(calibration.names))
         self.config: ServoArmConfig = config  # narrows the type
-        table = CONTROL_TABLES[config.protocol]
-        self.calibration = ArmCalibration(config.joints, table.ticks_per_rev, table.max_tick, table.velocity_unit)
-        self._obs_features, self._act_features = joint_features(self.calibration.names)
+        self.calibration = calibration
         self._bus: ServoBus | None = None
         self._target = np.zeros(len(self.calibration))
         self.clamp_count = 0
 
-    @property
-    def observation_features(self) -> Features:
-        """``joint.pos``, ``joint.vel``, ``joint.target`` (float64 [n]) and ``timestamp`` (float64 [1])."""
-        return self._obs_features
-
-    @property
-    def action_features(self) -> Features:
-        """``joint.pos`` (float64 [n], rad)."""
-        return self._act_features
-
-    @property
-    def is_connected(self) -> bool:
+    def _link_alive(self) -> bool:
         """Whether the bus is open."""
         return self._bus is not None and self._bus.is_open
 
@@ -222,6 +200,7 @@ class ServoArmRobot(Robot):
             raise
         self._bus = bus
         self._target = self.calibration.ticks_to_rad(ticks)
+        self._mark_connected()
         outside = (self._target < self.calibration.lower) | (self._target > self.calibration.upper)
         if outside.any():
             log.warning("%s: joint(s) %s start outside their calibrated range; the first targets will be clamped",
@@ -244,8 +223,7 @@ class ServoArmRobot(Robot):
             ServoNotRespondingError, CorruptPacketError: after the retries failed (names the servo id).
         """
         pos, vel, t = self._read()
-        return {JOINT_POS: pos, JOINT_VEL: vel, JOINT_TARGET: self._target.copy(),
-                TIMESTAMP: np.array([t], dtype=np.float64)}
+        return joint_state(pos, vel, self._target, t)
 
     @requires_connected
     def send_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -303,4 +281,5 @@ class ServoArmRobot(Robot):
         finally:
             bus.close()
             self._bus = None
+            self._mark_disconnected()
         log.info("%s: disconnected (%s)", self, "torque off" if self.config.torque_off_on_disconnect else "holding")

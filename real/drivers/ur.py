@@ -23,21 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from real.connection import requires_connected, requires_disconnected
 from real.drivers.errors import import_sdk
 from real.drivers.limits import clamp_joint_target
-from real.robot import (
-    JOINT_POS,
-    JOINT_TARGET,
-    JOINT_VEL,
-    TIMESTAMP,
-    Features,
-    Robot,
-    RobotConfig,
-    joint_action,
-    joint_features,
-    requires_connected,
-    requires_disconnected,
-)
+from real.robot import JOINT_POS, Robot, RobotConfig, joint_action, joint_features, joint_state
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +103,8 @@ class URRobot(Robot):
     config_class = URConfig
 
     def __init__(self, config: URConfig) -> None:
-        super().__init__(config)
+        super().__init__(config, *joint_features(UR_JOINTS))
         self.config: URConfig = config
-        self._obs_features, self._act_features = joint_features(UR_JOINTS)
         self._lower = np.asarray(config.lower, dtype=np.float64)
         self._upper = np.asarray(config.upper, dtype=np.float64)
         self._max_step = np.asarray(config.max_velocity, dtype=np.float64) * config.command_period
@@ -124,21 +112,6 @@ class URRobot(Robot):
         self._receive: Any = None
         self._target = np.zeros(len(UR_JOINTS))
         self.clamp_count = 0
-
-    @property
-    def observation_features(self) -> Features:
-        """``joint.pos``, ``joint.vel``, ``joint.target`` (float64 [6]) and ``timestamp`` (float64 [1])."""
-        return self._obs_features
-
-    @property
-    def action_features(self) -> Features:
-        """``joint.pos`` (float64 [6], rad)."""
-        return self._act_features
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether both RTDE interfaces are open."""
-        return self._control is not None and self._receive is not None
 
     def clamp(self, target: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What ``send_action`` would send for ``target`` after ``previous``: ``(clamped [6], clamped_mask [6])``.
@@ -172,6 +145,7 @@ class URRobot(Robot):
         if q.shape != (len(UR_JOINTS),):
             raise ConnectionError(f"{self}: controller at {host!r} reported {q.shape} joint positions")
         self._receive, self._control, self._target = receive, control, q
+        self._mark_connected()
         outside = (q < self._lower) | (q > self._upper)
         if outside.any():
             log.warning("%s: joint(s) %s start outside the configured range; the first targets will be clamped",
@@ -184,7 +158,7 @@ class URRobot(Robot):
         q = np.asarray(self._receive.getActualQ(), dtype=np.float64)
         qd = np.asarray(self._receive.getActualQd(), dtype=np.float64)
         t = 0.5 * (t0 + time.monotonic())
-        return {JOINT_POS: q, JOINT_VEL: qd, JOINT_TARGET: self._target.copy(), TIMESTAMP: np.array([t])}
+        return joint_state(q, qd, self._target, t)
 
     @requires_connected
     def send_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -216,6 +190,7 @@ class URRobot(Robot):
             self.hold()
         finally:
             control, receive, self._control, self._receive = self._control, self._receive, None, None
+            self._mark_disconnected()
             try:
                 control.stopScript()
                 control.disconnect()

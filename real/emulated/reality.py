@@ -35,19 +35,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from real.robot import (
-    JOINT_POS,
-    JOINT_TARGET,
-    JOINT_VEL,
-    TIMESTAMP,
-    Features,
-    Robot,
-    RobotConfig,
-    joint_action,
-    joint_features,
-    requires_connected,
-    requires_disconnected,
-)
+from real.connection import requires_connected, requires_disconnected
+from real.robot import JOINT_POS, JOINT_TARGET, Robot, RobotConfig, joint_action, joint_features, joint_state
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, calibration_arrays, depth_key
 from sim.disturbance import PushSchedule
 
@@ -134,16 +123,16 @@ class EmulatedRealityRobot(Robot):
     config_class = EmulatedRealityConfig
 
     def __init__(self, config: EmulatedRealityConfig | None = None) -> None:
-        super().__init__(config if config is not None else EmulatedRealityConfig())
-        self.config: EmulatedRealityConfig
         from sim.pusht_env import ARM_JOINTS
 
-        self._joint_names = ARM_JOINTS
-        obs, self._act_features = joint_features(ARM_JOINTS)
-        height, width = self.config.depth_size
-        for camera in self.config.cameras:
+        cfg = self.checked_config(config if config is not None else EmulatedRealityConfig())
+        obs, action = joint_features(ARM_JOINTS)
+        height, width = cfg.depth_size
+        for camera in cfg.cameras:
             obs[depth_key(camera)] = {"dtype": "float32", "shape": [height, width], "names": ["height", "width"]}
-        self._obs_features = obs
+        super().__init__(cfg, obs, action)
+        self.config: EmulatedRealityConfig
+        self._joint_names = ARM_JOINTS
         self._env = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -160,18 +149,7 @@ class EmulatedRealityRobot(Robot):
         self.n_pushes = 0  # pushes applied so far (physics thread)
         self.n_skips = 0  # times the physics thread fell behind the wall clock and skipped ahead
 
-    @property
-    def observation_features(self) -> Features:
-        """Joint state (7 Panda joints) and ``observation.depth.<camera>`` (HxW float32, m) per camera."""
-        return self._obs_features
-
-    @property
-    def action_features(self) -> Features:
-        """``{"joint.pos": float64 [7]}``, joint position targets in rad."""
-        return self._act_features
-
-    @property
-    def is_connected(self) -> bool:
+    def _link_alive(self) -> bool:
         """Whether the physics thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
@@ -209,6 +187,7 @@ class EmulatedRealityRobot(Robot):
         if not self._ready.wait(30.0) or self._error is not None:
             self._stop.set()
             raise RuntimeError(f"emulated reality failed to start: {self._error!r}")
+        self._mark_connected()
         log.info("emulated reality (seed %d) running: %s", cfg.seed, self.physics_params)
 
     @requires_connected
@@ -218,6 +197,7 @@ class EmulatedRealityRobot(Robot):
         if self._thread is not None:
             self._thread.join(5.0)
         self._thread = None
+        self._mark_disconnected()
 
     @requires_connected
     def get_joint_state(self) -> dict[str, np.ndarray]:
@@ -340,8 +320,7 @@ class EmulatedRealityRobot(Robot):
         """Store the joint snapshot the bridge reads."""
         q, v = data.qpos[arm_qpos].copy(), data.qvel[arm_dof].copy()
         with self._lock:
-            self._snapshot = {JOINT_POS: q, JOINT_VEL: v, JOINT_TARGET: self._target.copy(),
-                              TIMESTAMP: np.array([stamp])}
+            self._snapshot = joint_state(q, v, self._target, stamp)
 
     def _render(self, env: Any, rng: np.random.Generator) -> None:
         """Render every depth camera with noise and dropouts, and record the block's true pose at that instant."""

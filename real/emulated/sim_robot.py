@@ -17,29 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from real.panda import (
-    PANDA_HOME,
-    PANDA_JOINT_NAMES,
-    PANDA_LOWER,
-    PANDA_MAX_ACCELERATION,
-    PANDA_MAX_VELOCITY,
-    PANDA_UPPER,
-)
-from real.robot import (
-    JOINT_POS,
-    JOINT_TARGET,
-    JOINT_VEL,
-    TIMESTAMP,
-    Features,
-    Robot,
-    RobotConfig,
-    joint_action,
-    joint_features,
-    requires_connected,
-    requires_disconnected,
-)
+from real.connection import requires_connected, requires_disconnected
+from real.panda import PANDA_HOME, PANDA_JOINT_NAMES, PANDA_LOWER, PANDA_MAX_ACCELERATION, PANDA_MAX_VELOCITY, PANDA_UPPER
+from real.robot import JOINT_POS, Robot, RobotConfig, joint_action, joint_features, joint_state
 
 log = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass
 class SimulatedJointRobotConfig(RobotConfig):
@@ -99,36 +82,19 @@ class SimulatedJointRobot(Robot):
 
     def __init__(self, config: SimulatedJointRobotConfig | None = None,
                  clock: Callable[[], float] | None = None) -> None:
-        super().__init__(config if config is not None else SimulatedJointRobotConfig())
+        cfg = self.checked_config(config if config is not None else SimulatedJointRobotConfig())
+        super().__init__(cfg, *joint_features(cfg.joint_names))
         self.config: SimulatedJointRobotConfig
-        cfg = self.config
         self._clock = clock or time.monotonic
-        self._obs_features, self._act_features = joint_features(cfg.joint_names)
         self._lower, self._upper = np.array(cfg.lower), np.array(cfg.upper)
         self._vmax, self._amax = np.array(cfg.max_velocity), np.array(cfg.max_acceleration)
         self._lock = threading.Lock()
-        self._connected = False
         self._q = np.array(cfg.initial_positions)
         self._v = np.zeros_like(self._q)
         self._target = self._q.copy()
         self._t = 0.0
         self._rng = np.random.default_rng(cfg.seed)
         self.n_position_clamps = 0  # targets clamped to the position limits since construction
-
-    @property
-    def observation_features(self) -> Features:
-        """``joint.pos``, ``joint.vel``, ``joint.target`` and ``timestamp`` (see :mod:`real.robot`)."""
-        return self._obs_features
-
-    @property
-    def action_features(self) -> Features:
-        """``{"joint.pos": float64 [n]}``, joint position targets in rad."""
-        return self._act_features
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether ``connect()`` has been called and ``disconnect()`` not yet."""
-        return self._connected
 
     @requires_disconnected
     def connect(self) -> None:
@@ -137,7 +103,7 @@ class SimulatedJointRobot(Robot):
             self._t = self._clock()
             self._v[:] = 0.0
             self._target = self._q.copy()
-            self._connected = True
+            self._mark_connected()
 
     @requires_connected
     def disconnect(self) -> None:
@@ -146,7 +112,7 @@ class SimulatedJointRobot(Robot):
             self._advance(self._clock())
             self._target = self._q.copy()
             self._v[:] = 0.0  # the brakes engage
-            self._connected = False
+            self._mark_disconnected()
 
     @requires_connected
     def get_observation(self) -> dict[str, np.ndarray]:
@@ -155,8 +121,7 @@ class SimulatedJointRobot(Robot):
             self._advance(self._clock())
             q = self._q if self.config.position_noise == 0 else self._q + self._rng.normal(
                 0.0, self.config.position_noise, self._q.shape)
-            return {JOINT_POS: q.copy(), JOINT_VEL: self._v.copy(), JOINT_TARGET: self._target.copy(),
-                    TIMESTAMP: np.array([self._t])}
+            return joint_state(q, self._v, self._target, self._t)
 
     @requires_connected
     def send_action(self, action: Mapping[str, Any]) -> dict[str, np.ndarray]:

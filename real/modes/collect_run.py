@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from real.modes.collect import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
-from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
+from real.robot_choice import EmulatedRobotChoice, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 
 TELEOPERATORS = ("expert",)
@@ -48,7 +48,7 @@ class CollectRunConfig:
             raise ValueError(f"twin.mode must be 'collect' for collection, got {self.twin.mode!r}")
         if self.n_episodes < 1 or self.max_attempts < 0:
             raise ValueError(f"need n_episodes >= 1 and max_attempts >= 0, got {self.n_episodes}, {self.max_attempts}")
-        if isinstance(self.robot, EmulatedRobot) and self.robot.reality.time_scale != self.collect.time_scale:
+        if isinstance(self.robot, EmulatedRobotChoice) and self.robot.reality.time_scale != self.collect.time_scale:
             raise ValueError(f"collect.time_scale ({self.collect.time_scale}) must equal robot.reality.time_scale "
                              f"({self.robot.reality.time_scale}): the twin is paced like the world it follows")
 

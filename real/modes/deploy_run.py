@@ -12,7 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from real.modes.deploy import DeployConfig, Deployer
-from real.robot_choice import EmulatedRobot, register_robot_configs, robot_session
+from real.robot_choice import EmulatedRobotChoice, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 
 __all__ = ["DeployRunConfig", "LoggerChoice", "deploy_episodes", "register_configs", "robot_session"]
@@ -40,7 +40,7 @@ class DeployRunConfig:
     output_dir: str = MISSING
 
     def __post_init__(self) -> None:
-        if isinstance(self.robot, EmulatedRobot) and self.robot.reality.time_scale != self.deploy.time_scale:
+        if isinstance(self.robot, EmulatedRobotChoice) and self.robot.reality.time_scale != self.deploy.time_scale:
             raise ValueError(f"deploy.time_scale ({self.deploy.time_scale}) must equal robot.reality.time_scale "
                              f"({self.robot.reality.time_scale}): the twin is paced like the world it drives")
 

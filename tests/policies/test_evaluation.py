@@ -127,9 +127,11 @@ def test_wilson_interval_matches_scipy(successes, n, confidence):
     assert wilson_interval(successes, n, confidence) == pytest.approx((ci.low, ci.high), abs=1e-12)
 
 
-@pytest.mark.parametrize("args", [(1, 0), (-1, 5), (6, 5), (1, 5, 1.0), (1, 5, 0.0)])
-def test_wilson_interval_rejects_bad_input(args):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("args", "field"), [((1, 0), "n must be"), ((-1, 5), "successes must be"),
+                                             ((6, 5), "successes must be"), ((1, 5, 1.0), "confidence must be"),
+                                             ((1, 5, 0.0), "confidence must be")])
+def test_wilson_interval_rejects_bad_input(args, field):
+    with pytest.raises(ValueError, match=field):
         wilson_interval(*args)
     with pytest.raises(TypeError, match="successes"):
         wilson_interval(1.5, 5)

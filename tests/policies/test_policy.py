@@ -89,7 +89,7 @@ def test_abstract_intermediate_class_needs_no_name():
         def forward(self, batch):
             raise NotImplementedError
 
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="abstract.*predict_action_chunk"):
         Intermediate(PolicyConfig(), lowdim_features(), workspace_stats())
 
 
@@ -100,7 +100,7 @@ def test_registry_builds_by_name_and_names_unknown_policies():
     assert policy.input_keys == ["observation.state"]  # timestamp ignored
     with pytest.raises(KeyError, match="no_such_policy"):
         policy_class("no_such_policy")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="not_a_field"):
         make_policy("flow_matching", lowdim_features(), workspace_stats(), {"not_a_field": 1})
 
 

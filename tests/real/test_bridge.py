@@ -117,7 +117,7 @@ def test_garbage_gets_an_error_and_a_closed_connection_and_the_server_keeps_serv
     conn.sock.sendall(b"GET / HTTP/1.1\r\nHost: robot\r\n\r\n" + b"\x00" * 64)
     error = ErrorMessage.decode(expect(conn.recv(2.0), MsgType.ERROR).payload)
     assert error.code == ErrorCode.PROTOCOL and "magic" in error.text
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="closed the connection"):
         conn.recv(2.0)
     conn.close()
     with _remote(server) as robot:
@@ -132,7 +132,8 @@ def test_a_commander_that_breaks_the_protocol_is_dropped_and_the_robot_holds(ser
         assert _reply(conn).last_refusal == Refusal.NONE
         assert not observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING
         conn.sock.sendall(encode_frame(MsgType.COMMAND, 99, time.monotonic_ns(), Command(q).encode())[:-1] + b"?")
-        assert expect(conn.recv(2.0), MsgType.ERROR)
+        error = ErrorMessage.decode(expect(conn.recv(2.0), MsgType.ERROR).payload)
+        assert error.code == ErrorCode.PROTOCOL and "CRC mismatch in a COMMAND frame (seq 99)" in error.text, error
         conn.close()
         deadline = time.monotonic() + 2.0
         while not observer.get_observation()[SAFETY_STATUS][0] & Status.HOLDING and time.monotonic() < deadline:
@@ -262,7 +263,7 @@ def test_a_server_process_stops_when_the_process_that_started_it_is_killed():
         except ConnectionResetError:  # accepted while the server was closing
             pass
         time.sleep(0.05)
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError, match="refused"):
         socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
 
@@ -331,7 +332,7 @@ def test_a_lost_server_makes_the_client_disconnected():
         robot = RemoteRobot(RemoteRobotConfig(port=process.address[1]))
         robot.connect()
         process.stop()
-        with pytest.raises((ConnectionError, RemoteError)):
+        with pytest.raises((ConnectionError, RemoteError), match="server stopping|closed the connection"):
             for _ in range(10):
                 robot.get_observation()
         assert not robot.is_connected

@@ -126,7 +126,7 @@ def test_features_before_connect_and_config_errors():
     assert robot.action_features["joint.pos"] == {"dtype": "float64", "shape": [6], "names": list(robot.joint_names)}
     assert set(robot.observation_features) == {"joint.pos", "joint.vel", "joint.target", "timestamp"}
     assert ServoArmRobot(koch_config("/dev/ttyUSB0")).config.protocol == "dynamixel"
-    with pytest.raises(DeviceNotConnectedError):
+    with pytest.raises(DeviceNotConnectedError, match=r"get_observation\(\).*not connected"):
         robot.get_observation()
     with pytest.raises(ValueError, match="protocol"):
         ServoArmConfig(protocol="herkulex", port="/dev/x", joints=JOINTS)
@@ -173,7 +173,7 @@ def test_targets_are_clamped_and_bad_ones_refused(protocol, emulated):
         goal_before = emulated.register(1, "goal_position")
         with pytest.raises(ValueError, match="non-finite"):
             robot.send_action({"joint.pos": np.array([np.nan, 0.0, 0.0])})
-        with pytest.raises(KeyError):
+        with pytest.raises(KeyError, match="joint.vel"):
             robot.send_action({"joint.vel": np.zeros(3)})
         with pytest.raises(ValueError, match="shape"):
             robot.send_action({"joint.pos": np.zeros(4)})

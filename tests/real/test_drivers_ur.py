@@ -19,9 +19,9 @@ def test_features_before_connect():
     assert not robot.is_connected
     assert robot.joint_names == UR_JOINTS
     assert robot.observation_features["joint.vel"]["shape"] == [6]
-    with pytest.raises(DeviceNotConnectedError):
+    with pytest.raises(DeviceNotConnectedError, match=r"send_action\(\).*not connected"):
         robot.send_action({"joint.pos": np.zeros(6)})
-    with pytest.raises(DeviceNotConnectedError):
+    with pytest.raises(DeviceNotConnectedError, match=r"hold\(\).*not connected"):
         robot.hold()
 
 

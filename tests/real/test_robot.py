@@ -16,6 +16,9 @@ import pytest
 
 from real.bridge.client import RemoteRobot, RemoteRobotConfig
 from real.bridge.server import ServerProcess
+from real.drivers.servo_arm import ServoArmRobot
+from real.drivers.ur import URRobot
+from real.emulated.reality import EmulatedRealityRobot
 from real.emulated.sim_robot import SimulatedJointRobot, SimulatedJointRobotConfig
 from real.panda import PANDA_JOINT_NAMES, PANDA_LOWER, PANDA_UPPER
 from real.robot import (
@@ -78,7 +81,7 @@ def test_connection_guards(make_robot):
             call()
     robot.connect()
     try:
-        with pytest.raises(DeviceAlreadyConnectedError):
+        with pytest.raises(DeviceAlreadyConnectedError, match="already connected"):
             robot.connect()
     finally:
         robot.disconnect()
@@ -169,22 +172,20 @@ class _Minimal(Robot):
     fail_hold = False
 
     def __init__(self, config: RobotConfig | None = None) -> None:
-        super().__init__(config or RobotConfig())
-        self._obs, self._act = joint_features(["j"])
-        self._on = False
+        super().__init__(config or RobotConfig(), *joint_features(["j"]))
         self.holds = 0
+        self.link_up = True
 
-    observation_features = property(lambda self: self._obs)
-    action_features = property(lambda self: self._act)
-    is_connected = property(lambda self: self._on)
+    def _link_alive(self) -> bool:
+        return self.link_up
 
     @requires_disconnected
     def connect(self) -> None:
-        self._on = True
+        self._mark_connected()
 
     @requires_connected
     def disconnect(self) -> None:
-        self._on = False
+        self._mark_disconnected()
 
     @requires_connected
     def get_observation(self) -> dict:
@@ -210,6 +211,35 @@ def test_context_exit_holds_then_disconnects_even_if_hold_fails():
     with robot:
         pass
     assert robot.holds == 2 and not robot.is_connected
+
+
+def test_the_base_serves_the_features_given_to_its_constructor_before_connect():
+    robot = _Minimal()
+    assert robot.observation_features == joint_features(["j"])[0] and robot.action_features == joint_features(["j"])[1]
+    assert robot.joint_names == ["j"] and not robot.is_connected
+
+
+def test_is_connected_follows_connect_disconnect_and_a_lost_link():
+    robot = _Minimal()
+    robot.connect()
+    assert robot.is_connected
+    robot.link_up = False  # the link died on its own: commands are refused, and connect() may be called again
+    assert not robot.is_connected
+    with pytest.raises(DeviceNotConnectedError, match="not connected"):
+        robot.hold()
+    robot.link_up = True
+    assert robot.is_connected
+    with pytest.raises(DeviceAlreadyConnectedError, match="already connected"):
+        robot.connect()
+    robot.disconnect()
+    assert not robot.is_connected
+
+
+def test_every_backend_takes_its_features_from_the_base():
+    """No backend re-declares the boilerplate the base owns (issue 14: six copies of it)."""
+    for cls in (SimulatedJointRobot, SafeRobot, RemoteRobot, ServoArmRobot, URRobot, EmulatedRealityRobot):
+        redeclared = {"observation_features", "action_features", "is_connected"} & set(vars(cls))
+        assert not redeclared, f"{cls.__name__} re-declares {sorted(redeclared)}"
 
 
 def test_a_robot_without_a_name_or_config_class_fails_at_definition():

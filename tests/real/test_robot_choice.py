@@ -17,10 +17,10 @@ from real.emulated.sim_robot import SimulatedJointRobot, SimulatedJointRobotConf
 from real.modes.deploy import DeployConfig
 from real.modes.deploy_run import DeployRunConfig
 from real.robot_choice import (
-    EmulatedRobot,
+    EmulatedRobotChoice,
     RemoteRobotChoice,
-    SO100Robot,
-    UR5eRobot,
+    SO100RobotChoice,
+    UR5eRobotChoice,
     check_twin_arm,
     robot_session,
     serve_process,
@@ -35,30 +35,30 @@ def test_the_twin_arm_check_wants_the_same_joints_in_the_same_order():
 
 
 def test_so100_limits_come_from_its_calibration_and_the_ids_must_agree(tmp_path):
-    uncalibrated = SO100Robot(port="/dev/ttyACM0", servo_ids=[11, 12, 13, 14, 15, 16])
+    uncalibrated = SO100RobotChoice(port="/dev/ttyACM0", servo_ids=[11, 12, 13, 14, 15, 16])
     arm = uncalibrated.servo_arm_config()
     assert [j.name for j in arm.joints] == list(SO100_JOINTS) and [j.motor_id for j in arm.joints] == [11, 12, 13, 14,
                                                                                                        15, 16]
     assert uncalibrated.safe_robot_config().safety.upper == (math.pi / 2,) * 6
     joints = [JointCalibration(n, i + 1, 2000, 1, -0.5 - 0.1 * i, 0.5) for i, n in enumerate(SO100_JOINTS)]
     ArmCalibration(joints).save(tmp_path / "so100.json")
-    calibrated = SO100Robot(port="/dev/ttyACM0", calibration=str(tmp_path / "so100.json"), max_velocity=1.5)
+    calibrated = SO100RobotChoice(port="/dev/ttyACM0", calibration=str(tmp_path / "so100.json"), max_velocity=1.5)
     safety = calibrated.safe_robot_config().safety
     assert safety.lower == pytest.approx([-0.5 - 0.1 * i for i in range(6)]) and safety.max_velocity == (1.5,) * 6
     with pytest.raises(ValueError, match=r"so100.json' is for servo ids \[1, 2, 3, 4, 5, 6\], robot.servo_ids is \[1, 2, 3, "
                                          r"4, 5, 7\]"):
-        SO100Robot(port="/dev/ttyACM0", calibration=str(tmp_path / "so100.json"), servo_ids=[1, 2, 3, 4, 5, 7]
+        SO100RobotChoice(port="/dev/ttyACM0", calibration=str(tmp_path / "so100.json"), servo_ids=[1, 2, 3, 4, 5, 7]
                    ).servo_arm_config()
     with pytest.raises(ValueError, match="must list 6 servo ids"):
-        SO100Robot(port="/dev/ttyACM0", servo_ids=[1, 2]).servo_arm_config()
+        SO100RobotChoice(port="/dev/ttyACM0", servo_ids=[1, 2]).servo_arm_config()
 
 
 def test_ur5e_limits_are_the_drivers_and_its_checks_apply():
-    safety = UR5eRobot(host="192.168.1.10", max_acceleration=2.0).safe_robot_config().safety
+    safety = UR5eRobotChoice(host="192.168.1.10", max_acceleration=2.0).safe_robot_config().safety
     assert safety.lower == tuple(UR_LOWER) and safety.upper == tuple(UR_UPPER)
     assert safety.max_velocity == tuple(UR_MAX_VELOCITY) and safety.max_acceleration == (2.0,) * 6
     with pytest.raises(ValueError, match="gain"):
-        UR5eRobot(host="192.168.1.10", gain=5.0).ur_config()
+        UR5eRobotChoice(host="192.168.1.10", gain=5.0).ur_config()
 
 
 def test_configs_refuse_what_cannot_run():
@@ -67,7 +67,7 @@ def test_configs_refuse_what_cannot_run():
     with pytest.raises(TypeError, match="only a local robot"):
         serve_process(RemoteRobotChoice(port=5555), seed=0)
     with pytest.raises(ValueError, match=r"deploy.time_scale \(1.0\) must equal robot.reality.time_scale \(0.5\)"):
-        DeployRunConfig(robot=EmulatedRobot(EmulatedRealityConfig(time_scale=0.5)), deploy=DeployConfig(time_scale=1.0))
+        DeployRunConfig(robot=EmulatedRobotChoice(EmulatedRealityConfig(time_scale=0.5)), deploy=DeployConfig(time_scale=1.0))
 
 
 def test_a_remote_session_yields_an_unconnected_robot_with_the_twins_joints():

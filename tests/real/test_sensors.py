@@ -87,8 +87,9 @@ def test_sensor_payloads_are_decoded_strictly():
     payload = Sensors(7, (SensorArray("a", np.arange(6, dtype=np.float32).reshape(2, 3), 5),)).encode()
     decoded = Sensors.decode(payload)
     assert decoded.ack_seq == 7 and decoded.arrays[0].data.shape == (2, 3)
-    for bad in (payload[:-1], payload + b"\0", payload[:12]):
-        with pytest.raises(ProtocolError):
+    for bad, why in ((payload[:-1], "24 data bytes announced, 23 left"), (payload + b"\0", "1 trailing bytes"),
+                     (payload[:12], "bad name length")):
+        with pytest.raises(ProtocolError, match=why):
             Sensors.decode(bad)
     with pytest.raises(ProtocolError, match="dtype"):
         Sensors(1, (SensorArray("b", np.zeros(3, np.int32), 0),)).encode()

@@ -185,4 +185,4 @@ def test_a_mistyped_robot_key_fails_at_start_naming_it(tmp_path):
                    tmp_path=tmp_path)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0
-    assert "calibraton" in stderr and "SO100Robot" in stderr, stderr[-3000:]
+    assert "calibraton" in stderr and "SO100RobotChoice" in stderr, stderr[-3000:]

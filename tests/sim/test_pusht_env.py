@@ -133,7 +133,7 @@ def test_bad_config_names_the_field():
         PushTConfig(action_mode="torque")
     with pytest.raises(ValueError, match="unknown camera"):
         PushTConfig(cameras=("top",))
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="nope"):
         PushTEnv().render_camera("nope", (8, 8))
 
 
@@ -159,7 +159,9 @@ def test_expert_succeeds_on_listed_evaluation_seeds():
 def test_noisy_expert_is_worse_but_not_useless():
     noisy = sim.EnvConfig(expert=ExpertConfig(noise_std=0.02, random_contact_prob=0.3))
     rate = _expert_success(noisy, range(100000, 100010))
-    assert rate < 0.8
+    # Worse than the clean expert's >= 0.8 on these seeds, yet it still finishes some (0.3 measured): a pusher that
+    # never reached the goal would score 0.
+    assert 0.2 <= rate < 0.8, rate
 
 
 def test_joint_action_mode_holds_commanded_joints():
@@ -171,10 +173,25 @@ def test_joint_action_mode_holds_commanded_joints():
     np.testing.assert_allclose(obs["observation.joint_position"], target, atol=2e-3)
 
 
-def test_vector_env_steps_in_parallel():
-    envs = sim.make_vector_env(sim.EnvConfig(), 2)
-    obs, _ = envs.reset(seed=[5, 6])
-    assert obs["observation.state"].shape == (2, 2)
-    obs, reward, *_ = envs.step(obs["observation.state"])
-    assert reward.shape == (2,)
-    envs.close()
+def test_vector_env_worlds_match_single_envs_with_the_same_seeds_and_actions():
+    cfg = sim.EnvConfig()
+    seeds = [5, 6]
+    envs = sim.make_vector_env(cfg, len(seeds))
+    singles = [sim.make_env(cfg, render_mode=None) for _ in seeds]
+    try:
+        obs, _ = envs.reset(seed=seeds)
+        single_obs = [env.reset(seed=seed)[0] for env, seed in zip(singles, seeds)]
+        assert not np.array_equal(*(o["observation.environment_state"] for o in single_obs))  # two different worlds
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            actions = obs["observation.state"] + rng.uniform(-0.03, 0.03, obs["observation.state"].shape)
+            obs, reward, terminated, truncated, _ = envs.step(actions.astype(np.float32))
+            steps = [env.step(a) for env, a in zip(singles, actions.astype(np.float32))]
+            for i, (o, r, term, trunc, _) in enumerate(steps):
+                for key in o:
+                    np.testing.assert_array_equal(obs[key][i], o[key], err_msg=f"world {i}, {key}")
+                assert (reward[i], terminated[i], truncated[i]) == (r, term, trunc)
+    finally:
+        envs.close()
+        for env in singles:
+            env.close()
