@@ -164,7 +164,7 @@ class _AdaptiveGrid:
         self.search = search
         self.max_dist = max_dist
         # A degenerate spacing (duplicate or coplanar-grid points) must not give zero-width cells.
-        self.min_cell = max(min(max_dist, 1.5 * search._spacing()), 1e-3 * max_dist)
+        self.min_cell = max(min(max_dist, 1.5 * search.spacing()), 1e-3 * max_dist)
         self.cell = -1.0
 
     def fit(self, distance: float) -> None:

@@ -314,7 +314,7 @@ class NeighborSearch:
             # Also keep coordinates / cell far below 2**31 (the grid's integer cell coordinates).
             lo, hi = (np.array(v, dtype=np.float64) for v in self._bounds())
             scale = max(1.0, float(np.abs(lo).max()), float(np.abs(hi).max()))
-            self._min_cell = max(2.0 * self._spacing(), 1e-6 * scale)
+            self._min_cell = max(2.0 * self.spacing(), 1e-6 * scale)
         cell = max(radius, self._min_cell)
         if self._cell < 0 or abs(cell - self._cell) > 0.25 * self._cell:
             self.grid.build(self.sorted, cell)
@@ -322,13 +322,13 @@ class NeighborSearch:
 
     def _sample(self, arr: wp.array, count: int) -> np.ndarray:
         n = arr.shape[0]
-        # Without replacement: a repeated pick would look like a zero-distance neighbour in _spacing.
+        # Without replacement: a repeated pick would look like a zero-distance neighbour in spacing().
         pick = np.arange(n, dtype=np.int32) if n <= count else np.sort(self._rng.choice(n, count, replace=False)).astype(np.int32)
         if arr.device.is_cpu:
             return arr.numpy()[pick].astype(np.float64)
         return gather(arr, wp.array(pick, device=arr.device)).numpy().astype(np.float64)
 
-    def _spacing(self) -> float:
+    def spacing(self) -> float:
         """Typical distance (m) from a point to its nearest other point, from a sample (surface assumed)."""
         ref = self._sample(self.points, 2048)
         if len(ref) < 2:

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from sim.twin import DepthFrame
+from perception.frames import DepthFrame
 
 DEPTH_PREFIX = "observation.depth."
 IMAGE_PREFIX = "observation.images."
@@ -78,15 +76,13 @@ def calibration_arrays(cameras: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> 
 
 def depth_frames(readings: Mapping[str, SensorReading], calibration: Mapping[str, np.ndarray],
                  cameras: tuple[str, ...] | list[str]) -> list[DepthFrame]:
-    """The twin's :class:`sim.twin.DepthFrame` list for ``cameras`` from readings and calibration arrays.
+    """The :class:`perception.frames.DepthFrame` list for ``cameras`` from readings and calibration arrays.
 
     A camera without a reading this time is skipped (a dropped frame is not an error).
 
     Raises:
         KeyError: a camera has a reading but no calibration (the message names the missing key).
     """
-    from sim.twin import DepthFrame
-
     frames = []
     for camera in cameras:
         reading = readings.get(depth_key(camera))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict
 from importlib import resources
@@ -23,6 +24,14 @@ NOMINAL_POSTURE = np.array([0.0, 0.1, 0.0, -2.2, 0.0, 2.3, 0.785])
 # Pusher pointing straight down (tool z = world -z), tool x along world x.
 PUSHER_DOWN = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 TASK = "Push the T-shaped block onto the green T-shaped goal."
+# wrapper(inner, n_steps): advances the physics n_steps MuJoCo steps, calling inner(k) for the wrapped advance
+PhysicsWrapper = Callable[[Callable[[int], None], int], None]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    out = np.array(array)
+    out.flags.writeable = False
+    return out
 
 
 def scene_path() -> str:
@@ -66,8 +75,8 @@ class PushTEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self.shape = TShape.from_model(self.model)
         self.ik = DifferentialIK(self.model, "pusher_tip", ARM_JOINTS, posture=NOMINAL_POSTURE)
-        self._arm_qpos = self.ik.qpos_adr
-        self._arm_dof = self.ik.dof_adr
+        self._arm_qpos = _read_only(self.ik.qpos_adr)
+        self._arm_dof = _read_only(self.ik.dof_adr)
         self._block_qpos = self.model.jnt_qposadr[self.model.joint("block").id]
         dof = self.model.jnt_dofadr[self.model.joint("block").id]
         self.block_dof = slice(dof, dof + 6)  # the block's free-joint velocities in qvel
@@ -92,9 +101,9 @@ class PushTEnv(gym.Env):
         self._steps = 0
         self.physics_params: dict[str, float] = {}
         self._pushes: PushSchedule | None = None
-        # Advances the physics by n steps; the digital twin replaces it to interleave its measurement-driven
-        # correction wrenches with the physics (see sim.twin.DigitalTwin).
-        self.advance_physics: Callable[[int], None] = self._mj_step
+        # Physics wrappers (wrap_physics), innermost first, and the advance they compose around mj_step.
+        self._physics_wrappers: list[PhysicsWrapper] = []
+        self._physics: Callable[[int], None] = self.mj_step
 
         self.observation_space = self._make_observation_space()
         if config.action_mode == "pusher_xy":
@@ -132,6 +141,16 @@ class PushTEnv(gym.Env):
         """Planar pose ``(x, y, theta)`` of the block frame (m, rad)."""
         qpos = self.data.qpos[self._block_qpos : self._block_qpos + 7]
         return np.array([qpos[0], qpos[1], quat_to_yaw(qpos[3:7])])
+
+    @property
+    def arm_qpos_adr(self) -> np.ndarray:
+        """Addresses of the 7 arm joints in ``data.qpos`` (read-only array)."""
+        return self._arm_qpos
+
+    @property
+    def arm_dof_adr(self) -> np.ndarray:
+        """Addresses of the 7 arm joints in ``data.qvel`` / ``data.ctrl``-sized dof arrays (read-only array)."""
+        return self._arm_dof
 
     @property
     def goal_pose(self) -> np.ndarray:
@@ -298,10 +317,45 @@ class PushTEnv(gym.Env):
             self.data.xfrc_applied[self._block_body, :2] = self._pushes.force_at(self.data.time)
         self.advance_physics(n)
 
-    def _mj_step(self, n: int) -> None:
-        mujoco.mj_step(self.model, self.data, nstep=n)
+    def advance_physics(self, n_steps: int) -> None:
+        """Advances the physics by ``n_steps`` MuJoCo steps through every wrapper (:meth:`wrap_physics`); ``step``
+        calls it for each IK substep."""
+        self._physics(n_steps)
+
+    def mj_step(self, n_steps: int) -> None:
+        """``n_steps`` plain MuJoCo steps with the current controls and applied forces (no wrapper)."""
+        mujoco.mj_step(self.model, self.data, nstep=n_steps)
+
+    def wrap_physics(self, wrapper: PhysicsWrapper) -> Callable[[], None]:
+        """Wraps the physics advance: from now on ``advance_physics(n)`` calls ``wrapper(inner, n)``, where
+        ``inner(k)`` is the advance as it was before (ultimately :meth:`mj_step`). The wrapper decides when and how
+        often to call ``inner`` (the twin interleaves correction wrenches with it, a deployment paces it to the wall
+        clock, a kinematic baseline never calls it). The last wrapped is the outermost.
+
+        Returns:
+            ``unwrap()``, which removes this wrapper again (the others keep their order).
+        """
+        self._physics_wrappers.append(wrapper)
+        self._compose_physics()
+
+        def unwrap() -> None:
+            if wrapper in self._physics_wrappers:
+                self._physics_wrappers.remove(wrapper)
+                self._compose_physics()
+
+        return unwrap
+
+    def _compose_physics(self) -> None:
+        physics: Callable[[int], None] = self.mj_step
+        for wrapper in self._physics_wrappers:
+            physics = functools.partial(wrapper, physics)
+        self._physics = physics
 
     # ------------------------------------------------------------------------------------------ observation
+    def observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The observation and info of the current state, without stepping (as ``reset`` and ``step`` return them)."""
+        return self._observation(), self._info()
+
     def _observation(self) -> dict[str, np.ndarray]:
         cfg = self.config
         obs: dict[str, np.ndarray] = {}

@@ -267,7 +267,7 @@ class EmulatedRealityRobot(Robot):
         dt = model.opt.timestep
         rng = np.random.default_rng([int(cfg.seed), 7])
         block = model.body("block").id
-        arm_qpos, arm_dof = env._arm_qpos, env._arm_dof
+        arm_qpos, arm_dof = env.arm_qpos_adr, env.arm_dof_adr
         pushes = PushSchedule(rng, cfg.push_interval, cfg.push_force, cfg.push_duration) if cfg.pushes else None
         frame_period = 1.0 / (cfg.camera_hz * cfg.time_scale)  # wall-clock s
         self._publish(env, data, arm_qpos, arm_dof, time.monotonic())

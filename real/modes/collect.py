@@ -5,7 +5,8 @@ Timeline of one :meth:`Collector.run` (wall clock)::
 
     frames (main thread)   |f0|----- twin ticks for 1/fps s, paced to the wall clock -----|f1|---- ... ----|
     frame                  record the twin's observation; teleoperator.command() -> pusher xy (the action) + joints
-    twin tick              every 1/stream_hz s: robot.get_joint_state() -> twin.follow_joints(q, qdot) -> physics
+    twin tick              every 1/stream_hz s (real.modes.session.TwinSession's pacing): robot.get_joint_state() ->
+                           twin.follow_joints(q, qdot) -> physics
     twin correction        every 1/twin.rate_hz s of twin time: robot.read_sensors() depth -> ICP -> PD pull
     streamer (own thread)  q  q  q  q  q  q  q  q  q  q ...  the commanded joints, interpolated over 1/fps s
 
@@ -33,10 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from real.modes.block_sync import BlockSyncMeter
-from real.modes.session import JointStreamer, TwinClock, check_start, episode_metrics
+from real.modes.session import TwinSession
 from real.robot import JOINT_POS, JOINT_VEL, TIMESTAMP, Robot
-from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading
 
 
 @dataclasses.dataclass
@@ -178,22 +178,25 @@ class Collector:
 
     def __init__(self, twin: Any, robot: Robot, teleop: Teleoperator, config: CollectConfig | None = None) -> None:
         self.twin, self.robot, self.teleop = twin, robot, teleop
-        self.config = config if config is not None else CollectConfig()
-        self.sync = BlockSyncMeter(self.config.history_s, coverage=twin.env.coverage)
-        self.clock = TwinClock(self.config.time_scale)
-        self.streamer = JointStreamer(robot, self.config.stream_hz)
-        self._frame_wall_s = 1.0 / (self.config.fps * self.config.time_scale)  # wall seconds per frame
+        self.config = cfg = config if config is not None else CollectConfig()
+        # the clock, the streamer, the block's sync vs truth (when the robot has truth) and the paced physics
+        self.session = TwinSession(twin, robot, cfg.stream_hz, cfg.time_scale, cfg.history_s)
+        self.sync, self.clock, self.streamer = self.session.sync, self.session.clock, self.session.streamer
+        self._frame_wall_s = 1.0 / (cfg.fps * cfg.time_scale)  # wall seconds per frame
         self._state: dict[str, np.ndarray] = {}
-        self._readings: dict[str, SensorReading] = {}
-        self.n_measurements = 0
         self._used = False
+
+    @property
+    def n_measurements(self) -> int:
+        """Sensor readings taken for the twin's correction so far."""
+        return self.session.n_measurements
 
     # ------------------------------------------------------------------------------------------------- run
     def run(self) -> CollectedEpisode:
         """Collects one episode. Metrics: ``steps``, twin ``coverage_twin``/``success_twin``, truth
         ``coverage_real``/``success_real`` (judged at every frame) and ``sync_rms_mm``/``sync_rms_deg`` (NaN without
         truth), ``tracking_rms_rad`` (robot joints vs the streamed targets), ``stream_hz``, ``correction_hz``."""
-        twin, env, cfg = self.twin, self.twin.env, self.config
+        env, cfg, session = self.twin.env, self.config, self.session
         self._check_twin()
         if self._used:
             raise RuntimeError("a Collector records one episode: build a new twin and Collector for the next one (the "
@@ -203,30 +206,22 @@ class Collector:
         self.teleop.reset(cfg.seed)
         frames: list[dict[str, np.ndarray]] = []
         measured: list[np.ndarray] = []
-        with self.robot:
-            check_start(self.robot.get_joint_state()[JOINT_POS], info["joint_targets"], cfg.start_tolerance, cfg.seed,
-                        "collect.start_tolerance")
-            calibration = self.robot.sensor_calibration()
-            self._readings = self.robot.read_sensors()
-            twin.attach(lambda: self._measure(calibration), sim_time_of=self.clock.sim_time_of)
-            self.clock.start(env.data.time)
+        frame_steps = int(round(1.0 / (cfg.fps * env.model.opt.timestep)))
+        with session.episode(info["joint_targets"], cfg.seed, cfg.start_tolerance, "collect.start_tolerance",
+                             before_chunk=self._follow_robot_within_frame):
             self._follow_robot()
-            self.streamer.add(self.clock.wall0, np.asarray(self._state[JOINT_POS], dtype=float))
-            self.streamer.start()
-            try:
-                for _ in range(cfg.max_steps):
-                    obs, _ = twin.observation()
-                    command = self.teleop.command(self._state, self._readings)
-                    frames.append({**obs, "action": np.asarray(command.pusher_xy, dtype=np.float32)})
-                    measured.append(np.asarray(self._state[JOINT_POS], dtype=float).copy())
-                    self._set_command(command.joint_targets)
-                    self._advance_frame()
-                    self.sync.judge_at(self.clock.wall_time_of(env.data.time))
-                    if cfg.stop_on_success and env.coverage() >= env.config.success_threshold:
-                        break
-                    self._follow_robot()
-            finally:
-                self.streamer.stop()
+            session.start_streaming(np.asarray(self._state[JOINT_POS], dtype=float))
+            for _ in range(cfg.max_steps):
+                obs, _ = self.twin.observation()
+                command = self.teleop.command(self._state, session.readings)
+                frames.append({**obs, "action": np.asarray(command.pusher_xy, dtype=np.float32)})
+                measured.append(np.asarray(self._state[JOINT_POS], dtype=float).copy())
+                self._set_command(command.joint_targets)
+                env.advance_physics(frame_steps)  # one frame of twin time, paced by the session
+                session.judge()
+                if cfg.stop_on_success and env.coverage() >= env.config.success_threshold:
+                    break
+                self._follow_robot()
         return CollectedEpisode(cfg.seed, frames, np.array(measured).reshape(-1, 7), self.sync.errors,
                                 self._summary(len(frames)))
 
@@ -240,22 +235,11 @@ class Collector:
                              f"action_mode={env.config.action_mode!r}, control_hz={env.config.control_hz}")
 
     # ------------------------------------------------------------------------------------------ twin ticks
-    def _advance_frame(self) -> None:
-        """One frame of twin time in ticks of one stream period, each paced to the wall clock; the twin's arm takes
-        the robot's measured joints at the start of every tick (the first one's were taken for the frame)."""
-        env, cfg = self.twin.env, self.config
-        dt = env.model.opt.timestep
-        n_steps = int(round(1.0 / (cfg.fps * dt)))
-        tick = max(1, int(round(cfg.time_scale / (cfg.stream_hz * dt))))
-        for start in range(0, n_steps, tick):
-            if start:
-                self._follow_robot()
-            self.twin.step_physics(min(tick, n_steps - start) * dt)
-            self.sync.record(self.clock.wall_time_of(env.data.time), env.block_pose)
-            ahead = self.clock.wall_time_of(env.data.time) - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-            self.streamer.check()
+    def _follow_robot_within_frame(self, start: int) -> None:
+        """Before every paced tick of a frame but its first (whose joints were taken for the frame): the twin's arm
+        takes the robot's measured joints."""
+        if start:
+            self._follow_robot()
 
     def _follow_robot(self) -> None:
         """Puts the twin's arm at the robot's latest measured joints, moving on at their measured velocity."""
@@ -263,15 +247,6 @@ class Collector:
         self._state = state
         stamp = float(np.asarray(state[TIMESTAMP]).ravel()[0])
         self.twin.follow_joints(state[JOINT_POS], state[JOINT_VEL], measured_at=self.clock.sim_time_of(stamp))
-
-    def _measure(self, calibration: dict[str, np.ndarray]) -> list:
-        """The twin's measurement callback: the robot's latest depth frames (truth is kept for the sync error and
-        the teleoperator's eyes, never given to the twin)."""
-        readings = self.robot.read_sensors()
-        self.n_measurements += 1
-        self._readings = readings
-        self.sync.compare(readings.get(TRUTH_BLOCK_POSE))
-        return depth_frames(readings, calibration, self.twin.config.cameras)
 
     def _set_command(self, q: np.ndarray) -> None:
         """Moves the streamed joints from where they are now to ``q``, linearly over one frame. (Where the velocity
@@ -283,6 +258,5 @@ class Collector:
 
     # -------------------------------------------------------------------------------------------- metrics
     def _summary(self, steps: int) -> dict[str, float]:
-        env = self.twin.env
-        coverage = env.coverage()  # a demonstration succeeds if it ends covering the goal (it is kept then)
-        return episode_metrics(env, steps, coverage, coverage, self.sync, self.streamer, self.n_measurements, self.clock)
+        coverage = self.twin.env.coverage()  # a demonstration succeeds if it ends covering the goal (it is kept then)
+        return self.session.metrics(steps, coverage, coverage)

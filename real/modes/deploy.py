@@ -37,10 +37,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from real.modes.block_sync import BlockSyncMeter
-from real.modes.session import JointStreamer, TwinClock, check_start, episode_metrics, measured_joints
-from real.robot import JOINT_POS, Robot
-from real.sensors import TRUTH_BLOCK_POSE, depth_frames
+from real.modes.session import TwinSession, measured_joints
+from real.robot import Robot
+from real.sensors import TRUTH_BLOCK_POSE
 
 OBSERVATION_SOURCES = ("twin", "raw")
 
@@ -109,18 +108,22 @@ class Deployer:
         if policy is None and act is None:
             raise ValueError("Deployer needs a policy or an act function")
         self.twin, self.robot, self.policy = twin, robot, policy
-        self.config = config if config is not None else DeployConfig()
+        self.config = cfg = config if config is not None else DeployConfig()
         self.tracker, self._act = tracker, act
-        # the deployment's block vs truth, and the truth's best coverage, when the robot has truth
-        self.sync = BlockSyncMeter(self.config.history_s, coverage=twin.env.coverage)
+        # the clock, the streamer, the block's sync vs truth (when the robot has truth) and the paced physics
+        self.session = TwinSession(twin, robot, cfg.stream_hz, cfg.time_scale, cfg.history_s,
+                                   lead_s=cfg.servo_lag_s if cfg.observation == "twin" else 0.0,
+                                   lookahead_s=cfg.lookahead_s)
+        self.sync, self.clock, self.streamer = self.session.sync, self.session.clock, self.session.streamer
         self.peak_coverage_twin = 0.0
-        self.clock = TwinClock(self.config.time_scale)
-        lead = self.config.servo_lag_s if self.config.observation == "twin" else 0.0
-        self.streamer = JointStreamer(robot, self.config.stream_hz, lead_s=lead)
         self._last_frame_stamp = -np.inf
         self._next_raw_measurement = -np.inf
-        self.n_measurements = 0
         self._stop_requested = stop_requested or (lambda: False)
+
+    @property
+    def n_measurements(self) -> int:
+        """Sensor readings taken so far (corrections in twin mode, raw estimates in raw mode)."""
+        return self.session.n_measurements
 
     @property
     def sync_errors(self) -> np.ndarray:
@@ -137,42 +140,35 @@ class Deployer:
         obs, info = env.reset(seed=cfg.seed)
         if self.policy is not None:
             self.policy.reset()
-        with self.robot:
-            check_start(self.robot.get_joint_state()[JOINT_POS], info["joint_targets"], cfg.start_tolerance, cfg.seed,
-                        "deploy.start_tolerance")
-            calibration = self.robot.sensor_calibration()
-            inner = env.advance_physics
-            if cfg.observation == "twin":
-                twin.attach(lambda: self._measure(calibration), sim_time_of=self.clock.sim_time_of)
-                physics = env.advance_physics
-            else:
-                physics = lambda n: self._observe_raw(calibration, n)  # noqa: E731
-            env.advance_physics = lambda n: self._advance_realtime(physics, n)
-            self.clock.start(env.data.time)
-            self.streamer.add(self.clock.wall0, self._joint_targets())
-            self.streamer.start()
-            try:
-                steps = 0
-                while steps < cfg.max_steps:
-                    if self._stop_requested():
-                        raise KeyboardInterrupt("stop requested")
-                    obs, _, terminated, truncated, info = env.step(self._action(obs))
-                    steps += 1
-                    self._judge()
-                    self.streamer.check()
-                    self._log(steps, info)
-                    self.peak_coverage_twin = max(self.peak_coverage_twin, float(info["coverage"]))
-                    if terminated and cfg.stop_on_success and not truncated:
-                        obs, info, steps, truncated = self._confirm_success(obs, info, steps)
-                        if info["is_success"]:
-                            break
-                    if truncated:
+        raw = cfg.observation == "raw"
+        episode = self.session.episode(info["joint_targets"], cfg.seed, cfg.start_tolerance, "deploy.start_tolerance",
+                                       correct=not raw, stand_in=self._observe_raw if raw else None,
+                                       before_chunk=self._stream_ik_target if raw else None,
+                                       after_chunk=None if raw else self._stream_twin_joints)
+        with episode:
+            self.session.start_streaming(self._joint_targets())
+            steps = 0
+            while steps < cfg.max_steps:
+                if self._stop_requested():
+                    raise KeyboardInterrupt("stop requested")
+                obs, _, terminated, truncated, info = env.step(self._action(obs))
+                steps += 1
+                self._after_step(steps, info)
+                self.peak_coverage_twin = max(self.peak_coverage_twin, float(info["coverage"]))
+                if terminated and cfg.stop_on_success and not truncated:
+                    obs, info, steps, truncated = self._confirm_success(obs, info, steps)
+                    if info["is_success"]:
                         break
-                self._read_last_truth()
-            finally:
-                self.streamer.stop()
-                env.advance_physics = inner
+                if truncated:
+                    break
+            self._read_last_truth()
         return self._summary(steps, info)
+
+    def _after_step(self, steps: int, info: dict[str, Any]) -> None:
+        """After a control step: the real block is judged at it, the stream is checked, the step is logged."""
+        self.session.judge()
+        self.streamer.check()
+        self._log(steps, info)
 
     def _confirm_success(self, obs: dict[str, np.ndarray], info: dict[str, Any],
                          steps: int) -> tuple[dict[str, np.ndarray], dict[str, Any], int, bool]:
@@ -191,21 +187,15 @@ class Deployer:
                 break
             obs, _, _, truncated, info = env.step(hold)
             steps += 1
-            self._judge()
-            self.streamer.check()
-            self._log(steps, info)
+            self._after_step(steps, info)
         if not info["is_success"] and self.policy is not None:
             self.policy.reset()
         return obs, info, steps, truncated or steps >= cfg.max_steps
 
-    def _judge(self) -> None:
-        """Marks the control step just taken as an instant at which the real block's success is judged."""
-        self.sync.judge_at(self.clock.wall_time_of(self.twin.env.data.time))
-
     def _read_last_truth(self) -> None:
         """Waits until the wall clock reaches the twin's last control step, then reads the robot's sensors once, so
         the truth there is judged too (the twin ran ``lookahead_s`` ahead of it)."""
-        delay = self.clock.wall_time_of(self.twin.env.data.time) - time.monotonic()
+        delay = self.session.wall_stamp() - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         self.sync.compare(self.robot.read_sensors().get(TRUTH_BLOCK_POSE))
@@ -224,40 +214,26 @@ class Deployer:
             return self.policy.select_action(batch)[0].cpu().numpy().astype(float)
 
     # --------------------------------------------------------------------------------------- twin physics
-    def _advance_realtime(self, inner: Callable[[int], None], n_steps: int) -> None:
-        """Advance the twin in chunks of one stream period, at most ``lookahead_s`` ahead of the wall clock.
+    def _stream_twin_joints(self, stamp: float) -> None:
+        """Twin mode, after each paced chunk: the twin's joints join the trajectory at the wall time they stand for."""
+        self.streamer.add(stamp, self._joint_targets())
 
-        After each chunk the twin's joints join the trajectory the streamer plays, and its block pose the history
-        the sync error is measured on, both stamped with the wall time they belong to (not when they were computed).
-        """
-        env = self.twin.env
-        dt = env.model.opt.timestep
-        chunk = max(1, int(round(self.config.time_scale / (self.config.stream_hz * dt))))
-        raw = self.config.observation == "raw"
-        for start in range(0, n_steps, chunk):
-            if raw:  # an IK target holds from when it is set
-                self.streamer.add(self.clock.wall_time_of(env.data.time), self._joint_targets())
-            inner(min(chunk, n_steps - start))
-            stamp = self.clock.wall_time_of(env.data.time)
-            if not raw:  # the twin's joints are where they are at the end of the chunk
-                self.streamer.add(stamp, self._joint_targets())
-            self.sync.record(stamp, env.block_pose)
-            ahead = stamp - time.monotonic() - self.config.lookahead_s
-            if ahead > 0:
-                time.sleep(ahead)
-            self.streamer.check()
+    def _stream_ik_target(self, start: int) -> None:
+        """Raw mode, before each paced chunk: the IK target holds from when it is set."""
+        self.streamer.add(self.session.wall_stamp(), self._joint_targets())
 
     def _joint_targets(self) -> np.ndarray:
         """What the robot tracks: the twin's joints (twin), or the IK targets computed from the raw state (raw)."""
         env = self.twin.env
         return env.data.ctrl.copy() if self.config.observation == "raw" else env.data.qpos[env.ik.qpos_adr].copy()
 
-    def _observe_raw(self, calibration: dict[str, np.ndarray], n_steps: int) -> None:
+    def _observe_raw(self, inner: Callable[[int], None], n_steps: int) -> None:
         """Raw mode's stand-in for physics: the env's state becomes the latest measurement, nothing is simulated.
 
         The arm takes the robot's measured joints; the block takes the ICP pose of the newest depth frames (started
         from the previous estimate, kept when the fit is poor, searched for afresh when lost: the twin's tracking).
-        The env's clock advances by ``n_steps`` so the wall clock pacing is the twin mode's.
+        The env's clock advances by ``n_steps`` so the wall clock pacing is the twin mode's; ``inner`` (the physics)
+        is never called.
         """
         env = self.twin.env
         model, data = env.model, env.data
@@ -267,7 +243,7 @@ class Deployer:
         if data.time < self._next_raw_measurement:
             return
         self._next_raw_measurement = data.time + 1.0 / self.twin.config.rate_hz
-        frames = self._measure(calibration)
+        frames = self.session.measure()
         stamp = max((frame.timestamp for frame in frames), default=-np.inf)
         if stamp > self._last_frame_stamp:
             self._last_frame_stamp = stamp
@@ -275,13 +251,6 @@ class Deployer:
             if pose is not None:
                 env.set_block_pose(pose)
                 mujoco.mj_kinematics(model, data)
-
-    def _measure(self, calibration: dict[str, np.ndarray]) -> list:
-        """The twin's measurement callback: the robot's latest depth frames (and truth, kept for the sync error)."""
-        readings = self.robot.read_sensors()
-        self.n_measurements += 1
-        self.sync.compare(readings.get(TRUTH_BLOCK_POSE))
-        return depth_frames(readings, calibration, self.twin.config.cameras)
 
     # -------------------------------------------------------------------------------------------- metrics
     def _log(self, step: int, info: dict[str, Any]) -> None:
@@ -298,8 +267,7 @@ class Deployer:
 
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
         """The episode's figures (``real.modes.session.episode_metrics``), logged as ``deploy/final_*``."""
-        out = episode_metrics(self.twin.env, steps, info["coverage"], self.peak_coverage_twin, self.sync, self.streamer,
-                              self.n_measurements, self.clock)
+        out = self.session.metrics(steps, info["coverage"], self.peak_coverage_twin)
         if self.tracker is not None:
             self.tracker.log({f"deploy/final_{k}": v for k, v in out.items()}, step=steps + 1)
         return out

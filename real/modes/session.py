@@ -1,20 +1,26 @@
-"""What deploy and collect mode share while a twin and a robot run together: the clock that maps twin time to the
-wall clock, the thread that streams joint targets to the robot, the start check and the episode's figures."""
+"""What deploy and collect mode share while a twin and a robot run together: :class:`TwinSession`, which owns the
+clock that maps twin time to the wall clock, the thread that streams joint targets to the robot, the sync meter,
+the measurement (robot sensors -> frames -> twin) and the twin's physics paced to the wall clock; plus the start
+check and the episode's figures. Deploy and collect differ only in where the actions come from."""
 
 from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import dataclasses
+import functools
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from real.modes.block_sync import BlockSyncMeter
 from real.robot import JOINT_POS, Robot
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
 
 GIL_SWITCH_S = 0.0005  # s; with Python's default 5 ms a busy twin thread delays every reply the streamer waits for
 
@@ -202,3 +208,110 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_tw
         "starved_fraction": streamer.n_starved / max(streamer.n_sent, 1),
         "correction_hz": n_measurements / (elapsed * clock.time_scale),
     }
+
+
+class TwinSession:
+    """One episode of a twin and a robot running together on the wall clock (deploy and collect mode).
+
+    The session owns the :class:`TwinClock`, the :class:`JointStreamer`, the :class:`BlockSyncMeter`, the
+    measurement (:meth:`measure`: the robot's sensor readings -> depth frames for the twin, truth to the sync meter)
+    and the paced advance: inside :meth:`episode` every physics advance of the twin's env runs in chunks of one stream
+    period, at most ``lookahead_s`` ahead of the wall clock, and after each chunk the twin's block pose is recorded
+    for the sync error, stamped with the wall time it stands for.
+
+    Args:
+        twin: a ``sim.twin.DigitalTwin``.
+        robot: its robot (``send_action`` takes ``sent_at``); connected by :meth:`episode`.
+        stream_hz: joint targets streamed per second.
+        time_scale: twin seconds per wall second (the emulated reality's; hardware: 1).
+        history_s: seconds of twin block poses kept to compare with truth.
+        lead_s: the streamer samples the trajectory this far ahead (the robot's servo lag).
+        lookahead_s: wall seconds the twin may run ahead of the wall clock.
+    """
+
+    def __init__(self, twin: Any, robot: Robot, stream_hz: float, time_scale: float = 1.0, history_s: float = 2.0,
+                 lead_s: float = 0.0, lookahead_s: float = 0.0) -> None:
+        self.twin, self.robot, self.lookahead_s = twin, robot, lookahead_s
+        self.clock = TwinClock(time_scale)
+        self.streamer = JointStreamer(robot, stream_hz, lead_s=lead_s)
+        self.sync = BlockSyncMeter(history_s, coverage=twin.env.coverage)
+        self.calibration: dict[str, np.ndarray] = {}
+        self.readings: dict[str, SensorReading] = {}  # the latest sensor readings
+        self.n_measurements = 0
+        self._chunk = max(1, int(round(time_scale / (stream_hz * twin.env.model.opt.timestep))))
+
+    @contextlib.contextmanager
+    def episode(self, initial_joints: np.ndarray, seed: int, tolerance: float, key: str, *, correct: bool = True,
+                stand_in: Callable[[Callable[[int], None], int], None] | None = None,
+                before_chunk: Callable[[int], None] | None = None,
+                after_chunk: Callable[[float], None] | None = None) -> Iterator[TwinSession]:
+        """Connects the robot, checks it starts at ``initial_joints`` (:func:`check_start`), reads the calibration
+        and the first readings, hooks the twin's physics and starts the clock; on leaving, whatever ends the episode,
+        stops the streamer, unhooks the physics and lets the robot hold and disconnect.
+
+        Args:
+            correct: the twin corrects itself from :meth:`measure` (``DigitalTwin.attach``).
+            stand_in: a physics wrapper inside the pacing (the raw baseline's kinematic stand-in for physics).
+            before_chunk: called with the chunk's first physics step (0 for the first chunk of an advance).
+            after_chunk: called with the wall stamp the chunk's end stands for.
+        """
+        env = self.twin.env
+        with self.robot:
+            check_start(self.robot.get_joint_state()[JOINT_POS], initial_joints, tolerance, seed, key)
+            self.calibration = self.robot.sensor_calibration()
+            self.readings = self.robot.read_sensors()
+            unwraps = [env.wrap_physics(stand_in)] if stand_in is not None else []
+            if correct:
+                self.twin.attach(self.measure, sim_time_of=self.clock.sim_time_of)
+            unwraps.append(env.wrap_physics(functools.partial(self._paced, before_chunk, after_chunk)))
+            self.clock.start(env.data.time)
+            try:
+                yield self
+            finally:
+                self.streamer.stop()
+                for unwrap in reversed(unwraps):
+                    unwrap()
+                self.twin.detach()
+
+    def start_streaming(self, joints: np.ndarray) -> None:
+        """Starts streaming the trajectory from ``joints`` (rad) at the clock's start."""
+        self.streamer.add(self.clock.wall0, joints)
+        self.streamer.start()
+
+    def measure(self) -> list:
+        """The twin's measurement: the robot's latest depth frames (truth goes to the sync meter, never the twin)."""
+        self.readings = self.robot.read_sensors()
+        self.n_measurements += 1
+        self.sync.compare(self.readings.get(TRUTH_BLOCK_POSE))
+        return depth_frames(self.readings, self.calibration, self.twin.config.cameras)
+
+    def wall_stamp(self) -> float:
+        """The wall time the twin's current state stands for."""
+        return self.clock.wall_time_of(self.twin.env.data.time)
+
+    def judge(self) -> None:
+        """Marks the twin's current instant as one at which the real block's success is judged."""
+        self.sync.judge_at(self.wall_stamp())
+
+    def _paced(self, before_chunk: Callable[[int], None] | None, after_chunk: Callable[[float], None] | None,
+               inner: Callable[[int], None], n_steps: int) -> None:
+        """The pacing wrapper: ``n_steps`` of ``inner`` in chunks of one stream period, each recorded for the sync
+        error and slept on until the twin is at most ``lookahead_s`` ahead of the wall clock."""
+        env = self.twin.env
+        for start in range(0, n_steps, self._chunk):
+            if before_chunk is not None:
+                before_chunk(start)
+            inner(min(self._chunk, n_steps - start))
+            stamp = self.wall_stamp()
+            if after_chunk is not None:
+                after_chunk(stamp)
+            self.sync.record(stamp, env.block_pose)
+            ahead = stamp - time.monotonic() - self.lookahead_s
+            if ahead > 0:
+                time.sleep(ahead)
+            self.streamer.check()
+
+    def metrics(self, steps: int, coverage_twin: float, peak_coverage_twin: float) -> dict[str, float]:
+        """The episode's figures (:func:`episode_metrics`)."""
+        return episode_metrics(self.twin.env, steps, coverage_twin, peak_coverage_twin, self.sync, self.streamer,
+                               self.n_measurements, self.clock)

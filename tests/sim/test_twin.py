@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 import sim  # noqa: F401  (head-less rendering default)
+from perception.frames import DepthFrame
 from sim.expert import PushTExpert
 from sim.pusht_config import DomainRandomizationConfig, PushTConfig
 from sim.pusht_env import PushTEnv
 from sim.pusht_geometry import wrap_angle
-from sim.twin import DepthFrame, DigitalTwin, TwinConfig, following_env
+from sim.twin import DigitalTwin, TwinConfig, following_env
 
 REALITY = PushTConfig(randomization=DomainRandomizationConfig(friction_scale=(0.7, 0.7), block_mass_scale=(1.3, 1.3)))
 
@@ -92,8 +93,8 @@ def test_forces_correction_pulls_towards_the_observed_block():
 def test_collect_mode_puts_the_twin_arm_at_measured_joints():
     twin = DigitalTwin(PushTEnv(), TwinConfig(mode="collect"))
     twin.env.reset(seed=0)
-    q = twin.env.ik.solve(twin.env.data.qpos[twin.env._arm_qpos], np.array([0.6, 0.1, 0.005]), twin.env.ik.site_pose(
-        twin.env.data.qpos[twin.env._arm_qpos])[1], iterations=100)
+    q = twin.env.ik.solve(twin.env.data.qpos[twin.env.arm_qpos_adr], np.array([0.6, 0.1, 0.005]), twin.env.ik.site_pose(
+        twin.env.data.qpos[twin.env.arm_qpos_adr])[1], iterations=100)
     twin.follow_joints(q)
     np.testing.assert_allclose(twin.env.pusher_xy, [0.6, 0.1], atol=1e-3)
     with pytest.raises(ValueError, match="shape"):
@@ -124,28 +125,32 @@ def test_collect_mode_arm_moves_on_at_the_measured_velocity_for_a_bounded_lead()
 
     twin = DigitalTwin(PushTEnv(), TwinConfig(mode="collect", correction="none"))
     twin.env.reset(seed=0)
-    q = twin.env.data.qpos[twin.env._arm_qpos].copy()
+    q = twin.env.data.qpos[twin.env.arm_qpos_adr].copy()
     qd = np.array([0.3, -0.2, 0.0, 0.4, 0.0, 0.0, 0.1])  # rad/s
     twin.follow_joints(q, qd, measured_at=twin.env.data.time - 0.004)  # measured 4 ms ago
-    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q + qd * 0.004, atol=1e-9)
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env.arm_qpos_adr], q + qd * 0.004, atol=1e-9)
     twin.step_physics(0.02)  # the arm moves on kinematically between measurements, whatever the physics says
-    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q + qd * 0.022, atol=0.002 * np.abs(qd).max())
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env.arm_qpos_adr], q + qd * 0.022, atol=0.002 * np.abs(qd).max())
     twin.step_physics(0.2)  # a stalled measurement feed: the arm stops MAX_FOLLOW_LEAD after the last measurement
-    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q + qd * MAX_FOLLOW_LEAD, atol=2e-3)
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env.arm_qpos_adr], q + qd * MAX_FOLLOW_LEAD, atol=2e-3)
     twin.follow_joints(q)  # without velocities: placed there and held
-    np.testing.assert_allclose(twin.env.data.qpos[twin.env._arm_qpos], q, atol=1e-9)
-    np.testing.assert_array_equal(twin.env.data.qvel[twin.env._arm_dof], 0.0)
+    np.testing.assert_allclose(twin.env.data.qpos[twin.env.arm_qpos_adr], q, atol=1e-9)
+    np.testing.assert_array_equal(twin.env.data.qvel[twin.env.arm_dof_adr], 0.0)
 
 
 def test_a_twin_that_lost_the_block_finds_it_again_and_jumps_there():
-    # 10 cm and 1 rad away: out of ICP's reach from the twin's pose; after RELOCALIZE_AFTER the block is searched for
-    # from scratch, and a fresh fit farther than the cutoff puts the twin's block there instead of pulling.
+    # The twin tracks the block, then reality's block jumps 10 cm and 1 rad: out of ICP's reach from the twin's pose;
+    # after the tracker's relocalize_after the block is searched for from scratch, and a fresh fit farther than the
+    # cutoff puts the twin's block there instead of pulling.
     reality, twin = PushTEnv(REALITY), DigitalTwin(PushTEnv(), TwinConfig(depth_size=(96, 96)))
-    options = {"pusher_xy": (0.3, -0.25)}
-    twin.env.reset(seed=0, options={**options, "block_pose": (0.55, 0.05, 0.3)})
-    reality.reset(seed=0, options={**options, "block_pose": (0.60, 0.14, 1.3)})
+    options = {"pusher_xy": (0.3, -0.25), "block_pose": (0.55, 0.05, 0.3)}
+    twin.env.reset(seed=0, options=options)
+    reality.reset(seed=0, options=options)
     twin.attach(_camera_feed(reality, twin))
-    twin._target, twin._target_time = twin.env.block_pose, 0.0  # as if the last accepted fit was at the start
+    twin.step_physics(0.02)  # one accepted fit at the start
+    assert twin.teleports == 0
+    reality.set_block_pose(np.array([0.60, 0.14, 1.3]))
+    mujoco.mj_forward(reality.model, reality.data)
     twin.step_physics(0.6)
     position, angle = _pose_error(twin, reality)
     assert twin.teleports >= 1 and position < 0.003 and np.degrees(angle) < 2.0, (twin.teleports, position, angle)
@@ -173,3 +178,47 @@ def test_measuring_the_block_alone_tracks_and_relocalises_it_without_moving_the_
     assert np.linalg.norm(found[:2] - reality.block_pose[:2]) < 0.003
     assert np.degrees(abs(wrap_angle(found[2] - reality.block_pose[2]))) < 2.0
     np.testing.assert_allclose(twin.env.block_pose, start, atol=1e-6)
+
+
+class _Scripted:
+    """An estimator that reports one fixed pose per update (an RGB or video model would plug in the same way)."""
+
+    def __init__(self, pose):
+        self.pose, self.resets, self.priors = np.asarray(pose, dtype=float), 0, []
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def update(self, frames, prior):
+        from perception.protocol import Estimate
+
+        self.priors.append(prior)
+        return Estimate(self.pose, prior.time, velocity=np.zeros(3))
+
+
+def test_pose_correction_pulls_towards_any_estimator_given_to_the_twin():
+    target = np.array([0.57, 0.06, 0.4])
+    estimator = _Scripted(target)
+    twin = DigitalTwin(PushTEnv(), TwinConfig(depth_size=(96, 96)), estimator=estimator)
+    twin.env.reset(seed=0, options={"pusher_xy": (0.3, -0.25), "block_pose": (0.55, 0.05, 0.3)})
+    twin.attach(lambda: [])
+    twin.step_physics(0.5)
+    position, angle = np.linalg.norm(twin.env.block_pose[:2] - target[:2]), abs(wrap_angle(twin.env.block_pose[2] - 0.4))
+    assert position < 0.002 and np.degrees(angle) < 1.0, (position, np.degrees(angle))
+    prior = estimator.priors[-1]  # the twin tells the estimator its time, its block and where its pusher is
+    assert prior.time == pytest.approx(0.5 - 1 / twin.config.rate_hz, abs=0.003)
+    np.testing.assert_allclose(prior.robot_xy, twin.env.pusher_xy, atol=0.01)
+    np.testing.assert_allclose(twin.measure_block_pose([]), target)
+    with pytest.raises(TypeError, match="Estimator"):
+        DigitalTwin(PushTEnv(), TwinConfig(), estimator=object())
+
+
+def test_detach_leaves_the_env_physics_uncorrected():
+    twin = DigitalTwin(PushTEnv(), TwinConfig(depth_size=(96, 96)), estimator=_Scripted([0.6, 0.1, 0.0]))
+    twin.env.reset(seed=0, options={"pusher_xy": (0.3, -0.25), "block_pose": (0.55, 0.05, 0.3)})
+    twin.attach(lambda: [])
+    twin.detach()
+    for _ in range(3):
+        twin.env.step(np.array([0.3, -0.25]))
+    np.testing.assert_allclose(twin.env.block_pose, [0.55, 0.05, 0.3], atol=1e-4)
+    assert twin.measurements == 0
