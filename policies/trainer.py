@@ -21,7 +21,7 @@ from policies.collect import Agent, record_episodes
 from policies.datasets import ChunkWindowDataset, LeRobotDatasetReader
 from policies.datasets.atomic import atomic_write_bytes, atomic_write_json
 from policies.ema import EMA
-from policies.evaluation import Evaluator, save_eval_info
+from policies.evaluation import EvalEnvs, Evaluator, save_eval_info
 from policies.registry import make_policy
 from policies.runtime import resolve_device, seed_everything
 from policies.tracking import Tracker
@@ -154,18 +154,8 @@ class Trainer:
 
     def evaluate(self, n_episodes: int, tag: str) -> dict[str, Any]:
         """Evaluates the EMA weights on ``n_episodes`` listed seeds; logs and returns the metrics."""
-        cfg = self.cfg.eval
-        evaluator = Evaluator(
-            make_env=lambda: self.envs.make_vector_env(min(cfg.n_envs, n_episodes)),
-            n_episodes=n_episodes,
-            start_seed=cfg.start_seed,
-            max_steps=self.envs.max_episode_steps,
-            n_videos=cfg.n_videos,
-            video_dir=self.run_dir / "eval" / tag / "videos",
-            fps=self.envs.fps,
-            device=self.device,
-            metric_keys=("coverage",),
-        )
+        envs = EvalEnvs(self.envs.make_vector_env, self.envs.max_episode_steps, self.envs.fps, ("coverage",))
+        evaluator = Evaluator.from_config(self.cfg.eval, envs, self.run_dir / "eval" / tag, self.device, n_episodes)
         with self._eval_weights():
             result = evaluator.run(self.policy)
         save_eval_info(self.run_dir / "eval" / tag / "eval_info.json", result)
