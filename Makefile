@@ -13,7 +13,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export WARP_CACHE_PATH ?= $(CURDIR)/.cache/warp
 export WANDB_SILENT ?= true
-# torch's OpenMP threads spin only briefly before sleeping (env worker processes share the cores; see scripts/train.py)
+# torch's OpenMP threads spin only briefly before sleeping (env worker processes share the cores; see scripts/_entry.py)
 export GOMP_SPINCOUNT ?= 2000
 
 .PHONY: train test lint bench clean apt
@@ -27,6 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# make bench ARGS="sim"  |  ARGS="kernels sizes=[100000]"  (an area, then overrides of conf/bench.yaml)
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(ARGS)
 

@@ -28,7 +28,7 @@ class PolicyConfig:
     # --- timeline (steps at the control rate, fps = 10 for PushT) -------------------------------------------------
     n_obs_steps: int = 2  # To: observations the policy sees (the current one and To - 1 before it)
     horizon: int = 16  # H: actions predicted per chunk, the first one for the current step
-    n_action_steps: int = 8  # Ta: actions executed from each chunk before replanning
+    n_action_steps: int = 4  # Ta: actions executed from each chunk before replanning
 
     # --- normalisation mode per feature kind ("min_max" -> [-1, 1], "mean_std", "identity") -----------------------
     normalization_mapping: dict[str, str] = dataclasses.field(
@@ -97,14 +97,14 @@ def _is_abstract(cls: type) -> bool:
 class Policy(nn.Module, ABC):
     """Base of all policies: normalisation inside the module, observation and action queues for control.
 
-    Timeline with To = ``n_obs_steps`` = 2, H = ``horizon`` = 16, Ta = ``n_action_steps`` = 8; the policy
-    replans at step ``t`` (the same alignment as ``ChunkWindowDataset``: obs t-To+1..t, actions t..t+H-1)::
+    Timeline with To = ``n_obs_steps`` = 2, H = ``horizon`` = 16, Ta = ``n_action_steps`` = 4 (the defaults); the
+    policy replans at step ``t`` (the same alignment as ``ChunkWindowDataset``: obs t-To+1..t, actions t..t+H-1)::
 
-        step:       t-1  t    t+1  ...  t+7  t+8  ...  t+15
+        step:       t-1  t    t+1  t+2  t+3  t+4  ...  t+15
         observed:   o    o                                      <- To observations (oldest first)
-        chunk:           a0   a1   ...  a7   a8   ...  a15      <- H actions; a0 is the action for step t
-        executed:        a0   a1   ...  a7                      <- the first Ta actions
-        next plan:                           t+8: sees o(t+7), o(t+8), executes its a0..a7
+        chunk:           a0   a1   a2   a3   a4   ...  a15      <- H actions; a0 is the action for step t
+        executed:        a0   a1   a2   a3                      <- the first Ta actions
+        next plan:                                t+4: sees o(t+3), o(t+4), executes its a0..a3
 
     ``select_action`` keeps the last To observations and the Ta pending actions; it calls
     ``predict_action_chunk`` only when the action queue is empty, i.e. once every Ta calls. ``reset``

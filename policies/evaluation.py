@@ -1,9 +1,11 @@
 """Seeded, batched policy evaluation in gymnasium vector envs: success rate with a Wilson CI, metrics, videos.
 
-The idea of diffusion_policy's ``env_runner`` and LeRobot's ``eval_policy`` as one object::
+The idea of diffusion_policy's ``env_runner`` and LeRobot's ``eval_policy`` as one object, built from its config
+(``eval`` of a training run, ``scripts/eval.py``'s run config) and the simulator side the caller injects::
 
-    evaluator = Evaluator(make_envs, n_episodes=50, start_seed=100_000, max_steps=300,
-                          n_videos=4, video_dir=run_dir / "eval" / "videos", fps=10, metric_keys=["coverage"])
+    envs = EvalEnvs(make_vector_env=lambda n: sim.make_vector_env(env_cfg, n), max_episode_steps=300, fps=10,
+                    metric_keys=("coverage",))
+    evaluator = Evaluator.from_config(cfg.eval, envs, output_dir=run_dir / "eval", device="auto")
     result = evaluator.run(policy)          # flat dict, see ``Evaluator.run``
     save_eval_info(run_dir / "eval_info.json", result)
 
@@ -32,7 +34,7 @@ from policies.datasets.video import write_video
 from policies.runtime import resolve_device
 from policies.stats_utils import wilson_interval
 
-__all__ = ["EpisodeResult", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
+__all__ = ["EpisodeResult", "EvalEnvs", "EvalSettings", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
 
 IMAGE_PREFIX = "observation.images."
 VectorEnvFactory = Callable[[], gym.vector.VectorEnv]
@@ -47,6 +49,25 @@ class PolicyLike(Protocol):
 
     def select_action(self, obs: dict[str, Any]) -> torch.Tensor:
         """Return actions ``(B, action_dim)`` for a batch of observations ``(B, ...)``."""
+
+
+class EvalSettings(Protocol):
+    """The evaluation fields of a config (``policies.train_config.EvalConfig``, ``EvalRunConfig``)."""
+
+    n_episodes: int  # episodes, episode i seeded start_seed + i
+    start_seed: int
+    n_envs: int  # parallel envs (at most n_episodes are made)
+    n_videos: int  # the first n_videos episodes are filmed
+
+
+@dataclass(frozen=True)
+class EvalEnvs:
+    """The simulator side of an evaluation, injected by the caller (``policies/`` never imports sim internals)."""
+
+    make_vector_env: Callable[[int], gym.vector.VectorEnv]  # n -> n parallel envs rendering rgb_array frames
+    max_episode_steps: int  # cap on control steps per episode
+    fps: int = 10  # the env's control rate: frame rate of the videos
+    metric_keys: tuple[str, ...] = ()  # info keys to aggregate, e.g. ("coverage",)
 
 
 @dataclass
@@ -187,6 +208,32 @@ class Evaluator:
         self.metric_keys = tuple(metric_keys)
         self.confidence = confidence
         self.progress = progress
+
+    @classmethod
+    def from_config(cls, cfg: EvalSettings, envs: EvalEnvs, output_dir: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu", n_episodes: int | None = None,
+                    progress: bool = True) -> Evaluator:
+        """The evaluator of ``cfg`` over ``envs``: ``n_episodes`` (default ``cfg.n_episodes``) episodes from
+        ``cfg.start_seed`` in ``min(cfg.n_envs, n_episodes)`` parallel envs, the first ``cfg.n_videos`` filmed into
+        ``<output_dir>/videos``.
+
+        Raises:
+            ValueError: as :class:`Evaluator` (e.g. more videos than episodes, or videos without ``output_dir``).
+        """
+        n = cfg.n_episodes if n_episodes is None else n_episodes
+        n_envs = min(cfg.n_envs, n)
+        return cls(
+            make_env=lambda: envs.make_vector_env(n_envs),
+            n_episodes=n,
+            start_seed=cfg.start_seed,
+            max_steps=envs.max_episode_steps,
+            n_videos=cfg.n_videos,
+            video_dir=Path(output_dir) / "videos" if output_dir is not None else None,
+            fps=envs.fps,
+            device=device,
+            metric_keys=envs.metric_keys,
+            progress=progress,
+        )
 
     @property
     def seeds(self) -> list[int]:

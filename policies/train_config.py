@@ -19,7 +19,7 @@ class DatasetConfig:
     """Where the demonstrations live and how to make them when they are missing."""
 
     root: str = "data/pusht_expert"  # relative paths are taken from the directory the command was started in
-    n_episodes: int = 200  # demonstrations to collect when the dataset is missing or short
+    n_episodes: int = 300  # demonstrations to collect when the dataset is missing or short
     start_seed: int = 0  # env seed of the first demonstration (evaluation uses a disjoint range)
     keep_failed: bool = False  # keep demonstrations that did not reach success (mixed-quality data)
 
@@ -32,13 +32,13 @@ class DatasetConfig:
 class OptimConfig:
     """AdamW with linear warm-up and cosine decay; EMA of the weights is what gets evaluated and saved."""
 
-    steps: int = 30000  # optimizer steps in total
+    steps: int = 16000  # optimizer steps in total
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-6
     warmup_steps: int = 500
     grad_clip_norm: float = 10.0
-    ema_decay: float = 0.999  # 0 disables EMA
+    ema_decay: float = 0.995  # 0 disables EMA
     num_workers: int = 0  # DataLoader workers; windows are sliced from memory, so 0 is fastest on 2 cores
 
     def __post_init__(self) -> None:
@@ -59,8 +59,8 @@ class EvalConfig:
     start_seed: int = 100000  # disjoint from the demonstration seeds
     n_envs: int = 2  # parallel envs (worker processes); one per core
     n_videos: int = 2  # film the first N episodes
-    every: int = 10000  # evaluate every N optimizer steps during training (0: only at the end)
-    n_episodes_during_training: int = 20  # shorter evaluations during training; the final one uses n_episodes
+    every: int = 8000  # evaluate every N optimizer steps during training (0: only at the end)
+    n_episodes_during_training: int = 10  # shorter evaluations during training; the final one uses n_episodes
 
     def __post_init__(self) -> None:
         if self.n_episodes < 1 or self.n_envs < 1 or self.n_videos < 0 or self.every < 0:
@@ -107,7 +107,7 @@ class TrainConfig:
     output_dir: str = MISSING  # the run directory (Hydra's output dir)
     resume: bool = False  # continue the run in output_dir from its last checkpoint
     log_every: int = 200  # optimizer steps between training-loss logs
-    save_every: int = 10000  # optimizer steps between checkpoints (and at the end)
+    save_every: int = 8000  # optimizer steps between checkpoints (and at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from policies.datasets.atomic import atomic_write_bytes, atomic_write_json
 from policies.datasets.layout import DatasetError
 from policies.datasets.metadata import load_info, load_json
 from policies.ema import EMA
-from policies.evaluation import Evaluator, save_eval_info
+from policies.evaluation import EvalEnvs, Evaluator, save_eval_info
 from policies.registry import make_policy
 from policies.runtime import resolve_device, seed_everything
 from policies.tracking import Tracker
@@ -184,18 +184,8 @@ class Trainer:
 
     def evaluate(self, n_episodes: int, tag: str) -> dict[str, Any]:
         """Evaluates the EMA weights on ``n_episodes`` listed seeds; logs and returns the metrics."""
-        cfg = self.cfg.eval
-        evaluator = Evaluator(
-            make_env=lambda: self.envs.make_vector_env(min(cfg.n_envs, n_episodes)),
-            n_episodes=n_episodes,
-            start_seed=cfg.start_seed,
-            max_steps=self.envs.max_episode_steps,
-            n_videos=cfg.n_videos,
-            video_dir=self.run_dir / "eval" / tag / "videos",
-            fps=self.envs.fps,
-            device=self.device,
-            metric_keys=self.envs.metric_keys,
-        )
+        envs = EvalEnvs(self.envs.make_vector_env, self.envs.max_episode_steps, self.envs.fps, self.envs.metric_keys)
+        evaluator = Evaluator.from_config(self.cfg.eval, envs, self.run_dir / "eval" / tag, self.device, n_episodes)
         with self._eval_weights():
             result = evaluator.run(self.policy)
         save_eval_info(self.run_dir / "eval" / tag / "eval_info.json", result)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +46,8 @@ class EmulatedRobotChoice:
     started from the session's seed (the twin's reset seed); the Panda's safety limits."""
 
     name: ClassVar[str] = "emulated"
-    reality: EmulatedRealityConfig = field(default_factory=EmulatedRealityConfig)
+    # 45 Hz depth cameras; half speed (conf/robot/emulated.yaml says why: 2 cores cannot run it in real time)
+    reality: EmulatedRealityConfig = field(default_factory=lambda: EmulatedRealityConfig(camera_hz=45.0, time_scale=0.5))
 
     def backend_factory(self, seed: int) -> Callable[[], Robot]:
         """Builds the emulated reality started from ``seed`` (picklable, for the server process)."""
@@ -137,7 +137,7 @@ class UR5eRobotChoice:
     command_period: float = 0.01  # s between commands: the deploy streamer's period (deploy.stream_hz = 100)
     lookahead_time: float = 0.1  # servoJ look-ahead (s)
     gain: float = 300.0  # servoJ proportional gain
-    max_acceleration: float = math.pi  # rad/s^2, per joint
+    max_acceleration: float = 3.14  # rad/s^2, per joint
 
     def ur_config(self) -> URConfig:
         """The driver's config.

@@ -8,26 +8,16 @@ which `scripts/train.py dataset.root=<root>` trains on. Prints `name: value` fig
 
 from __future__ import annotations
 
-import os
+import _entry
 
-os.environ.setdefault("GOMP_SPINCOUNT", "2000")  # see scripts/train.py
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-import sim  # noqa: E402, F401  (head-less rendering default)
-from policies.runtime import print_figures  # noqa: E402
-from real.modes.collect_run import collect_dataset, register_configs  # noqa: E402
-
-register_configs()
+from real.modes.collect_run import collect_dataset
 
 
-@hydra.main(config_path="../conf", config_name="collect", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Validates the config, collects, and prints the figures."""
-    run = OmegaConf.to_object(cfg)  # typed dataclasses; __post_init__ checks raise naming the field
+@_entry.main("collect")
+def main(run, config: dict) -> None:
+    """Collects and prints the figures."""
     result = collect_dataset(run)
-    print_figures({**result.figures(), "dataset_root": str(run.dataset.root)})
+    _entry.print_figures({**result.figures(), "dataset_root": str(run.dataset.root)})
 
 
 if __name__ == "__main__":

@@ -9,36 +9,22 @@ Results go to `<output_dir>/sim2real.json`; rerun with `hydra.run.dir=<that dir>
 
 from __future__ import annotations
 
-import os
+import _entry
 
-os.environ.setdefault("GOMP_SPINCOUNT", "2000")  # see scripts/train.py
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-import sim  # noqa: E402, F401  (head-less rendering default)
-from policies.runtime import print_figures, resolve_device  # noqa: E402
-from policies.tracking import Tracker  # noqa: E402
-from real.sim2real.evaluation import evaluate_sim2real, register_configs, report  # noqa: E402
-
-register_configs()
+from policies.runtime import resolve_device
+from real.sim2real.evaluation import evaluate_sim2real, report
 
 
-@hydra.main(config_path="../conf", config_name="eval_sim2real", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+@_entry.main("eval_sim2real")
+def main(run, config: dict) -> None:
     """Measures the checkpoints, prints the table and the figures."""
-    run = OmegaConf.to_object(cfg)
-    tracker = Tracker(project=run.logger.project, mode=run.logger.mode, run_dir=run.output_dir,
-                      config=OmegaConf.to_container(cfg, resolve=True))
-    try:
+    with _entry.tracker(run, config) as tracker:
         results = evaluate_sim2real(run, resolve_device(run.device), tracker)
         table, figures = report(results)
         tracker.log({f"sim2real/{k}": v for k, v in figures.items()}, step=max(r["step"] for r in results.rows) + 1)
-    finally:
-        tracker.finish()
     print(table)
     print(f"results: {results.path}")
-    print_figures(figures)
+    _entry.print_figures(figures)
 
 
 if __name__ == "__main__":

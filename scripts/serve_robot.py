@@ -7,24 +7,15 @@ The robot (conf/robot/*.yaml: emulated | so100 | ur5e) runs behind the safety la
 
 from __future__ import annotations
 
-import signal
-import threading
+import _entry
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from real.bridge.serve_run import register_configs, serve_robot
-
-register_configs()
+from real.bridge.serve_run import serve_robot
 
 
-@hydra.main(config_path="../conf", config_name="serve_robot", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+@_entry.main("serve_robot")
+def main(run, config: dict) -> None:
     """Serves until SIGTERM/SIGINT."""
-    run = OmegaConf.to_object(cfg)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _entry.stop_on_signals()
     serve_robot(run, stop, on_ready=lambda address: print(f"address: {address[0]}:{address[1]}", flush=True))
     print("stopped: the robot was left holding", flush=True)
 

@@ -23,7 +23,7 @@ class FlowMatchingConfig(PolicyConfig):
     # --- velocity network --------------------------------------------------------------------------------------
     network: str = "mlp"  # "mlp": FiLM residual MLP over the flat chunk; "unet": DP 1D conv U-Net (~10x slower on CPU)
     time_embed_dim: int = 128  # sinusoidal embedding of the flow time t, then a 2-layer MLP
-    mlp_hidden_dim: int = 384  # width of the residual MLP (384 x 3 blocks: ~1.4 M parameters)
+    mlp_hidden_dim: int = 512  # width of the residual MLP (512 x 3 blocks: ~2.2 M parameters on PushT state)
     mlp_num_blocks: int = 3  # residual FiLM blocks of the MLP
     unet_down_dims: tuple[int, ...] = (64, 128, 256)  # channels per U-Net level; horizon must divide 2**(levels - 1)
     unet_kernel_size: int = 5  # temporal conv kernel of the U-Net

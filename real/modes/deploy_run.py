@@ -32,7 +32,8 @@ class DeployRunConfig:
 
     policy_path: str = MISSING  # run dir, checkpoint dir or pretrained_model dir
     robot: Any = MISSING  # robot group: emulated | remote | so100 | ur5e (real.robot_choice)
-    twin: TwinConfig = field(default_factory=lambda: TwinConfig(rate_hz=30.0, depth_size=(96, 96)))
+    # one correction per depth frame of the emulated reality (conf/robot/emulated.yaml: 45 Hz cameras)
+    twin: TwinConfig = field(default_factory=lambda: TwinConfig(rate_hz=45.0, depth_size=(96, 96)))
     deploy: DeployConfig = field(default_factory=DeployConfig)
     n_episodes: int = 1
     device: str = "auto"

@@ -17,6 +17,7 @@ same output dir skips the checkpoints already measured, so a crashed run resumes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -234,9 +235,13 @@ def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
     """
     import sim
     from policies.checkpoint import load_policy, load_train_config
-    from policies.evaluation import Evaluator
+    from policies.evaluation import EvalEnvs, Evaluator
+    from policies.train_config import EvalConfig
     from real.modes.deploy_run import deploy_episodes
 
+    # the twin's column: twin_episodes offline episodes on the deployed episodes' seeds, no videos
+    twin_settings = EvalConfig(n_episodes=run.twin_episodes, start_seed=run.deploy.seed, n_envs=run.n_envs,
+                               n_videos=0, every=0)
     checkpoints = run.checkpoint_dirs()
     with_raw = raw_checkpoints(checkpoints, run.raw_baseline)
     results = ResultsFile(Path(run.output_dir) / RESULTS_FILE, run.settings())
@@ -248,11 +253,9 @@ def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
         env_cfg = sim.env_config_from_dict(load_train_config(checkpoint)["env"])
 
         def twin_eval(_: Path, policy: Any = policy, env_cfg: Any = env_cfg) -> dict[str, Any]:
-            return Evaluator(
-                make_env=lambda: sim.make_vector_env(env_cfg, min(run.n_envs, run.twin_episodes)),
-                n_episodes=run.twin_episodes, start_seed=run.deploy.seed, max_steps=run.deploy.max_steps, device=device,
-                metric_keys=env_cfg.metric_keys, progress=False,
-            ).run(policy)
+            envs = EvalEnvs(functools.partial(sim.make_vector_env, env_cfg), run.deploy.max_steps,
+                            metric_keys=tuple(env_cfg.metric_keys))
+            return Evaluator.from_config(twin_settings, envs, device=device, progress=False).run(policy)
 
         def deploy(path: Path, observation: str, policy: Any = policy, env_cfg: Any = env_cfg) -> list[dict[str, float]]:
             episode_run = dataclasses.replace(run, policy_path=str(path),

@@ -15,8 +15,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from scipy.stats import binomtest
 
-from policies.evaluation import Evaluator, obs_to_torch, save_eval_info
+from policies.evaluation import EvalEnvs, Evaluator, obs_to_torch, save_eval_info
 from policies.stats_utils import wilson_interval
+from policies.train_config import EvalConfig, EvalRunConfig
 
 IMAGE = 16  # rendered frame is IMAGE x IMAGE pixels
 SPEED = 0.25  # max point displacement per step (m)
@@ -191,6 +192,33 @@ def test_videos_film_the_first_episodes(tmp_path, mode):
         # initial state + one frame per step; SAME_STEP has already reset the sub-env when the terminal frame is due
         assert len(frames) == episode["length"] + (1 if mode is AutoresetMode.NEXT_STEP else 0)
         assert frames[0].shape == (IMAGE, IMAGE, 3) and rate == 10
+
+
+def test_from_config_builds_the_evaluator_a_config_describes(tmp_path):
+    made = []
+
+    def make_vector_env(n: int) -> gym.vector.VectorEnv:
+        made.append(n)
+        return make_envs(n)()
+
+    envs = EvalEnvs(make_vector_env, max_episode_steps=12, fps=5, metric_keys=("coverage",))
+    cfg = EvalConfig(n_episodes=5, start_seed=40, n_envs=2, n_videos=1)
+    evaluator = Evaluator.from_config(cfg, envs, output_dir=tmp_path / "final", progress=False)
+    assert (evaluator.n_episodes, evaluator.seeds, evaluator.max_steps, evaluator.n_videos, evaluator.fps,
+            evaluator.metric_keys, evaluator.video_dir) == (5, [40, 41, 42, 43, 44], 12, 1, 5, ("coverage",),
+                                                            tmp_path / "final" / "videos")
+    result = evaluator.run(HalfPlanePolicy())
+    direct = Evaluator(make_envs(2), n_episodes=5, start_seed=40, max_steps=12, metric_keys=["coverage"],
+                       progress=False).run(HalfPlanePolicy())
+    assert made == [2] and result["episodes"] == direct["episodes"]
+    assert result["video_paths"] == [str(tmp_path / "final" / "videos" / "episode_40.mp4")]
+    # fewer episodes than envs (a short evaluation during training): only as many envs as episodes
+    Evaluator.from_config(cfg, envs, output_dir=tmp_path, n_episodes=1, progress=False).run(HalfPlanePolicy())
+    assert made == [2, 1]
+    run_cfg = EvalRunConfig(policy_path="p", n_episodes=3, start_seed=7, n_envs=4, n_videos=0, output_dir="o")
+    assert Evaluator.from_config(run_cfg, envs).seeds == [7, 8, 9]  # eval.py's config works the same
+    with pytest.raises(ValueError, match="video_dir is required"):
+        Evaluator.from_config(cfg, envs)  # videos but nowhere to write them
 
 
 def test_save_eval_info_round_trip(tmp_path):

@@ -1,0 +1,259 @@
+"""What every entry script shares: the process environment, the config schemas, the Hydra entry, the tracker.
+
+Each script in this folder starts with ``import _entry`` and is then only its own wiring::
+
+    import _entry
+
+    @_entry.main("eval")                    # conf/eval.yaml, typed by its schema
+    def main(run, config):                  # run: the typed config (dataclasses); config: the resolved plain dict
+        ...
+        _entry.print_figures(figures)       # `name: value` lines (DESIGN.md section 5)
+
+Why here and not inside a package: only the scripts layer may import every package (DESIGN.md section 2), and
+registering the schemas of ``sim/``, ``policies/`` and ``real/`` needs all three; and the environment below must be
+set before torch's OpenMP runtime or MuJoCo's renderer is loaded, which a module inside a package cannot promise
+(its package's ``__init__`` runs first). Scripts run as ``python scripts/<name>.py`` import it as ``_entry``; tests
+reach it as ``scripts._entry``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Let torch's OpenMP threads spin only briefly before they sleep: on a 2-core machine shared with env worker processes,
+# long-spinning threads make every step wait for a preempted peer. Measured per training step (2 threads): idle
+# 23 ms default / 24 ms here; with one core busy elsewhere 469 ms default / 56 ms here (OMP_WAIT_POLICY=PASSIVE:
+# 39 ms idle, 44 ms busy).
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+# Head-less MuJoCo rendering (EGL; Mesa's software rasteriser on a CPU machine). Set MUJOCO_GL (e.g. glfw) to use a
+# display.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+# ruff: noqa: E402  (everything below is imported after the environment above is set, on purpose)
+import functools
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+import sim
+from policies import train_config
+from policies.checkpoint import load_policy, load_train_config
+from policies.datasets.atomic import atomic_write_json
+from policies.evaluation import EvalEnvs
+from policies.resume import restore_run_config
+from policies.runtime import print_figures
+from policies.tracking import Tracker
+from policies.trainer import EnvFactories
+from real.bridge import serve_run
+from real.modes import collect_run, deploy_run
+from real.sim2real import evaluation as sim2real
+
+__all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "bench_overrides", "env_factories",
+           "eval_envs", "exit_on_interrupt", "load_checkpoint", "main", "print_figures", "register_configs",
+           "stop_on_signals", "tracker", "write_figures"]
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
+def register_configs() -> None:
+    """Registers every config schema in Hydra's ConfigStore: each primary config's (``<name>_schema``, e.g.
+    ``train_schema``) and each group's (``env/pusht_schema``, ``policy/flow_matching_schema``, ``robot/*_schema``)."""
+    sim.register_configs()
+    train_config.register_configs()
+    deploy_run.register_configs()
+    collect_run.register_configs()
+    serve_run.register_configs()
+    sim2real.register_configs()
+    ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+
+
+def main(config_name: str) -> Callable[[Callable[[Any, dict], None]], Callable[[], None]]:
+    """Decorator: ``task(run, config)`` becomes the Hydra app of ``conf/<config_name>.yaml``.
+
+    ``run`` is the typed config (dataclasses: an unknown key or a wrong type fails at start-up naming it, and each
+    ``__post_init__`` raises ValueError naming the field); ``config`` is the resolved config as a plain dict (what a
+    tracker logs and a checkpoint saves). Hydra's output dir, job name and command line are the script's own. A
+    config with ``resume: true`` (train) is first replaced by the run's saved config (:mod:`policies.resume`).
+    """
+    register_configs()
+
+    def decorate(task: Callable[[Any, dict], None]) -> Callable[[], None]:
+        @functools.wraps(task)  # Hydra names the job and its log after the wrapped script function
+        def hydra_task(cfg: DictConfig) -> None:
+            if cfg.get("resume") is True:  # the run's own saved config; overrides that change it are refused
+                cfg = restore_run_config(cfg, HydraConfig.get().overrides.task)
+            run = OmegaConf.to_object(cfg)
+            task(run, OmegaConf.to_container(cfg, resolve=True))
+
+        return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(hydra_task)
+
+    return decorate
+
+
+def write_figures(figures: dict, path: str | os.PathLike) -> None:
+    """Writes ``figures`` to the JSON file ``path`` (atomically), says where, and prints them as ``name: value``."""
+    atomic_write_json(Path(path), figures)
+    print(f"figures written to {path}")
+    print_figures(figures)
+
+
+def tracker(run: Any, config: dict) -> Tracker:
+    """The run's W&B tracker (``run.logger.project``/``mode``, under ``run.output_dir``, logging ``config``).
+
+    Use it as ``with _entry.tracker(run, config) as tracker:``: the W&B run is finished on the way out, marked
+    failed if an exception escaped.
+    """
+    return Tracker(project=run.logger.project, mode=run.logger.mode, run_dir=run.output_dir, config=config)
+
+
+def load_checkpoint(policy_path: str, device: Any) -> tuple[Any, sim.EnvConfig]:
+    """The policy saved at ``policy_path`` (run dir, checkpoint dir or its ``pretrained_model``), on ``device``, and
+    the env config it was trained in.
+
+    Raises:
+        policies.checkpoint.CheckpointError: nothing loadable at ``policy_path``.
+    """
+    policy = load_policy(policy_path, device=device)
+    return policy, sim.env_config_from_dict(load_train_config(policy_path)["env"])
+
+
+def eval_envs(env_cfg: sim.EnvConfig) -> EvalEnvs:
+    """What :meth:`policies.evaluation.Evaluator.from_config` needs from the twin: vector envs of ``env_cfg``, its
+    episode length, its control rate (video fps) and the info keys it reports."""
+    return EvalEnvs(make_vector_env=functools.partial(sim.make_vector_env, env_cfg),
+                    max_episode_steps=env_cfg.kwargs.max_episode_steps, fps=int(env_cfg.kwargs.control_hz),
+                    metric_keys=tuple(env_cfg.metric_keys))
+
+
+def env_factories(env_cfg: sim.EnvConfig) -> EnvFactories:
+    """How the trainer reaches the twin of ``env_cfg`` through the gymnasium API (policies/ never imports sim)."""
+    return EnvFactories(
+        make_env=lambda: sim.make_env(env_cfg, render_mode=None),
+        make_vector_env=functools.partial(sim.make_vector_env, env_cfg),
+        make_expert=lambda env: sim.make_expert(env, env_cfg),
+        fps=int(env_cfg.kwargs.control_hz),
+        max_episode_steps=env_cfg.kwargs.max_episode_steps,
+        metric_keys=tuple(env_cfg.metric_keys),
+    )
+
+
+def exit_on_interrupt(task: Callable[[Callable[[], bool]], None], message: str) -> None:
+    """Runs ``task(stop_requested)``; on Ctrl-C prints ``message`` to stderr and exits with status 130.
+
+    ``stop_requested()`` turns true at the first SIGINT, for loops that poll it: a native callback may swallow the
+    ``KeyboardInterrupt`` that the signal also raises.
+    """
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        task(interrupted.is_set)
+    except KeyboardInterrupt:
+        interrupted.set()
+    if interrupted.is_set():
+        print(message, file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def stop_on_signals(*signals: signal.Signals) -> threading.Event:
+    """An event set by any of ``signals`` (default SIGTERM and SIGINT), for a service that runs until told to stop."""
+    stop = threading.Event()
+    for sig in signals or (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# ------------------------------------------------------------------------------------------- scripts/bench.py's schema
+BENCH_AREAS = ("sim", "kernels", "bridge", "sync")
+
+
+@dataclass
+class SimBench:
+    """``bench.py sim``: env steps/s against gym-pusht (sim.bench.run_sim_benchmarks)."""
+
+    n_steps: int = 1000  # env steps timed per configuration
+    n_envs: int = 2  # parallel envs of the vector-env measurement
+
+
+@dataclass
+class KernelsBench:
+    """``bench.py kernels``: Warp point-cloud kernels against Open3D, the batched renderer against MuJoCo's."""
+
+    device: str = "cpu"  # Warp device: cpu | cuda
+    sizes: list[int] = field(default_factory=lambda: [100_000, 1_000_000])  # point-cloud sizes
+
+
+@dataclass
+class BridgeBench:
+    """``bench.py bridge``: command latency over the bridge and hold time after a commander dies."""
+
+    rate_hz: float = 500.0  # command stream rate
+    duration_s: float = 5.0  # s of streaming per latency measurement
+
+
+@dataclass
+class SyncBench:
+    """``bench.py sync``: the twin's sync error against the emulated reality, per observation source."""
+
+    n_episodes: int = 3  # deployed expert episodes per source
+    max_steps: int = 100  # control steps per episode
+    time_scale: float = 0.5  # the emulated world's speed (conf/robot/emulated.yaml: 2 cores cannot keep real time)
+    sources: list[str] = field(default_factory=lambda: ["twin", "open_loop", "raw"])
+    lookahead_s: float = 0.06  # s the twin's joint trajectory is computed ahead of the robot
+
+
+@dataclass
+class BenchConfig:
+    """``scripts/bench.py <area> [key=value ...]``: one benchmark area and its options (``<area>.<key>``)."""
+
+    area: str = MISSING  # sim | kernels | bridge | sync
+    out: str = ""  # JSON file of the figures; "": outputs/bench/<area>.json
+    sim: SimBench = field(default_factory=SimBench)
+    kernels: KernelsBench = field(default_factory=KernelsBench)
+    bridge: BridgeBench = field(default_factory=BridgeBench)
+    sync: SyncBench = field(default_factory=SyncBench)
+
+    def __post_init__(self) -> None:
+        if self.area not in BENCH_AREAS:
+            raise ValueError(f"area must be one of {BENCH_AREAS}, got {self.area!r}")
+        if not self.out:
+            self.out = f"outputs/bench/{self.area}.json"
+
+
+def bench_overrides(argv: list[str], usage: str = "") -> list[str]:
+    """``bench.py``'s command line as Hydra overrides: ``sim n_steps=10`` -> ``area=sim sim.n_steps=10``.
+
+    The first word, when it is an area, selects it; a plain ``key=value`` then means that area's option (``area``,
+    ``out`` and dotted or ``hydra`` keys pass as they are), and a comma list ``sizes=1000,2000`` is a list.
+
+    Raises:
+        SystemExit: no area given (with ``usage`` as its message, printed as before).
+    """
+    args = list(argv)
+    if args and args[0] in BENCH_AREAS:
+        args[0] = f"area={args[0]}"
+    area = next((a.partition("=")[2] for a in args if a.startswith("area=")), None)
+    if area not in BENCH_AREAS:
+        raise SystemExit(usage or f"usage: bench.py {{{'|'.join(BENCH_AREAS)}}} [key=value ...]")
+    overrides = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        plain = sep and key.isidentifier() and key not in ("area", "out")
+        if plain and "," in value and not value.startswith("["):
+            value = f"[{value}]"
+        overrides.append(f"{area}.{key}={value}" if plain else arg)
+    return overrides

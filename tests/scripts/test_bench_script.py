@@ -1,0 +1,64 @@
+"""scripts/bench.py goes through Hydra (conf/bench.yaml, typed) and keeps its command line: `bench.py <area> key=value`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from scripts import _entry
+from tests.conftest import REPO_ROOT
+from tests.test_config_defaults import compose_entry
+
+
+@pytest.mark.parametrize(("argv", "overrides"), [
+    (["sim"], ["area=sim"]),
+    (["sim", "n_steps=10", "n_envs=1"], ["area=sim", "sim.n_steps=10", "sim.n_envs=1"]),
+    (["kernels", "sizes=[100000]"], ["area=kernels", "kernels.sizes=[100000]"]),
+    (["kernels", "sizes=3000,5000", "device=cpu"], ["area=kernels", "kernels.sizes=[3000,5000]", "kernels.device=cpu"]),
+    (["sync", "sources=twin,raw", "out=/tmp/s.json"], ["area=sync", "sync.sources=[twin,raw]", "out=/tmp/s.json"]),
+    (["area=bridge", "rate_hz=250", "hydra.run.dir=x"], ["area=bridge", "bridge.rate_hz=250", "hydra.run.dir=x"]),
+])
+def test_the_area_word_and_plain_options_become_overrides_of_that_area(argv, overrides):
+    assert _entry.bench_overrides(argv) == overrides
+
+
+@pytest.mark.parametrize("argv", [[], ["n_steps=10"], ["gpu"]])
+def test_no_area_prints_the_usage(argv):
+    with pytest.raises(SystemExit, match="usage"):
+        _entry.bench_overrides(argv, usage="usage: bench.py sim|kernels|bridge|sync")
+
+
+def test_options_reach_the_typed_config_and_a_misspelt_one_fails_naming_it():
+    run = OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["kernels", "sizes=3000,5000"])))
+    assert (run.area, run.kernels.sizes, run.kernels.device, run.out) == ("kernels", [3000, 5000], "cpu",
+                                                                          "outputs/bench/kernels.json")
+    with pytest.raises(Exception, match="n_step"):
+        compose_entry("bench", _entry.bench_overrides(["sim", "n_step=10"]))
+    with pytest.raises(Exception, match="time_scale"):  # an option of another area
+        compose_entry("bench", _entry.bench_overrides(["sim", "time_scale=0.5"]))
+
+
+def test_bench_without_an_area_exits_with_the_usage():
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py")], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Usage: `python scripts/bench.py sim" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_sim_prints_and_writes_its_ratios(tmp_path):
+    out = tmp_path / "sim.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "sim", "n_steps=20", "n_envs=1",
+                           f"out={out}"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["state_1env_ratio_vs_gym_pusht"] > 0
+    lines = proc.stdout.strip().splitlines()
+    assert f"figures written to {out}" in lines
+    assert f"state_1env_ratio_vs_gym_pusht: {figures['state_1env_ratio_vs_gym_pusht']:.4f}" in lines
+    assert not (tmp_path / ".hydra").exists() and list(tmp_path.iterdir()) == [out]  # nothing but the figures
