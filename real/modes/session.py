@@ -19,7 +19,8 @@ from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_CLAMPED, SAFETY_STATUS, R
 from real.safety import SafetyConfig, Status
 
 GIL_SWITCH_S = 0.0005  # s; with Python's default 5 ms a busy twin thread delays every reply the streamer waits for
-LATE_FRACTION = 0.8  # a command this late (x the watchdog timeout) asks whether the robot held meanwhile
+LATE_FRACTION = 0.8  # x the watchdog timeout: a command this late first asks whether the robot held meanwhile
+RESYNC_TOLERANCE = 1e-5  # rad; a reply target farther than this from the command: the safety layer changed it
 
 
 @dataclasses.dataclass
@@ -58,6 +59,12 @@ class JointStreamer:
     where the trajectory is not (a kink, a step, a starved stream), so the safety layer only guards. Each command is
     stamped with the current time, the stamp the safety layer's rate limits use.
 
+    The smoother mirrors the safety layer's reference, so it follows it where the layer restarts: a command later than
+    ``LATE_FRACTION`` of the watchdog timeout first asks whether the robot held meanwhile (then both restart from rest
+    at the hold target: ``n_restarts``); a command the layer changed anyway (a hold that raced with it: stamped before
+    the hold, it is clamped to the hold target, at rest) is followed from what the layer let through (``n_resyncs``).
+    :meth:`clamp_fraction` reads the layer's own count of clamped commands from the robot's replies.
+
     Args:
         robot: a connected robot whose ``send_action`` takes ``sent_at`` (``RemoteRobot``, ``SafeRobot``).
         stream_hz: commands per second.
@@ -85,10 +92,12 @@ class JointStreamer:
         self._past_end = False
         self._error: BaseException | None = None
         self._tracking: list[float] = []
+        self._smoothing: list[float] = []  # per command: RMS over joints of the command vs the trajectory (rad)
         self.n_sent = 0
         self.n_starved = 0  # commands sent past the trajectory's last sample (the twin was late: the robot held)
         self.n_clamped = 0  # commands the robot's safety layer clamped (from its own counter; see clamp_fraction)
-        self.n_restarts = 0  # times the stream restarted from a hold (the stream was late, the robot's watchdog held)
+        self.n_restarts = 0  # times the stream restarted from a watchdog hold (it was late)
+        self.n_resyncs = 0  # times the safety layer changed a command and the stream went on from what it let through
         self._last_sent = 0.0
         self._clamped0: int | None = None  # the safety layer's counter when streaming started (None: no counter)
 
@@ -177,6 +186,11 @@ class JointStreamer:
         reply to each command); NaN for a robot without a safety layer, 0 before any command."""
         return self.n_clamped / max(self.n_sent, 1) if self._clamped0 is not None else float("nan")
 
+    def smoothing_rms(self) -> float:
+        """RMS over the commands of their distance to the trajectory they follow (rad): what the smoother changed
+        (0 where the trajectory was within the limits); NaN before any."""
+        return float(np.sqrt(np.mean(np.square(self._smoothing)))) if self._smoothing else float("nan")
+
     @property
     def last_tracking_error(self) -> float:
         """The latest command's RMS joint error (rad); 0 before any."""
@@ -188,11 +202,18 @@ class JointStreamer:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now - self._last_sent > LATE_FRACTION * self.smoother.limits.watchdog_timeout:
-                    self._restart_if_held(now)
+                    self._restart_if_held()
+                    now = time.monotonic()
                 target, velocity = self.reference_at(now + self.lead_s)
                 q = self.smoother.step(now, target, velocity)
-                self.smoother.follow(self.robot.send_action({JOINT_POS: q}, sent_at=now)[JOINT_POS])
+                self._smoothing.append(float(np.sqrt(np.mean(np.square(q - target)))))
+                sent = self.robot.send_action({JOINT_POS: q}, sent_at=now)[JOINT_POS]
                 self._last_sent = now
+                if np.abs(sent - q).max() > RESYNC_TOLERANCE:
+                    # The safety layer changed it: a watchdog hold raced with it (stamped before the hold, it was
+                    # clamped to the hold target, at rest), or it was refused. Go on from what the robot tracks.
+                    self.smoother.reset(sent, now)
+                    self.n_resyncs += 1
                 self.n_sent += 1
                 self.n_starved += self._past_end
                 measured, clamped = robot_feedback(self.robot)
@@ -209,7 +230,7 @@ class JointStreamer:
             self._error = exc
             self._stop.set()
 
-    def _restart_if_held(self, now: float) -> None:
+    def _restart_if_held(self) -> None:
         """After a late command: if the robot's watchdog made it hold meanwhile (its safety layer then restarts from
         rest at the hold target), the smoother restarts there too, so the next command is measured from the same
         reference as the safety layer's and is not clamped."""
@@ -217,7 +238,7 @@ class JointStreamer:
         remote = getattr(self.robot, "last_state", None)  # a RemoteRobot's state carries the status bits
         status = remote.status if remote is not None else int(np.asarray(state.get(SAFETY_STATUS, [0])).reshape(-1)[0])
         if status & Status.HOLDING:
-            self.smoother.reset(state.get(JOINT_TARGET, state[JOINT_POS]), now)
+            self.smoother.reset(state.get(JOINT_TARGET, state[JOINT_POS]), time.monotonic())
             self.n_restarts += 1
 
 

@@ -71,7 +71,9 @@ def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: i
             n_clamped += streamer.n_clamped if np.isfinite(streamer.clamp_fraction()) else np.nan  # no counter: NaN
             log(f"{name} seed {seed}: sync {result['sync_rms_mm']:.1f} mm / {result['sync_rms_deg']:.1f} deg, "
                 f"{result['correction_hz']:.1f} corrections/s, real coverage {result['coverage_real']:.2f}, "
-                f"{streamer.n_clamped} of {streamer.n_sent} commands clamped")
+                f"{streamer.n_clamped} of {streamer.n_sent} commands clamped, {streamer.n_restarts} restarts from a hold, "
+                f"{streamer.n_resyncs} resyncs, "
+                f"smoothing {1e3 * streamer.smoothing_rms():.2f} mrad RMS")
         error = np.sqrt(np.mean(np.square(errors), axis=0))
         figures.update({f"{name}_sync_rms_mm": float(1e3 * error[0]), f"{name}_sync_rms_deg": float(np.degrees(error[1])),
                         f"{name}_success_real": float(np.mean(successes)),

@@ -137,15 +137,6 @@ def test_a_trajectory_within_the_limits_is_streamed_unchanged():
         np.testing.assert_allclose(smoother.step(t, target, velocity), target, atol=1e-12)
 
 
-def test_follow_continues_from_what_the_robot_tracks():
-    smoother = JointSmoother(LIMITS, MARGIN)
-    smoother.reset(HOME, 0.0)
-    smoother.step(0.01, HOME + 0.001)
-    smoother.follow(HOME + 0.0005)  # the guard let through half of it
-    np.testing.assert_allclose(smoother.position, HOME + 0.0005)
-    np.testing.assert_allclose(smoother.velocity, np.full(7, 0.05))
-
-
 def test_smoother_rejects_a_bad_margin_and_use_before_reset():
     with pytest.raises(ValueError, match="margin"):
         JointSmoother(LIMITS, 1.5)
@@ -207,11 +198,12 @@ def test_streamer_refuses_limits_for_another_number_of_joints():
 def test_streamer_over_the_bridge_takes_the_servers_limits_and_counts_its_clamps():
     goal = HOME + np.array([0.3, -0.2, 0.2, 0.3, -0.3, 0.2, 0.3])
     loose = SafetyConfig(max_velocity=(1e3,) * 7, max_acceleration=(1e6,) * 7, max_step=10.0)
-    with ServerProcess(SimulatedJointRobot) as process:
+    served = SafetyConfig(watchdog_timeout=1.0)  # the Panda's limits; no watchdog hold on a loaded test machine
+    with ServerProcess(SimulatedJointRobot, robot=SafeRobotConfig(safety=served)) as process:
         for limits in (None, loose):
             robot = RemoteRobot(RemoteRobotConfig(port=process.address[1]))
             with robot:
-                assert safety_limits(robot) == LIMITS  # announced by the server at connect
+                assert safety_limits(robot) == served  # announced by the server at connect
                 streamer = JointStreamer(robot, stream_hz=100.0, limits=limits, margin=1.0 if limits else 0.8)
                 now = time.monotonic()
                 streamer.add(now, robot.get_joint_state()[JOINT_TARGET])
@@ -230,7 +222,7 @@ def test_streamer_over_the_bridge_takes_the_servers_limits_and_counts_its_clamps
 
 
 class _StallingRobot(SafeRobot):
-    """A SafeRobot whose 5th command reply comes 80 ms late: its watchdog (25 ms) makes it hold meanwhile."""
+    """A SafeRobot whose 5th command reply comes 150 ms late: its watchdog (50 ms) makes it hold meanwhile."""
 
     calls = 0
 
@@ -239,12 +231,12 @@ class _StallingRobot(SafeRobot):
         reply = super().send_action(action, sent_at, seq)
         self.calls += 1
         if self.calls == 5:
-            time.sleep(0.08)
+            time.sleep(0.15)
         return reply
 
 
 def test_streamer_restarts_from_a_watchdog_hold_without_a_clamp():
-    robot = _StallingRobot(SimulatedJointRobot())
+    robot = _StallingRobot(SimulatedJointRobot(), SafeRobotConfig(safety=SafetyConfig(watchdog_timeout=0.05)))
     with robot:
         streamer = JointStreamer(robot, stream_hz=100.0)
         now = time.monotonic()
@@ -256,3 +248,32 @@ def test_streamer_restarts_from_a_watchdog_hold_without_a_clamp():
         streamer.check()
         assert robot.calls > 10 and streamer.n_restarts >= 1
         assert streamer.n_clamped == robot.safety.n_clamped == 0
+
+
+class _RacingRobot(SafeRobot):
+    """A SafeRobot that holds (as its watchdog would) while its 5th command is in flight: that command, stamped before
+    the hold, reaches the safety layer after it."""
+
+    calls = 0
+
+    @requires_connected
+    def send_action(self, action, sent_at=None, seq=None):
+        self.calls += 1
+        if self.calls == 5:
+            self.hold("watchdog")
+        return super().send_action(action, sent_at, seq)
+
+
+def test_streamer_goes_on_from_a_command_clamped_by_a_racing_hold_without_another_clamp():
+    robot = _RacingRobot(SimulatedJointRobot(), SafeRobotConfig(safety=SafetyConfig(watchdog_timeout=1.0)))
+    with robot:
+        streamer = JointStreamer(robot, stream_hz=100.0)
+        now = time.monotonic()
+        streamer.add(now, HOME)
+        streamer.add(now + 2.0, HOME + 0.4)
+        streamer.start()
+        time.sleep(0.4)
+        streamer.stop()
+        streamer.check()
+        assert robot.calls > 10 and streamer.n_resyncs == 1
+        assert streamer.n_clamped == robot.safety.n_clamped == 1  # the racing command only
