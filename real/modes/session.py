@@ -19,10 +19,14 @@ from typing import Any
 import numpy as np
 
 from real.modes.block_sync import BlockSyncMeter
-from real.robot import JOINT_POS, Robot
+from real.modes.smoother import JointSmoother
+from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_CLAMPED, SAFETY_STATUS, Robot
+from real.safety import SafetyConfig, Status
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
 
 GIL_SWITCH_S = 0.0005  # s; with Python's default 5 ms a busy twin thread delays every reply the streamer waits for
+LATE_FRACTION = 0.8  # x the watchdog timeout: a command this late first asks whether the robot held meanwhile
+RESYNC_TOLERANCE = 1e-5  # rad; a reply target farther than this from the command: the safety layer changed it
 
 
 @dataclasses.dataclass
@@ -54,18 +58,39 @@ class TwinClock:
 class JointStreamer:
     """Streams a joint trajectory to a robot from its own thread, every ``1 / stream_hz`` s, and keeps its watchdog fed.
 
-    The trajectory is a list of ``(wall time, joint targets)`` samples (:meth:`add`); each command is the trajectory
-    at the current time plus ``lead_s``, linearly interpolated (past the last sample: the last sample), stamped with
-    the current time so the safety layer's rate limits see the trajectory's own velocity and not send jitter.
+    The trajectory is a list of ``(wall time, joint targets)`` samples (:meth:`add`), linearly interpolated
+    (:meth:`sample_at`; past the last sample: the last sample). Each command follows the trajectory at the current time
+    plus ``lead_s`` through a :class:`real.modes.smoother.JointSmoother`: it is the trajectory itself where that is
+    within ``margin`` x the safety layer's velocity, acceleration and step limits, and the closest command that is not
+    where the trajectory is not (a kink, a step, a starved stream), so the safety layer only guards. Each command is
+    stamped with the current time, the stamp the safety layer's rate limits use.
+
+    The smoother mirrors the safety layer's reference, so it follows it where the layer restarts: a command later than
+    ``LATE_FRACTION`` of the watchdog timeout first asks whether the robot held meanwhile (then both restart from rest
+    at the hold target: ``n_restarts``); a command the layer changed anyway (a hold that raced with it: stamped before
+    the hold, it is clamped to the hold target, at rest) is followed from what the layer let through (``n_resyncs``).
+    :meth:`clamp_fraction` reads the layer's own count of clamped commands from the robot's replies.
 
     Args:
         robot: a connected robot whose ``send_action`` takes ``sent_at`` (``RemoteRobot``, ``SafeRobot``).
         stream_hz: commands per second.
         lead_s: how far ahead of now the trajectory is sampled (the robot's servo lag).
+        limits: the safety layer's limits the commands must keep; default: the robot's own (``SafeRobot``'s config,
+            or the limits a ``RemoteRobot``'s server announced), else the Panda's (``SafetyConfig()``).
+        margin: the fraction of each limit the commands may use, in (0, 1].
+
+    Raises:
+        ValueError: ``margin`` outside (0, 1]; from :meth:`start`, limits for another number of joints than the
+            robot has.
     """
 
-    def __init__(self, robot: Robot, stream_hz: float, lead_s: float = 0.0) -> None:
+    def __init__(self, robot: Robot, stream_hz: float, lead_s: float = 0.0, limits: SafetyConfig | None = None,
+                 margin: float = 0.8) -> None:
+        if not 0 < margin <= 1:
+            raise ValueError(f"JointStreamer margin must be in (0, 1], got {margin}")
         self.robot, self.period, self.lead_s = robot, 1.0 / stream_hz, lead_s
+        self.limits, self.margin = limits, margin
+        self.smoother: JointSmoother | None = None  # built by start() from the limits
         self._samples: collections.deque[tuple[float, np.ndarray]] = collections.deque()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -73,8 +98,14 @@ class JointStreamer:
         self._past_end = False
         self._error: BaseException | None = None
         self._tracking: list[float] = []
+        self._smoothing: list[float] = []  # per command: RMS over joints of the command vs the trajectory (rad)
         self.n_sent = 0
         self.n_starved = 0  # commands sent past the trajectory's last sample (the twin was late: the robot held)
+        self.n_clamped = 0  # commands the robot's safety layer clamped (from its own counter; see clamp_fraction)
+        self.n_restarts = 0  # times the stream restarted from a watchdog hold (it was late)
+        self.n_resyncs = 0  # times the safety layer changed a command and the stream went on from what it let through
+        self._last_sent = 0.0
+        self._clamped0: int | None = None  # the safety layer's counter when streaming started (None: no counter)
 
     def add(self, stamp: float, q: np.ndarray) -> None:
         """Plans the joint targets ``q`` (rad) for wall time ``stamp``, replacing any later plan; a sample equal to the
@@ -95,6 +126,15 @@ class JointStreamer:
         Raises:
             RuntimeError: no sample was added yet.
         """
+        return self.reference_at(stamp)[0]
+
+    def reference_at(self, stamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """The trajectory at wall time ``stamp`` and its velocity there (rad, rad/s): linear between samples, at rest
+        before the first and past the last.
+
+        Raises:
+            RuntimeError: no sample was added yet.
+        """
         with self._lock:
             if not self._samples:
                 raise RuntimeError("JointStreamer has no trajectory sample yet: add() one before start()")
@@ -102,12 +142,28 @@ class JointStreamer:
             i = bisect.bisect_right(times, stamp)
             self._past_end = i == len(times)
             if i == 0 or i == len(times):
-                return self._samples[0 if i == 0 else -1][1].copy()
+                q = self._samples[0 if i == 0 else -1][1]
+                return q.copy(), np.zeros_like(q)
             (t0, q0), (t1, q1) = self._samples[i - 1], self._samples[i]
-        return q0 + (q1 - q0) * ((stamp - t0) / max(t1 - t0, 1e-9))
+        velocity = (q1 - q0) / max(t1 - t0, 1e-9)
+        return q0 + velocity * (stamp - t0), velocity
 
     def start(self) -> None:
-        """Starts the streaming thread (and shortens the interpreter's GIL switch interval until :meth:`stop`)."""
+        """Starts the smoother at rest where the robot's target is now, and the streaming thread (and shortens the
+        interpreter's GIL switch interval until :meth:`stop`).
+
+        Raises:
+            ValueError: the limits describe another number of joints than the robot has.
+        """
+        limits = self.limits if self.limits is not None else safety_limits(self.robot)
+        if limits.n_joints != len(self.robot.joint_names):
+            raise ValueError(f"JointStreamer limits describe {limits.n_joints} joints but {self.robot!r} has "
+                             f"{len(self.robot.joint_names)}: pass limits= for this robot")
+        state = self.robot.get_joint_state()
+        _, self._clamped0 = robot_feedback(self.robot)  # the count before the first command
+        self.smoother = JointSmoother(limits, self.margin)
+        self._last_sent = time.monotonic()
+        self.smoother.reset(state.get(JOINT_TARGET, state[JOINT_POS]), self._last_sent)
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
         self._thread = threading.Thread(target=self._run, name="joint-streamer", daemon=True)
@@ -131,6 +187,16 @@ class JointStreamer:
         """RMS over the commands of the robot's joints vs the target sent (rad); NaN before any."""
         return float(np.sqrt(np.mean(np.square(self._tracking)))) if self._tracking else float("nan")
 
+    def clamp_fraction(self) -> float:
+        """Commands the robot's safety layer clamped / commands sent (its ``safety.clamped`` counter, read from the
+        reply to each command); NaN for a robot without a safety layer, 0 before any command."""
+        return self.n_clamped / max(self.n_sent, 1) if self._clamped0 is not None else float("nan")
+
+    def smoothing_rms(self) -> float:
+        """RMS over the commands of their distance to the trajectory they follow (rad): what the smoother changed
+        (0 where the trajectory was within the limits); NaN before any."""
+        return float(np.sqrt(np.mean(np.square(self._smoothing)))) if self._smoothing else float("nan")
+
     @property
     def last_tracking_error(self) -> float:
         """The latest command's RMS joint error (rad); 0 before any."""
@@ -141,11 +207,25 @@ class JointStreamer:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                q = self.sample_at(now + self.lead_s)
-                self.robot.send_action({JOINT_POS: q}, sent_at=now)
+                if now - self._last_sent > LATE_FRACTION * self.smoother.limits.watchdog_timeout:
+                    self._restart_if_held()
+                    now = time.monotonic()
+                target, velocity = self.reference_at(now + self.lead_s)
+                q = self.smoother.step(now, target, velocity)
+                self._smoothing.append(float(np.sqrt(np.mean(np.square(q - target)))))
+                sent = self.robot.send_action({JOINT_POS: q}, sent_at=now)[JOINT_POS]
+                self._last_sent = now
+                if np.abs(sent - q).max() > RESYNC_TOLERANCE:
+                    # The safety layer changed it: a watchdog hold raced with it (stamped before the hold, it was
+                    # clamped to the hold target, at rest), or it was refused. Go on from what the robot tracks.
+                    self.smoother.reset(sent, now)
+                    self.n_resyncs += 1
                 self.n_sent += 1
                 self.n_starved += self._past_end
-                self._tracking.append(float(np.sqrt(np.mean(np.square(measured_joints(self.robot) - q)))))
+                measured, clamped = robot_feedback(self.robot)
+                if clamped is not None and self._clamped0 is not None:
+                    self.n_clamped = clamped - self._clamped0
+                self._tracking.append(float(np.sqrt(np.mean(np.square(measured - q)))))
                 next_time += self.period
                 delay = next_time - time.monotonic()
                 if delay > 0:
@@ -156,11 +236,46 @@ class JointStreamer:
             self._error = exc
             self._stop.set()
 
+    def _restart_if_held(self) -> None:
+        """After a late command: if the robot's watchdog made it hold meanwhile (its safety layer then restarts from
+        rest at the hold target), the smoother restarts there too, so the next command is measured from the same
+        reference as the safety layer's and is not clamped."""
+        state = self.robot.get_joint_state()
+        remote = getattr(self.robot, "last_state", None)  # a RemoteRobot's state carries the status bits
+        status = remote.status if remote is not None else int(np.asarray(state.get(SAFETY_STATUS, [0])).reshape(-1)[0])
+        if status & Status.HOLDING:
+            self.smoother.reset(state.get(JOINT_TARGET, state[JOINT_POS]), time.monotonic())
+            self.n_restarts += 1
+
 
 def measured_joints(robot: Robot) -> np.ndarray:
     """The robot's latest joint positions (rad): the state its last command returned, when it keeps one."""
+    return robot_feedback(robot)[0]
+
+
+def robot_feedback(robot: Robot) -> tuple[np.ndarray, int | None]:
+    """The robot's latest joint positions (rad) and its safety layer's count of clamped commands (``safety.clamped``;
+    ``None`` for a robot without a safety layer): from the state its last command returned, when it keeps one
+    (``RemoteRobot``: no extra request), else from ``get_joint_state()`` (``SafeRobot``)."""
     state = getattr(robot, "last_state", None)
-    return np.array(state.positions if state is not None else robot.get_joint_state()[JOINT_POS])
+    if state is not None:
+        return np.array(state.positions), int(state.clamped)
+    obs = robot.get_joint_state()
+    clamped = obs.get(SAFETY_CLAMPED)
+    return np.array(obs[JOINT_POS]), None if clamped is None else int(np.asarray(clamped).reshape(-1)[0])
+
+
+def safety_limits(robot: Robot) -> SafetyConfig:
+    """The limits of the safety layer the robot's commands pass: a ``SafeRobot``'s own, those a ``RemoteRobot``'s
+    server announced at connect (its WELCOME), else the Panda's defaults (``SafetyConfig()``)."""
+    own = getattr(getattr(robot, "config", None), "safety", None)
+    if isinstance(own, SafetyConfig):
+        return own
+    announced = (getattr(robot, "server_info", None) or {}).get("safety")
+    if isinstance(announced, dict):
+        fields = {f.name for f in dataclasses.fields(SafetyConfig)}
+        return SafetyConfig(**{key: value for key, value in announced.items() if key in fields})
+    return SafetyConfig()
 
 
 def check_start(measured: np.ndarray, initial: np.ndarray, tolerance: float, seed: int, key: str) -> None:
@@ -184,8 +299,8 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_tw
     (``sync.judged_coverage``) and ``success_real`` (that best reached the threshold: PushT's criterion at the twin's
     control steps, as the twin's offline episodes, which end at the first step that covers the goal);
     ``sync_rms_mm``/``sync_rms_deg`` (NaN without truth), ``tracking_rms_rad``, ``stream_hz`` (per wall second),
-    ``starved_fraction`` (commands for which the twin had not computed the trajectory yet) and ``correction_hz`` (per
-    second of the world's time)."""
+    ``starved_fraction`` (commands for which the twin had not computed the trajectory yet), ``safety_clamp_fraction``
+    (commands the robot's safety layer clamped) and ``correction_hz`` (per second of the world's time)."""
     threshold = env.config.success_threshold
     truth = sync.truth
     real = float(env.coverage(truth.data)) if truth is not None else float("nan")
@@ -206,6 +321,7 @@ def episode_metrics(env: Any, steps: int, coverage_twin: float, peak_coverage_tw
         "tracking_rms_rad": streamer.tracking_rms(),
         "stream_hz": streamer.n_sent / elapsed,
         "starved_fraction": streamer.n_starved / max(streamer.n_sent, 1),
+        "safety_clamp_fraction": streamer.clamp_fraction(),
         "correction_hz": n_measurements / (elapsed * clock.time_scale),
     }
 

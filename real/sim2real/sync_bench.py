@@ -9,7 +9,9 @@ observations:
 * ``raw``: no twin, the block pose estimated from each depth frame alone (``Deployer`` ``observation="raw"``).
 
 The figures are the RMS distance and angle between that view and reality's true block pose at the same instant
-(the truth's capture time), corrections per second, and the expert's success on the real block.
+(the truth's capture time), corrections per second, the expert's success on the real block, and the fraction of the
+streamed joint commands that the robot's safety layer had to clamp (from its ``safety.clamped`` counter, which the
+bridge reports with every command's reply): the stream is meant to stay within the limits, the guard only to catch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: i
                         camera_hz: float = 45.0, sources: tuple[str, ...] = tuple(SOURCES), lookahead_s: float = 0.06,
                         log: Callable[[str], None] = print) -> dict[str, float]:
     """Deploys the expert ``n_episodes`` times per source; returns ``<source>_sync_rms_mm`` / ``_deg`` (RMS over all
-    compared instants of all episodes), ``<source>_success_real``, ``<source>_correction_hz`` and ``time_scale``.
+    compared instants of all episodes), ``<source>_success_real``, ``<source>_correction_hz``,
+    ``<source>_safety_clamp_fraction`` (clamped commands / commands sent, over all episodes), ``safety_clamp_fraction``
+    (the same over every source) and ``time_scale``.
 
     Raises:
         ValueError: a source not in ``SOURCES``.
@@ -45,9 +49,11 @@ def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: i
     from sim.twin import DigitalTwin, TwinConfig
 
     figures: dict[str, float] = {"time_scale": time_scale}
+    n_sent_all = n_clamped_all = 0
     for name in sources:
         observation, correction = SOURCES[name]
         errors, successes, rates = [], [], []
+        n_sent = n_clamped = 0
         for seed in range(start_seed, start_seed + n_episodes):
             reality = EmulatedRealityConfig(seed=seed, camera_hz=camera_hz, time_scale=time_scale)
             with ServerProcess(functools.partial(EmulatedRealityRobot, reality)) as process:
@@ -60,11 +66,20 @@ def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: i
             errors.extend(deployer.sync_errors)
             successes.append(result["success_real"])
             rates.append(result["correction_hz"])
+            streamer = deployer.streamer
+            n_sent += streamer.n_sent
+            n_clamped += streamer.n_clamped if np.isfinite(streamer.clamp_fraction()) else np.nan  # no counter: NaN
             log(f"{name} seed {seed}: sync {result['sync_rms_mm']:.1f} mm / {result['sync_rms_deg']:.1f} deg, "
-                f"{result['correction_hz']:.1f} corrections/s, real coverage {result['coverage_real']:.2f}")
+                f"{result['correction_hz']:.1f} corrections/s, real coverage {result['coverage_real']:.2f}, "
+                f"{streamer.n_clamped} of {streamer.n_sent} commands clamped, {streamer.n_restarts} restarts from a hold, "
+                f"{streamer.n_resyncs} resyncs, "
+                f"smoothing {1e3 * streamer.smoothing_rms():.2f} mrad RMS")
         error = np.sqrt(np.mean(np.square(errors), axis=0))
         figures.update({f"{name}_sync_rms_mm": float(1e3 * error[0]), f"{name}_sync_rms_deg": float(np.degrees(error[1])),
                         f"{name}_success_real": float(np.mean(successes)),
-                        f"{name}_correction_hz": float(np.mean(rates))})
+                        f"{name}_correction_hz": float(np.mean(rates)),
+                        f"{name}_safety_clamp_fraction": float(n_clamped / max(n_sent, 1))})
+        n_sent_all, n_clamped_all = n_sent_all + n_sent, n_clamped_all + n_clamped
+    figures["safety_clamp_fraction"] = float(n_clamped_all / max(n_sent_all, 1))
     return figures
 
