@@ -306,12 +306,13 @@ class DigitalTwin:
         Raises:
             ValueError: a wrong shape (the message names it).
         """
+        n_joints = (len(self.env.arm_qpos_adr),)
         q = np.asarray(joint_positions, dtype=float)
-        if q.shape != (7,):
-            raise ValueError(f"joint_positions must have shape (7,), got {q.shape}")
-        qd = np.zeros(7) if joint_velocities is None else np.asarray(joint_velocities, dtype=float)
-        if qd.shape != (7,):
-            raise ValueError(f"joint_velocities must have shape (7,), got {qd.shape}")
+        if q.shape != n_joints:
+            raise ValueError(f"joint_positions must have shape {n_joints} (the twin's arm joints), got {q.shape}")
+        qd = np.zeros(n_joints) if joint_velocities is None else np.asarray(joint_velocities, dtype=float)
+        if qd.shape != n_joints:
+            raise ValueError(f"joint_velocities must have shape {n_joints} (the twin's arm joints), got {qd.shape}")
         self._follow = (q.copy(), qd.copy(), float(self.env.data.time if measured_at is None else measured_at))
         self._drive_arm()
         if joint_velocities is None:

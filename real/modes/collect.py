@@ -67,7 +67,7 @@ class TeleopCommand:
     """What a teleoperator commands at one frame."""
 
     pusher_xy: np.ndarray  # (2,) float32 m, world: the recorded action (the env's ``pusher_xy`` action space)
-    joint_targets: np.ndarray  # (7,) rad: the joints the robot should reach one frame from now
+    joint_targets: np.ndarray  # (n_joints,) rad: the joints the robot should reach one frame from now
 
 
 class Teleoperator(Protocol):
@@ -144,7 +144,7 @@ class CollectedEpisode:
 
     seed: int
     frames: list[dict[str, np.ndarray]]  # per frame: the twin's observation keys and ``action`` (pusher xy, float32)
-    measured_joints: np.ndarray  # (N, 7) rad: the robot's measured joints the twin's arm was put at, per frame
+    measured_joints: np.ndarray  # (N, n_joints) rad: the robot's measured joints the twin's arm was put at, per frame
     sync_errors: np.ndarray  # (M, 2): twin block vs truth, distance (m) and absolute angle (rad); empty without truth
     metrics: dict[str, float]  # see Collector.run
 
@@ -222,7 +222,7 @@ class Collector:
                 if cfg.stop_on_success and env.coverage() >= env.config.success_threshold:
                     break
                 self._follow_robot()
-        return CollectedEpisode(cfg.seed, frames, np.array(measured).reshape(-1, 7), self.sync.errors,
+        return CollectedEpisode(cfg.seed, frames, np.array(measured).reshape(-1, len(env.arm_qpos_adr)), self.sync.errors,
                                 self._summary(len(frames)))
 
     def _check_twin(self) -> None:
