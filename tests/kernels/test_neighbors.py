@@ -59,6 +59,22 @@ def test_knn_between_distant_clouds(rng):
     _assert_knn_exact(p, q, NeighborSearch(p).knn(q, 3), 3)
 
 
+def test_knn_mixed_on_and_off_surface_queries(rng, device):
+    # Two thirds of the queries on the surface (k-th distance ~1 cm), a third scattered through the
+    # volume (~10 cm and up): exact, and the scattered ones are answered on cells sized to them, not
+    # on the majority's fine cells (each would visit ~10^4-10^6 mostly empty cells: the old ~7x cost).
+    p = surface_cloud(rng, 20000)
+    on, off = surface_cloud(rng, 3000), rng.uniform(-1.0, 1.0, (1500, 3)).astype(np.float32)
+    queries = np.concatenate([on, off])[rng.permutation(4500)]
+    search = NeighborSearch(p, device=device)
+    res = search.knn(queries, 8)
+    _assert_knn_exact(p, queries, res, 8)
+    kth_off = cKDTree(p).query(off, 8)[0][:, -1]
+    passes = search.last_passes
+    assert sum(q.answered for q in passes) == len(queries) and len(passes) >= 2
+    assert passes[0].cell < 0.25 * np.median(kth_off) <= passes[-1].cell
+
+
 def test_knn_torch_in_torch_out(rng, device):
     p = torch.from_numpy(surface_cloud(rng, 3000))
     res = NeighborSearch(p, device=device).knn(p, 4)
