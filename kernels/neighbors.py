@@ -498,8 +498,9 @@ class NeighborSearch:
             wp.launch(_knn, count, device=self.device, inputs=[
                 self.grid.id, self.sorted, self.order, 0, *self._bounds(), sample, rows, radius, cap, k, 1, idx, d2,
                 open_rows, 0])
-            kth = np.sqrt(d2.numpy()[:, k - 1].astype(np.float64))
-            kth[open_rows.numpy() != 0] = np.inf
+            kth = np.full(count, np.inf)  # open rows hold partial (unset) distances
+            done = open_rows.numpy() == 0
+            kth[done] = np.sqrt(d2.numpy()[done, k - 1].astype(np.float64))
             median = float(np.median(kth))
             if np.isfinite(median):
                 return max(median * 1.2, 1e-9)
