@@ -36,6 +36,13 @@ _CAP_CELLS = 4.0
 # After this many capped passes the last one is uncapped.
 _MAX_PASSES = 6
 _UNCAPPED = 3.0e38
+# A k-nearest pass's cells: up to this many times its starting radius while they stay under
+# _WIDE_CELLS minimum cells (~64 points on a surface). Fewer, fuller cells cost less than the
+# hash look-ups of many near-empty ones: measured at 100k points, interleaved runs on a loaded
+# 2-core machine, 1.4-1.8x faster Chamfer and 1.1-1.4x faster on-surface kNN; off-surface
+# queries, whose cells already hold hundreds of points, keep cells of their radius.
+_CELL_PER_RADIUS = 2.0
+_WIDE_CELLS = 4.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,16 +356,19 @@ class NeighborSearch:
         self._rng = np.random.default_rng(0)
         self.last_passes: tuple[KnnPass, ...] = ()  # the passes of the last k-nearest batch, finest first
 
-    def _build(self, radius: float) -> None:
+    def _build(self, radius: float, *, widen: bool = False) -> None:
         """Bucket the points for queries of ``radius``: cells of that size, but never so small that
         most cells hold under ~4 points (the grid's fixed number of hash buckets would then alias
-        far-apart cells and fill each query with useless candidates)."""
+        far-apart cells and fill each query with useless candidates). ``widen``: the cells of a
+        k-nearest pass (see ``_CELL_PER_RADIUS``)."""
         if self._min_cell is None:
             # Also keep coordinates / cell far below 2**31 (the grid's integer cell coordinates).
             lo, hi = (np.array(v, dtype=np.float64) for v in self._bounds())
             scale = max(1.0, float(np.abs(lo).max()), float(np.abs(hi).max()))
             self._min_cell = max(2.0 * self._spacing(), 1e-6 * scale)
         cell = max(radius, self._min_cell)
+        if widen:
+            cell = max(cell, min(_CELL_PER_RADIUS * radius, _WIDE_CELLS * self._min_cell))
         if self._cell < 0 or abs(cell - self._cell) > 0.25 * self._cell:
             self.grid.build(self.sorted, cell)
             self._cell = cell
@@ -445,7 +455,7 @@ class NeighborSearch:
         for attempt in range(_MAX_PASSES):
             if attempt > 0 or int(queries.shape[0]) > 4 * _PILOT_QUERIES:
                 radius = self._pilot_radius(queries, k, radius)
-            self._build(radius)
+            self._build(radius, widen=True)
             cap = _UNCAPPED if attempt == _MAX_PASSES - 1 else _CAP_CELLS * max(radius, self._cell)
             first = radius if first is None else first
             still = self._knn_pass(queries, out_rows, k, radius, cap, idx, d2, map_ids)
