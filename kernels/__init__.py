@@ -12,6 +12,7 @@ from kernels.forces import CorrectionForces
 from kernels.icp import ICPResult, icp_point_to_plane
 from kernels.neighbors import (
     ChamferResult,
+    KnnPass,
     KnnResult,
     NeighborSearch,
     RadiusResult,
@@ -38,6 +39,7 @@ __all__ = [
     "CorrectionForces",
     "DepthPoints",
     "ICPResult",
+    "KnnPass",
     "KnnResult",
     "NeighborSearch",
     "RadiusResult",

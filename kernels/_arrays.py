@@ -180,6 +180,10 @@ def as_matrix(x: Any, name: str, rows: int, cols: int) -> np.ndarray:
     return arr
 
 
+_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
+_EYE3 = np.eye(3)
+
+
 def as_rigid(x: Any, name: str, tol: float = 1e-4) -> np.ndarray:
     """Check a 4x4 rigid transform (orthonormal rotation, last row 0 0 0 1) and return float64.
 
@@ -188,9 +192,11 @@ def as_rigid(x: Any, name: str, tol: float = 1e-4) -> np.ndarray:
     """
     m = as_matrix(x, name, 4, 4)
     r = m[:3, :3]
-    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=tol):
+    # np.allclose(a, b, atol=tol) (|a - b| <= tol + 1e-5 |b|) written out: np.allclose costs ~30 us
+    # per call, a tenth of transforming 100k points.
+    if (np.abs(m[3] - _LAST_ROW) - 1e-5 * _LAST_ROW).max() > tol:
         raise ValueError(f"{name} must have last row [0, 0, 0, 1], got {m[3].tolist()}")
-    if not np.allclose(r @ r.T, np.eye(3), atol=tol) or np.linalg.det(r) < 0:
+    if (np.abs(r @ r.T - _EYE3) - 1e-5 * _EYE3).max() > tol or np.linalg.det(r) < 0:
         raise ValueError(f"{name} must hold a rotation (orthonormal, det +1) in its top-left 3x3")
     return m
 

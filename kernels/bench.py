@@ -124,7 +124,9 @@ def _point_cloud_ops(b: _Bench, n: int) -> None:
               lambda: o3d.geometry.PointCloud.create_from_depth_image(o3d_depth, intr, np.linalg.inv(_MOTION), depth_scale=1.0))
 
     moved = o3d.geometry.PointCloud(pcd)  # Open3D transforms in place: keep `pcd` as it is for the other ops
-    b.compare("transform_points", n, lambda: transform_points(ours_pts, _MOTION, device=dev), lambda: moved.transform(_MOTION))
+    ours_moved = b.to_device(np.empty_like(pts))  # ours writes into a kept buffer (out=), as Open3D into its cloud
+    b.compare("transform_points", n, lambda: transform_points(ours_pts, _MOTION, out=ours_moved, device=dev),
+              lambda: moved.transform(_MOTION))
     b.compare("voxel_downsample", n, lambda: voxel_downsample(ours_pts, 0.01, device=dev), lambda: pcd.voxel_down_sample(0.01))
 
     def o3d_knn():
@@ -133,6 +135,7 @@ def _point_cloud_ops(b: _Bench, n: int) -> None:
         return nns.knn_search(tensor, 10)
 
     b.compare("knn_k10", n, lambda: knn_search(ours_pts, ours_pts, 10, device=dev), o3d_knn)
+    _mixed_knn(b, n, ours_pts, tensor)
     radius = float(np.sqrt(20.0 * 10.0 / (np.pi * n)))  # ~20 neighbours on the ~10 m^2 of surface
 
     def o3d_radius():
@@ -169,6 +172,34 @@ def _point_cloud_ops(b: _Bench, n: int) -> None:
               lambda: icp_point_to_plane(ours_other, ours_pts, 0.05, target_normals=ours_normals, device=dev),
               lambda: reg.registration_icp(other_pcd, target, 0.05, np.eye(4), reg.TransformationEstimationPointToPlane(),
                                            reg.ICPConvergenceCriteria(1e-6, 1e-6, 30)))
+
+
+def _mixed_knn(b: _Bench, n: int, ours_pts: Any, tensor: Any) -> None:
+    """kNN (k = 10) of ``n // 10`` queries, half on the scene's surfaces and half scattered through its volume.
+
+    Prints ``knn_mixed_k10_<n>_ratio_vs_halves``: (time of the on-surface half alone + time of the
+    off-surface half alone) / time of the mixed batch; 1 means mixing costs nothing, a grid sized
+    from the majority gives far less. Also compared with Open3D on the mixed batch.
+    """
+    m = max(n // 10, 2)
+    on = scene_cloud(m // 2, seed=2)
+    off = np.random.default_rng(2).uniform(-1.0, 1.0, (m - m // 2, 3)).astype(np.float32)
+    mixed = np.random.default_rng(3).permutation(np.concatenate([on, off]))
+    dev = b.device.alias
+    halves = [b.to_device(q) for q in (on, off)]
+    t_half = [_best_time(lambda q=q: knn_search(ours_pts, q, 10, device=dev), b._sync) for q in halves]
+    ours_mixed = b.to_device(mixed)
+
+    def o3d_knn():
+        nns = o3d.core.nns.NearestNeighborSearch(tensor)
+        nns.knn_index()
+        return nns.knn_search(o3d.core.Tensor(mixed), 10)
+
+    b.compare("knn_mixed_k10", n, lambda: knn_search(ours_pts, ours_mixed, 10, device=dev), o3d_knn)
+    ratio = sum(t_half) / (b.figures[f"knn_mixed_k10_{_label(n)}_ms"] * 1e-3)
+    print(f"{'knn_mixed_k10':<22} {_label(n):>5}  on-surface half {t_half[0] * 1e3:.1f} ms + off-surface half "
+          f"{t_half[1] * 1e3:.1f} ms   ratio vs halves {ratio:6.2f}")
+    b.figures[f"knn_mixed_k10_{_label(n)}_ratio_vs_halves"] = round(ratio, 3)
 
 
 def _tsdf(b: _Bench, n: int, resolution: int = 128, frames: int = 4) -> None:

@@ -5,6 +5,12 @@ outlier removal and Chamfer distance. Results are exact, not approximate: a k-ne
 answered only once ``k`` points lie inside a search radius whose grid cells were all visited; the
 radius grows (and the grid is rebuilt at the new cell size) for the queries not yet answered.
 Distances are returned squared (m^2), as Open3D's tensor search does.
+
+A k-nearest batch is answered in passes, finest scale first. Each pass sizes the grid's cells from
+a pilot of the queries still open and lets a query widen its radius only to ``_CAP_CELLS`` cells;
+the queries that need more (off the surface, when most are on it) are left for the next pass,
+whose cells are sized to them. One grid cell size for a batch whose k-th distances differ by 100x
+would make those queries visit ~10^6 empty cells each.
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ _CPU_RUN = 32
 _PILOT_QUERIES = 256
 # Queries are answered in blocks of this many rows, bounding memory at block * k entries.
 _BLOCK_ROWS = 1 << 18
+# A k-nearest pass lets a query's radius grow to this many grid cells before leaving it to a
+# coarser pass (a search of radius c cells visits (2c + 1)^3 cells).
+_CAP_CELLS = 4.0
+# After this many capped passes the last one is uncapped.
+_MAX_PASSES = 6
+_UNCAPPED = 3.0e38
+# A k-nearest pass's cells: up to this many times its starting radius while they stay under
+# _WIDE_CELLS minimum cells (~64 points on a surface). Fewer, fuller cells cost less than the
+# hash look-ups of many near-empty ones: measured at 100k points, interleaved runs on a loaded
+# 2-core machine, 1.4-1.8x faster Chamfer and 1.1-1.4x faster on-surface kNN; off-surface
+# queries, whose cells already hold hundreds of points, keep cells of their radius.
+_CELL_PER_RADIUS = 2.0
+_WIDE_CELLS = 4.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -34,6 +53,12 @@ _BLOCK_ROWS = 1 << 18
 def _gather(points: wp.array(dtype=wp.vec3), index: wp.array(dtype=wp.int32), out: wp.array(dtype=wp.vec3), offset: int):
     i = wp.tid() + offset
     out[i] = points[index[i]]
+
+
+@wp.kernel
+def _gather_i32(values: wp.array(dtype=wp.int32), index: wp.array(dtype=wp.int32), out: wp.array(dtype=wp.int32)):
+    i = wp.tid()
+    out[i] = values[index[i]]
 
 
 @wp.func
@@ -60,11 +85,13 @@ def _morton_keys(points: wp.array(dtype=wp.vec3), lo: wp.vec3, scale: float, key
 
 @wp.func
 def _knn_one(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=wp.int32), map_ids: int,
-             reach: float, x: wp.vec3, o: int, radius: float, k: int,
-             idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float)):
-    """k nearest of x into row o of idx/d2. The radius starts at `radius` and doubles until k points lie
-    within it; each round takes only the points of the new shell (beyond the previous radius), so no
-    point is counted twice and the k found are exactly the nearest. Candidates stay sorted (insertion).
+             reach: float, x: wp.vec3, o: int, radius: float, cap: float, k: int,
+             idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float)) -> int:
+    """k nearest of x into row o of idx/d2; return 1, or 0 if they lie beyond ``cap`` (row left partial).
+
+    The radius starts at `radius` and doubles until k points lie within it (or, past `cap`, gives
+    up); each round takes only the points of the new shell (beyond the previous radius), so no point
+    is counted twice and the k found are exactly the nearest. Candidates stay sorted (insertion).
     """
     inner = wp.float32(-1.0)
     rad = radius
@@ -92,20 +119,25 @@ def _knn_one(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dty
                     d2[o, pos] = dd
                     idx[o, pos] = wp.where(map_ids != 0, ids[j], j)
         if count >= k or rad > reach:
-            break
+            return 1
+        if 2.0 * rad > cap:
+            return 0
         inner = r2
         rad = 2.0 * rad
+    return 0
 
 
 @wp.kernel
 def _knn(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=wp.int32), map_ids: int,
          lo: wp.vec3, hi: wp.vec3, queries: wp.array(dtype=wp.vec3), out_rows: wp.array(dtype=wp.int32),
-         radius: float, k: int, run: int, idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float), offset: int):
+         radius: float, cap: float, k: int, run: int, idx: wp.array2d(dtype=wp.int32), d2: wp.array2d(dtype=float),
+         open_rows: wp.array(dtype=wp.int32), offset: int):
     # One thread answers a run of `run` consecutive queries (Morton order: neighbours in space). The
     # previous query's k-th distance plus the step between the two queries bounds the next query's
     # k-th distance (triangle inequality), so that radius holds k points and one round suffices.
     # Query row r writes output row out_rows[r]; Points are stored in Morton order: with map_ids the
-    # original index ids[j] is written, else the sorted position j.
+    # original index ids[j] is written, else the sorted position j. A query whose k nearest lie beyond
+    # `cap` is flagged in open_rows[r] (and bounds nothing) for a pass on coarser cells.
     first = (wp.tid() + offset) * run
     last = wp.min(first + run, queries.shape[0])
     diag = wp.length(hi - lo)
@@ -123,8 +155,11 @@ def _knn(grid: wp.uint64, points: wp.array(dtype=wp.vec3), ids: wp.array(dtype=w
             # than `radius` (a query far from the cloud: one round of the bound beats widening).
             if tight <= radius or (bound > radius and tight <= 4.0 * radius):
                 start = tight
-        _knn_one(grid, points, ids, map_ids, reach, x, o, start, k, idx, d2)
-        bound = wp.sqrt(d2[o, k - 1])
+        done = _knn_one(grid, points, ids, map_ids, reach, x, o, start, cap, k, idx, d2)
+        open_rows[r] = 1 - done
+        bound = wp.float32(-1.0)
+        if done != 0:
+            bound = wp.sqrt(d2[o, k - 1])
         prev = x
 
 
@@ -236,6 +271,13 @@ class KnnResult(NamedTuple):
     sq_distances: Any
 
 
+class KnnPass(NamedTuple):
+    """One pass of a k-nearest batch: the grid's ``cell`` size (m) and how many queries it ``answered``."""
+
+    cell: float
+    answered: int
+
+
 class RadiusResult(NamedTuple):
     """Fixed-radius neighbours in CSR form: query ``i`` owns ``indices[offsets[i]:offsets[i + 1]]``.
 
@@ -274,6 +316,13 @@ def spatial_order(points: wp.array) -> wp.array:
     return order[:n]
 
 
+def _gather_int(values: wp.array, order: wp.array) -> wp.array:
+    """Return the int32 ``values[order]`` as a new array."""
+    out = wp.empty(order.shape[0], dtype=wp.int32, device=values.device)
+    wp.launch(_gather_i32, int(order.shape[0]), inputs=[values, order, out], device=values.device)
+    return out
+
+
 def gather(points: wp.array, order: wp.array) -> wp.array:
     """Return ``points[order]`` as a new array."""
     out = wp.empty(order.shape[0], dtype=wp.vec3, device=points.device)
@@ -305,17 +354,21 @@ class NeighborSearch:
         self._min_cell: float | None = None
         self._box: tuple[wp.vec3, wp.vec3] | None = None
         self._rng = np.random.default_rng(0)
+        self.last_passes: tuple[KnnPass, ...] = ()  # the passes of the last k-nearest batch, finest first
 
-    def _build(self, radius: float) -> None:
+    def _build(self, radius: float, *, widen: bool = False) -> None:
         """Bucket the points for queries of ``radius``: cells of that size, but never so small that
         most cells hold under ~4 points (the grid's fixed number of hash buckets would then alias
-        far-apart cells and fill each query with useless candidates)."""
+        far-apart cells and fill each query with useless candidates). ``widen``: the cells of a
+        k-nearest pass (see ``_CELL_PER_RADIUS``)."""
         if self._min_cell is None:
             # Also keep coordinates / cell far below 2**31 (the grid's integer cell coordinates).
             lo, hi = (np.array(v, dtype=np.float64) for v in self._bounds())
             scale = max(1.0, float(np.abs(lo).max()), float(np.abs(hi).max()))
             self._min_cell = max(2.0 * self.spacing(), 1e-6 * scale)
         cell = max(radius, self._min_cell)
+        if widen:
+            cell = max(cell, min(_CELL_PER_RADIUS * radius, _WIDE_CELLS * self._min_cell))
         if self._cell < 0 or abs(cell - self._cell) > 0.25 * self._cell:
             self.grid.build(self.sorted, cell)
             self._cell = cell
@@ -391,20 +444,42 @@ class NeighborSearch:
 
     def _knn_rows(self, queries: wp.array, out_rows: wp.array, k: int, radius: float, idx: wp.array, d2: wp.array,
                   *, map_ids: bool) -> float:
-        """Answer every row of ``queries`` into output row ``out_rows[r]``; return the starting radius used.
+        """Answer every row of ``queries`` into output row ``out_rows[r]``; return the first pass's radius.
 
-        For large batches a pilot of sampled queries first measures the typical k-th distance, which
-        sets the grid's cell size and the starting radius (each query then widens its own radius).
+        Passes, finest first: for large batches (and every later pass) a pilot of sampled queries
+        measures the typical k-th distance of the queries still open, which sets the grid's cell
+        size and the starting radius; each query widens its own radius up to ``_CAP_CELLS`` cells and
+        is otherwise left to the next pass (the last pass is uncapped).
         """
+        first, passes = None, []
+        for attempt in range(_MAX_PASSES):
+            if attempt > 0 or int(queries.shape[0]) > 4 * _PILOT_QUERIES:
+                radius = self._pilot_radius(queries, k, radius)
+            self._build(radius, widen=True)
+            cap = _UNCAPPED if attempt == _MAX_PASSES - 1 else _CAP_CELLS * max(radius, self._cell)
+            first = radius if first is None else first
+            still = self._knn_pass(queries, out_rows, k, radius, cap, idx, d2, map_ids)
+            passes.append(KnnPass(self._cell, int(queries.shape[0]) - (0 if still is None else int(still.shape[0]))))
+            if still is None:
+                break
+            queries, out_rows = gather(queries, still), _gather_int(out_rows, still)
+            radius = max(radius, 0.5 * cap)  # each open query has fewer than k points within cap / 2
+        self.last_passes = tuple(passes)
+        return first
+
+    def _knn_pass(self, queries: wp.array, out_rows: wp.array, k: int, radius: float, cap: float, idx: wp.array,
+                  d2: wp.array, map_ids: bool) -> wp.array | None:
+        """One k-nearest pass on the current grid; return the rows (of ``queries``) left open, or None."""
         rows = int(queries.shape[0])
-        if rows > 4 * _PILOT_QUERIES:
-            radius = self._pilot_radius(queries, k, radius)
-        self._build(radius)
+        open_rows = wp.empty(rows, dtype=wp.int32, device=self.device)
         run = _CPU_RUN if self.device.is_cpu else 1
         launch_rows(_knn, (rows + run - 1) // run, [self.grid.id, self.sorted, self.order, int(map_ids), *self._bounds(),
-                                                   queries, out_rows, radius, k, run, idx, d2], self.device, min_split=64)
-        return radius
-
+                                                   queries, out_rows, radius, cap, k, run, idx, d2, open_rows],
+                    self.device, min_split=64)
+        if cap >= _UNCAPPED:
+            return None
+        still = np.flatnonzero(open_rows.numpy()).astype(np.int32)
+        return wp.array(still, device=self.device) if len(still) else None
     def _bounds(self) -> tuple[wp.vec3, wp.vec3]:
         if self._box is None:
             from kernels.pointcloud import _bounds_of
@@ -414,17 +489,33 @@ class NeighborSearch:
         return self._box
 
     def _pilot_radius(self, queries: wp.array, k: int, radius: float) -> float:
-        """Median exact k-th neighbour distance (x1.2) of a few sampled queries."""
-        pick = np.sort(self._rng.integers(0, queries.shape[0], _PILOT_QUERIES)).astype(np.int32)
+        """Median exact k-th neighbour distance (x1.2) of a few sampled queries (at least ``radius``'s scale).
+
+        The pilot queries are capped like a pass: if most need more than ``_CAP_CELLS`` cells the
+        cells grow by that factor and the pilot runs again.
+        """
+        n = int(queries.shape[0])
+        count = min(n, _PILOT_QUERIES)
+        pick = np.arange(n, dtype=np.int32) if n <= count else np.sort(self._rng.integers(0, n, count)).astype(np.int32)
         sample = gather(queries, wp.array(pick, device=self.device))
-        rows = wp.array(np.arange(_PILOT_QUERIES, dtype=np.int32), device=self.device)
-        idx = wp.empty((_PILOT_QUERIES, k), dtype=wp.int32, device=self.device)
-        d2 = wp.empty((_PILOT_QUERIES, k), dtype=float, device=self.device)
-        self._build(radius)
-        wp.launch(_knn, _PILOT_QUERIES, device=self.device, inputs=[
-            self.grid.id, self.sorted, self.order, 0, *self._bounds(), sample, rows, radius, k, 1, idx, d2, 0])
-        kth = np.sqrt(d2.numpy()[:, k - 1].astype(np.float64))
-        return max(float(np.median(kth)) * 1.2, 1e-9)
+        rows = wp.array(np.arange(count, dtype=np.int32), device=self.device)
+        idx = wp.empty((count, k), dtype=wp.int32, device=self.device)
+        d2 = wp.empty((count, k), dtype=float, device=self.device)
+        open_rows = wp.empty(count, dtype=wp.int32, device=self.device)
+        for attempt in range(_MAX_PASSES):
+            self._build(radius)
+            cap = _UNCAPPED if attempt == _MAX_PASSES - 1 else _CAP_CELLS * max(radius, self._cell)
+            wp.launch(_knn, count, device=self.device, inputs=[
+                self.grid.id, self.sorted, self.order, 0, *self._bounds(), sample, rows, radius, cap, k, 1, idx, d2,
+                open_rows, 0])
+            kth = np.full(count, np.inf)  # open rows hold partial (unset) distances
+            done = open_rows.numpy() == 0
+            kth[done] = np.sqrt(d2.numpy()[done, k - 1].astype(np.float64))
+            median = float(np.median(kth))
+            if np.isfinite(median):
+                return max(median * 1.2, 1e-9)
+            radius = cap
+        return radius
 
     def _self_knn_blocks(self, k: int):
         """Yield ``(row0, rows, idx)`` blocks of the k nearest of every point, in sorted positions.

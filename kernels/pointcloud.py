@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import warp as wp
 
-from kernels._arrays import as_matrix, as_rigid, as_warp, kind_of, positive, to_kind
+from kernels._arrays import as_matrix, as_rigid, as_warp, is_torch, kind_of, positive, to_kind
 from kernels._runtime import launch_chunks, launch_rows, reduction_slots, resolve_device
 
 _BIG = wp.constant(1.0e30)
@@ -283,7 +283,7 @@ def depth_to_points(
     launch_rows(_depth_row_counts, rows_out, [*common, counts], dev, min_split=512)
     starts = wp.empty(rows_out, dtype=wp.int32, device=dev)
     wp.utils.array_scan(counts, starts, inclusive=False)
-    total = int(starts[rows_out - 1 : rows_out].numpy()[0] + counts[rows_out - 1 : rows_out].numpy()[0])
+    total = _last_sum(starts, counts)
     points = wp.empty(total, dtype=wp.vec3, device=dev)
     colors = wp.empty((total if rgb is not None else 1, 3), dtype=wp.uint8, device=dev)
     launch_rows(_depth_points, rows_out, [*common, starts, float(fx), float(fy), float(cx), float(cy), _mat44(pose),
@@ -291,19 +291,56 @@ def depth_to_points(
     return DepthPoints(to_kind(points, out_kind), to_kind(colors, out_kind) if rgb is not None else None)
 
 
-def transform_points(points: Any, transform: Any, *, device: str | None = None) -> Any:
+def _last_sum(starts: wp.array, counts: wp.array) -> int:
+    """``starts[-1] + counts[-1]`` (an exclusive scan's total); a zero-copy read on the CPU."""
+    if starts.device.is_cpu:
+        return int(starts.numpy()[-1]) + int(counts.numpy()[-1])
+    n = starts.shape[0]
+    return int(starts[n - 1 : n].numpy()[0] + counts[n - 1 : n].numpy()[0])
+
+
+def transform_points(points: Any, transform: Any, *, out: Any | None = None, device: str | None = None) -> Any:
     """Apply a 4x4 transform (rotation/translation, or any affine map) to ``(N, 3)`` points.
 
+    ``out``: an ``(N, 3)`` float32 array of the same kind and device as ``points`` to write into
+    (no allocation; returned); it may be ``points`` itself (in place). Default: a new array.
+
     Raises:
-        ValueError: on wrong shapes or dtypes, NaN/inf, or an empty cloud.
+        ValueError: on wrong shapes or dtypes, NaN/inf, an empty cloud, or an ``out`` of another
+            shape, dtype or device.
     """
     dev = resolve_device(device, points)
     p = as_warp(points, "points", dev, shape=(None, 3), dtype=wp.vec3)
     m = as_matrix(transform, "transform", 4, 4)
-    out = wp.empty_like(p)
+    dst = wp.empty_like(p) if out is None else _out_buffer(out, p)
     block = _CPU_BLOCK if dev.is_cpu else 1
-    launch_rows(_transform, (p.shape[0] + block - 1) // block, [p, _mat44(m), block, out], dev, min_split=512)
-    return to_kind(out, kind_of(points))
+    launch_rows(_transform, (p.shape[0] + block - 1) // block, [p, _mat44(m), block, dst], dev, min_split=512)
+    return out if out is not None else to_kind(dst, kind_of(points))
+
+
+def _out_buffer(out: Any, like: wp.array) -> wp.array:
+    """``out`` as a writable ``wp.array`` view of ``like``'s shape on its device (never a copy).
+
+    Raises:
+        ValueError: if ``out`` is not a contiguous float32 ``(N, 3)`` array on ``like``'s device.
+    """
+    n = like.shape[0]
+    if isinstance(out, wp.array):
+        ok = out.dtype in (wp.vec3, wp.float32) and out.device == like.device and out.is_contiguous
+        view = out if out.dtype == wp.vec3 else None
+        if ok and view is None and out.shape == (n, 3):
+            view = wp.array(ptr=out.ptr, shape=n, dtype=wp.vec3, device=out.device, copy=False)
+    elif is_torch(out):
+        ok = str(out.dtype) == "torch.float32" and out.is_contiguous() and tuple(out.shape) == (n, 3)
+        ok = ok and (out.device.type == "cpu") == like.device.is_cpu
+        view = wp.from_torch(out, dtype=wp.vec3) if ok else None
+    else:
+        ok = isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous and like.device.is_cpu
+        view = wp.array(out, dtype=wp.vec3, device=like.device, copy=False) if ok and out.shape == (n, 3) else None
+    if not ok or view is None or view.shape != (n,):
+        raise ValueError(f"out must be a contiguous float32 ({n}, 3) array on {like.device}, got "
+                         f"{type(out).__name__} {getattr(out, 'shape', None)} {getattr(out, 'dtype', None)}")
+    return view
 
 
 def _bounds_of(p: wp.array, dev: wp.context.Device) -> tuple[np.ndarray, np.ndarray]:

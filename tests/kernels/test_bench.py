@@ -19,6 +19,7 @@ def test_benchmark_reports_every_op_and_the_renderer(capsys):
         ratio = [v for k, v in figures.items() if k.startswith(op) and k.endswith("_ratio_vs_open3d")]
         assert len(ratio) == 1 and math.isfinite(ratio[0]) and ratio[0] > 0, op
     assert "tsdf_128cube_x4_3k_ratio_vs_open3d" in figures and "depth_to_points_3k_ms" in figures
+    assert figures["knn_mixed_k10_3k_ratio_vs_halves"] > 0 and figures["knn_mixed_k10_3k_ratio_vs_open3d"] > 0
     if PUSHT_XML.exists():
         assert figures["render_2x16_fps"] > 0
         assert figures["render_2x16_ratio_vs_mujoco_rgb"] > 0

@@ -99,3 +99,55 @@ def test_icp_rejects_bad_input(rng, kwargs, message):
     args = {"max_correspondence_distance": 0.1} | kwargs
     with pytest.raises(ValueError, match=message):
         icp_point_to_plane(p, p, **args)
+
+
+def _plane(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` points on the plane z = 0 (a table seen from above: every z exactly 0), float32."""
+    p = np.zeros((n, 3), np.float32)
+    p[:, :2] = rng.uniform(-0.4, 0.4, (n, 2))
+    return p
+
+
+def test_icp_on_an_exact_plane_solves_the_observable_directions(rng, device):
+    # A tilted, lifted, spun copy of a table top: the plane fixes the height and the two tilts; the
+    # in-plane slide and the spin about the normal are unobservable and stay at the initial guess.
+    target = _plane(rng, 20000)
+    motion = _twist_to_matrix(np.array([0.03, -0.02, 0.1, 0.01, -0.01, 0.03]))  # source_from_target
+    source = (_plane(rng, 15000) @ motion[:3, :3].T + motion[:3, 3]).astype(np.float32)
+    normals = np.tile(np.float32([0.0, 0.0, 1.0]), (len(target), 1))
+    ours = icp_point_to_plane(source, target, 0.1, target_normals=normals, device=device)
+    ref = _open3d(source, target, normals, 0.1, REG.L2Loss())
+    assert ours.iterations > 0 and ours.converged and ours.degenerate_directions == 3
+    # The source, moved by the result, lies on the plane z = 0: row z of (target_from_source @ motion),
+    # as it does with Open3D's result (whose LDLT leaves the same three directions at zero).
+    np.testing.assert_allclose((ours.transformation @ motion)[2], [0.0, 0.0, 1.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose((ours.transformation @ motion)[2], (ref.transformation @ motion)[2], atol=1e-5)
+    # The spin about the normal (0.1 rad in the motion) is not observable and is left as it was.
+    assert abs(ours.transformation[1, 0] - ours.transformation[0, 1]) / 2 < 1e-3
+    assert ours.fitness == ref.fitness == 1.0
+    # Point-to-point RMSE: the target's spacing, up to the (unobservable, unmoved) in-plane slide.
+    assert ours.inlier_rmse == pytest.approx(ref.inlier_rmse, rel=0.02)
+
+
+def test_icp_on_a_well_posed_scene_reports_no_degeneracy(clouds):
+    source, target, normals = clouds
+    assert icp_point_to_plane(source, target, 0.1, target_normals=normals).degenerate_directions == 0
+
+
+def _shift(offset: np.ndarray) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = offset
+    return m
+
+
+def test_icp_far_from_the_origin_matches_the_same_motion_near_it(clouds, device):
+    # The same clouds and motion, once around the origin and once around (100, -50, 20) m.
+    source, target, normals = clouds
+    far = np.array([100.0, -50.0, 20.0])
+    near = icp_point_to_plane(source, target, 0.1, target_normals=normals, device=device)
+    moved = icp_point_to_plane((source + far).astype(np.float32), (target + far).astype(np.float32), 0.1,
+                               target_normals=normals, device=device)
+    local = _shift(-far) @ moved.transformation @ _shift(far)  # back to the frame of the near problem
+    np.testing.assert_allclose(local, near.transformation, atol=5e-4)
+    np.testing.assert_allclose(local @ TRUE, np.eye(4), atol=3e-3)
+    assert moved.fitness == pytest.approx(near.fitness, abs=5e-3)

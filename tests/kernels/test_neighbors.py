@@ -16,6 +16,7 @@ from kernels import (
     radius_search,
     statistical_outlier_mask,
 )
+from kernels.neighbors import _CAP_CELLS
 from tests.kernels.conftest import surface_cloud
 
 
@@ -57,6 +58,25 @@ def test_knn_between_distant_clouds(rng):
     p = surface_cloud(rng, 5000)
     q = surface_cloud(rng, 300) + np.float32(7.0)  # every neighbour is metres away
     _assert_knn_exact(p, q, NeighborSearch(p).knn(q, 3), 3)
+
+
+def test_knn_mixed_on_and_off_surface_queries(rng, device):
+    # Two thirds of the queries on the surface (k-th distance ~1 cm), a third scattered through the
+    # volume (~10 cm and up): exact, and answered in passes whose cells suit each query's scale. With
+    # one cell size from the majority, a scattered query visited ~10^4-10^6 mostly empty cells (the
+    # old ~7x cost); now no query is answered on cells under 1/_CAP_CELLS of its k-th distance.
+    p = surface_cloud(rng, 20000)
+    on, off = surface_cloud(rng, 3000), rng.uniform(-1.0, 1.0, (1500, 3)).astype(np.float32)
+    queries = np.concatenate([on, off])[rng.permutation(4500)]
+    search = NeighborSearch(p, device=device)
+    res = search.knn(queries, 8)
+    _assert_knn_exact(p, queries, res, 8)
+    kth = cKDTree(p).query(queries, 8)[0][:, -1]
+    passes = search.last_passes
+    assert sum(q.answered for q in passes) == len(queries) and len(passes) >= 2
+    assert passes[0].cell < passes[-1].cell  # finest first, the scattered tail on coarser cells
+    assert (kth > _CAP_CELLS * passes[0].cell).sum() <= sum(q.answered for q in passes[1:])
+    assert kth.max() <= _CAP_CELLS * passes[-1].cell
 
 
 def test_knn_torch_in_torch_out(rng, device):

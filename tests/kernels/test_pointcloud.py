@@ -74,6 +74,26 @@ def test_transform_points_numpy_and_torch(rng, device):
     np.testing.assert_allclose(out.cpu().numpy(), expected, atol=1e-5)
 
 
+def test_transform_points_into_out_buffers(rng, device):
+    # out= writes into the caller's buffer (also in place) and returns it; no new array.
+    p = surface_cloud(rng, 5000)
+    expected = p.astype(np.float64) @ POSE[:3, :3].T + POSE[:3, 3]
+    t = torch.from_numpy(p.copy()).to(device)  # a copy: the in-place call below must not move p
+    buf = torch.empty_like(t)
+    assert transform_points(t, POSE, out=buf, device=device) is buf
+    np.testing.assert_allclose(buf.cpu().numpy(), expected, atol=1e-5)
+    assert transform_points(t, POSE, out=t, device=device) is t
+    np.testing.assert_allclose(t.cpu().numpy(), expected, atol=1e-5)
+    if device == "cpu":
+        out = np.empty_like(p)
+        assert transform_points(p, POSE, out=out) is out
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match=r"out must be a contiguous float32 \(5000, 3\) array"):
+        transform_points(t, POSE, out=buf[:10], device=device)
+    with pytest.raises(ValueError, match="out must be a contiguous float32"):
+        transform_points(p, POSE, out=np.empty((5000, 3)), device="cpu")
+
+
 @pytest.mark.parametrize("voxel", [0.05, 0.013])
 def test_voxel_downsample_matches_open3d(rng, device, voxel):
     p = surface_cloud(rng, 30000)
