@@ -57,11 +57,15 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True) ->
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fns = [_EnvMaker(cfg.id, _env_kwargs(cfg))] * num_envs
+    kwargs = _env_kwargs(cfg)
+    fns = [_EnvMaker(cfg.id, kwargs)] * num_envs
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if asynchronous and num_envs > 1:
         # spawn, not fork: a parent that already rendered holds an EGL context that a forked child cannot use.
-        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
+        # An env that observes text (the instruction) sends observations through the pipes: gymnasium 1.x reads a
+        # Text space's shared memory once, at construction, so every later instruction would come back stale.
+        shared_memory = not isinstance(kwargs, PushTTargetsConfig)
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn", shared_memory=shared_memory)
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
 
 

@@ -1,8 +1,8 @@
 """Instructions of the coloured-targets task: colours, paraphrase templates (train / held-out) and held-out pairs.
 
 An instruction names the colour of the pad the T must reach; the paraphrase is drawn per episode. The held-out
-templates use other verbs and nouns than every training template (no shared content word besides the colour and
-"T"/"block"-free wording), so success on them measures paraphrase generalisation, not memorised strings.
+templates share no verb, noun or adjective with the training templates (only function words such as "the", "to",
+"on" and the colour itself), so success on them measures paraphrase generalisation, not memorised strings.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ TRAIN_TEMPLATES = (
 )
 HELDOUT_TEMPLATES = (
     "shove the tee over to the {color} disc",
-    "nudge the T-piece until it rests on the {color} dot",
+    "nudge the tee piece until it rests on the {color} dot",
     "the {color} spot is where the shape should end up",
 )
 TEMPLATES = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES}

@@ -11,7 +11,7 @@ Success: the T's area centroid within ``success_radius`` (3 cm by default) of th
 free. Why 3 cm: (1) it decides the pad unambiguously: pads are >= 0.19 m apart, so a block counted at one pad is
 >= 0.16 m from every other, and the start area (centroid <= 2 cm from the start centre) is >= 0.11 m from every
 pad: no episode starts as a success or counts for the wrong pad; (2) it asks for a deliberate placement: 3 cm is the
-width of the T's stem and a fifth of its 0.15 m bar, about 3 pixels of the 64x64 overhead image (1.1 cm/pixel), so
+width of the T's stem and a fifth of its 0.15 m bar, about 3.5 pixels of the 64x64 overhead image (0.9 cm/pixel), so
 the pad's position must be read from the image to within a few pixels; (3) it is not a precision test: the target has
 no orientation and the pad drawn with 3.5 cm radius is slightly larger than the success disc, so "centroid over the
 pad" is what the image shows. The [0, 1] metric ``proximity`` = 1 - distance / (start-to-pad distance), clipped: 0 at
@@ -39,9 +39,9 @@ from sim.pusht_targets_config import PushTTargetsConfig
 
 PAD_HALF_HEIGHT = 0.0005  # pads are 1 mm discs lying on the table (m)
 HIDDEN_GROUP = 5  # a geom group the renderer does not draw by default: PushT's goal T goes there
-# The overhead camera's vertical field of view (deg): PushT's 45 deg sees +-0.35 m of table from 0.85 m up, where
-# the pads and the block's travel span +-0.25 m; 36 deg sees +-0.28 m, so a 64x64 image spends 1.1 cm... 0.9 cm per
-# pixel and a pad is ~8 pixels across instead of ~6.
+# The overhead camera's vertical field of view (deg). PushT's 45 deg sees +-0.35 m of table from 0.85 m up, but the
+# pads and the block's travel span only +-0.25 m; 36 deg sees +-0.28 m, so a 64x64 image spends 0.9 cm per pixel
+# (not 1.1 cm) and a pad is ~8 pixels across (not ~6).
 OVERHEAD_FOVY = 36.0
 
 
