@@ -33,8 +33,8 @@ class TargetsEnvConfig(EnvConfig):
 
     id: str = TARGETS_ENV_ID
     kwargs: PushTTargetsConfig = field(default_factory=PushTTargetsConfig)
-    # proximity: 1 - distance to the instructed pad / start-to-pad distance, in [0, 1]; distance in m
-    metric_keys: list[str] = field(default_factory=lambda: ["proximity", "distance"])
+    # proximity = 1 - (T centroid to instructed pad) / (start to pad), clipped to [0, 1]: 1 on the pad, 0 at the start
+    metric_keys: list[str] = field(default_factory=lambda: ["proximity"])
 
 
 # gymnasium id -> (its env group schema, its kwargs dataclass)

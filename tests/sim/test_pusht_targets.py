@@ -216,7 +216,7 @@ def test_env_config_round_trips_through_a_saved_dict_and_builds_the_env():
 
     back = sim.env_config_from_dict(asdict(cfg))
     assert isinstance(back, sim.TargetsEnvConfig) and isinstance(back.kwargs, PushTTargetsConfig)
-    assert back.kwargs.instructions == "heldout" and back.metric_keys == ["proximity", "distance"]
+    assert back.kwargs.instructions == "heldout" and back.metric_keys == ["proximity"]
     env = sim.make_env(back, render_mode=None)
     _, info = env.reset(seed=0)
     assert info["task"] in instructions(info["target_color"], "heldout")
