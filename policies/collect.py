@@ -54,6 +54,9 @@ def record_episodes(
 ) -> CollectionStats:
     """Runs ``agent`` in ``env`` and appends each finished episode to the dataset at ``root``.
 
+    Each frame's instruction (``obs["task"]``, else ``info["task"]``) is stored as LeRobot's per-frame task
+    (``task_index`` into ``meta/tasks.parquet``).
+
     Attempt ``k`` is reset with seed ``start_seed + saved_before + k``, where ``saved_before`` is the number of
     episodes the dataset already holds: collection resumes where a killed run stopped (an interrupted run loses at
     most its episode in flight). Failed episodes (no ``info["is_success"]`` at the end) are dropped unless
@@ -97,7 +100,8 @@ def _run_episode(env: gym.Env, agent: Agent, seed: int) -> tuple[list[dict[str, 
     frames: list[dict[str, Any]] = []
     while True:
         action = np.asarray(agent.act(obs), dtype=np.float32)
-        frames.append({**obs, "action": action, "task": info.get("task", "")})
+        # the instruction the agent saw (a language-conditioned env observes it), else the env's info
+        frames.append({**obs, "action": action, "task": obs.get("task", info.get("task", ""))})
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             return frames, bool(info.get("is_success", False))

@@ -1,4 +1,5 @@
-"""realsim simulation: the MuJoCo PushT digital twin, its gymnasium registration, experts and vector envs."""
+"""realsim simulation: the MuJoCo PushT digital twin, the coloured-targets task, their gymnasium registration, experts
+and vector envs."""
 
 import os
 
@@ -11,7 +12,9 @@ import gymnasium as gym  # noqa: E402
 from sim.expert import ExpertConfig, PushTExpert  # noqa: E402
 from sim.factory import (  # noqa: E402
     ENV_ID,
+    TARGETS_ENV_ID,
     EnvConfig,
+    TargetsEnvConfig,
     env_config_from_dict,
     make_env,
     make_expert,
@@ -19,6 +22,7 @@ from sim.factory import (  # noqa: E402
     register_configs,
 )
 from sim.pusht_config import DomainRandomizationConfig, PushTConfig  # noqa: E402
+from sim.pusht_targets_config import PushTTargetsConfig  # noqa: E402
 
 __all__ = [
     "ENV_ID",
@@ -28,6 +32,9 @@ __all__ = [
     "ExpertConfig",
     "PushTConfig",
     "PushTExpert",
+    "PushTTargetsConfig",
+    "TARGETS_ENV_ID",
+    "TargetsEnvConfig",
     "make_env",
     "make_expert",
     "make_vector_env",
@@ -36,3 +43,5 @@ __all__ = [
 
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="sim.pusht_env:PushTEnv", max_episode_steps=None)
+if TARGETS_ENV_ID not in gym.registry:
+    gym.register(id=TARGETS_ENV_ID, entry_point="sim.pusht_targets:PushTTargetsEnv", max_episode_steps=None)

@@ -53,9 +53,11 @@ class PushTExpert:
         pusher_radius: float,
         config: ExpertConfig | None = None,
         seed: int | None = None,
+        position_goal: bool = False,
     ) -> None:
         self.shape = shape
         self.goal = np.asarray(goal_pose, dtype=float)
+        self.position_goal = position_goal  # goal_pose[:2] is where the T's area centroid goes; its angle is free
         self.radius = pusher_radius
         self.config = config or ExpertConfig()
         contacts, normals = shape.boundary_points(self.config.contact_spacing)
@@ -84,11 +86,14 @@ class PushTExpert:
         """Builds the expert for a ``PushTEnv`` (reads its T geometry, goal and pusher radius).
 
         When the env does not observe the block or pusher (e.g. an image env), the expert reads them from the
-        simulator: it is a privileged demonstrator, as a human teleoperating from a rendering.
+        simulator: it is a privileged demonstrator, as a human teleoperating from a rendering. The goal is read from
+        the env at every step, so an env that draws a new goal per episode (``realsim/PushTTargets-v0``) is followed;
+        an env whose ``position_goal`` is true is solved for position only.
         """
         env = env.unwrapped
         radius = float(env.model.geom("pusher").size[0])
-        expert = cls(env.shape, env.goal_pose, radius, config=config, seed=seed)
+        position_goal = bool(getattr(env, "position_goal", False))
+        expert = cls(env.shape, env.goal_pose, radius, config=config, seed=seed, position_goal=position_goal)
         expert.simulator = env
         return expert
 
@@ -122,8 +127,11 @@ class PushTExpert:
         """The error to correct: block-frame ``(vx, vy, angle_weight * angle)`` (m) and world ``(dx, dy, dtheta)``."""
         rot = self._rot(pose[2])
         com_now = pose[:2] + rot @ self.com
-        com_goal = self.goal[:2] + self._rot(self.goal[2]) @ self.com
-        angle_err = wrap_angle(self.goal[2] - pose[2])
+        if self.position_goal:
+            com_goal, angle_err = self.goal[:2], 0.0
+        else:
+            com_goal = self.goal[:2] + self._rot(self.goal[2]) @ self.com
+            angle_err = wrap_angle(self.goal[2] - pose[2])
         v_world = com_goal - com_now
         twist_block = np.concatenate([rot.T @ v_world, [self.config.angle_weight * angle_err]])
         return twist_block, np.concatenate([v_world, [angle_err]])
@@ -166,6 +174,8 @@ class PushTExpert:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Pusher target ``(x, y)`` (m, world) for the current observation."""
         cfg = self.config
+        if self.simulator is not None:
+            self.goal = np.asarray(self.simulator.goal_pose, dtype=float)
         pusher, pose = self._pose(obs)
         twist_b, err_world = self._desired_twist(pose)
         scores = self._scores(twist_b)

@@ -1,4 +1,4 @@
-"""Builds PushT envs, vector envs and experts from the typed ``env`` config group."""
+"""Builds the twin's envs (PushT, coloured targets), vector envs and experts from the typed ``env`` config group."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from hydra.core.config_store import ConfigStore
 
 from sim.expert import ExpertConfig, PushTExpert
 from sim.pusht_config import PushTConfig
+from sim.pusht_targets_config import PushTTargetsConfig
 
 ENV_ID = "realsim/PushT-v0"
+TARGETS_ENV_ID = "realsim/PushTTargets-v0"
 
 
 @dataclass
@@ -23,6 +25,23 @@ class EnvConfig:
     # info keys evaluation reports per episode (last value as mean_<key>, best as max_<key>); success itself is
     # info["is_success"] (coverage >= kwargs.success_threshold)
     metric_keys: list[str] = field(default_factory=lambda: ["coverage"])
+
+
+@dataclass
+class TargetsEnvConfig(EnvConfig):
+    """The ``env`` group for ``realsim/PushTTargets-v0`` (conf/env/pusht_targets.yaml): coloured pads, instructions."""
+
+    id: str = TARGETS_ENV_ID
+    kwargs: PushTTargetsConfig = field(default_factory=PushTTargetsConfig)
+    # proximity = 1 - (T centroid to instructed pad) / (start to pad), clipped to [0, 1]: 1 on the pad, 0 at the start
+    metric_keys: list[str] = field(default_factory=lambda: ["proximity"])
+
+
+# gymnasium id -> (its env group schema, its kwargs dataclass)
+ENV_SCHEMAS: dict[str, tuple[type[EnvConfig], type[PushTConfig]]] = {
+    ENV_ID: (EnvConfig, PushTConfig),
+    TARGETS_ENV_ID: (TargetsEnvConfig, PushTTargetsConfig),
+}
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
@@ -38,11 +57,15 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True) ->
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fns = [_EnvMaker(cfg.id, _env_kwargs(cfg))] * num_envs
+    kwargs = _env_kwargs(cfg)
+    fns = [_EnvMaker(cfg.id, kwargs)] * num_envs
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if asynchronous and num_envs > 1:
         # spawn, not fork: a parent that already rendered holds an EGL context that a forked child cannot use.
-        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
+        # An env that observes text (the instruction) sends observations through the pipes: gymnasium 1.x reads a
+        # Text space's shared memory once, at construction, so every later instruction would come back stale.
+        shared_memory = not isinstance(kwargs, PushTTargetsConfig)
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn", shared_memory=shared_memory)
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
 
 
@@ -83,13 +106,15 @@ def env_config_from_dict(values: dict) -> EnvConfig:
     """
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EnvConfig), values))
+    schema = ENV_SCHEMAS.get(values.get("id", ENV_ID), (EnvConfig,))[0]
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
 
 
 def _env_kwargs(cfg: EnvConfig) -> PushTConfig:
-    return _to_object(cfg.kwargs, PushTConfig)
+    return _to_object(cfg.kwargs, ENV_SCHEMAS.get(cfg.id, (EnvConfig, PushTConfig))[1])
 
 
 def register_configs() -> None:
-    """Registers the typed env schema in Hydra's ConfigStore as ``env/pusht_schema``."""
+    """Registers the typed env schemas in Hydra's ConfigStore: ``env/pusht_schema`` and ``env/pusht_targets_schema``."""
     ConfigStore.instance().store(group="env", name="pusht_schema", node=EnvConfig)
+    ConfigStore.instance().store(group="env", name="pusht_targets_schema", node=TargetsEnvConfig)

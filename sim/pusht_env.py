@@ -71,7 +71,7 @@ class PushTEnv(gym.Env):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": int(config.control_hz)}
 
-        self.model = mujoco.MjModel.from_xml_path(scene_path())
+        self.model = self._build_model()
         self.data = mujoco.MjData(self.model)
         self.shape = TShape.from_model(self.model)
         self.ik = DifferentialIK(self.model, "pusher_tip", ARM_JOINTS, posture=NOMINAL_POSTURE)
@@ -113,6 +113,14 @@ class PushTEnv(gym.Env):
         else:
             ranges = self.model.jnt_range[[self.model.joint(j).id for j in ARM_JOINTS]]
             self.action_space = spaces.Box(ranges[:, 0].astype(np.float32), ranges[:, 1].astype(np.float32))
+
+    # Whether the goal is a position only: the block's area centroid must reach ``goal_pose[:2]`` and its angle is
+    # free (the expert then ignores ``goal_pose[2]``); PushT's goal is a full planar pose.
+    position_goal = False
+
+    def _build_model(self) -> mujoco.MjModel:
+        """The MuJoCo model of the scene (PushT's MJCF); subclasses add to the scene here."""
+        return mujoco.MjModel.from_xml_path(scene_path())
 
     # ----------------------------------------------------------------------------------------------- spaces
     def _make_observation_space(self) -> spaces.Dict:
@@ -289,11 +297,16 @@ class PushTEnv(gym.Env):
             self._advance(self._n_substeps)
             self._pusher_target = self.pusher_xy
         self._steps += 1
+        reward, success, info = self._outcome()
+        truncated = self._steps >= self.config.max_episode_steps
+        return self._observation(), reward, success, truncated, info
+
+    def _outcome(self) -> tuple[float, bool, dict[str, Any]]:
+        """Reward, success (which terminates the episode) and info of the current state: coverage-based for PushT."""
         coverage = self.coverage()
         success = coverage >= self.config.success_threshold
         reward = min(coverage / self.config.success_threshold, 1.0)
-        truncated = self._steps >= self.config.max_episode_steps
-        return self._observation(), reward, success, truncated, self._info(coverage)
+        return reward, success, self._info(coverage)
 
     def _limit_joint_motion(self, desired: np.ndarray, dt: float) -> np.ndarray:
         """The next joint target towards ``desired`` after ``dt`` s under the config's velocity and acceleration

@@ -38,6 +38,12 @@ class TShape:
         """Area of the T (m^2)."""
         return float(np.sum(4 * self.half_sizes[:, 0] * self.half_sizes[:, 1]))
 
+    @property
+    def centroid(self) -> np.ndarray:
+        """Area centroid of the T in the block frame (m); MuJoCo puts the block's centre of mass there."""
+        areas = 4 * self.half_sizes[:, 0] * self.half_sizes[:, 1]
+        return (self.centers * areas[:, None]).sum(0) / areas.sum()
+
     def polygons(self, pose: np.ndarray) -> list[np.ndarray]:
         """Corners (4, 2) of each rectangle, counter-clockwise, in the world for a planar pose ``(x, y, theta)``."""
         x, y, theta = pose

@@ -1,6 +1,6 @@
 """LeRobotDataset v3.0 datasets: crash-safe writer, reader, stats, training windows, video helpers.
 
-``ChunkWindowDataset`` (which needs torch) is imported on first use, so data-collection processes
+``ChunkWindowDataset`` and ``TaskBatch`` (which need torch) are imported on first use, so data-collection processes
 that only write do not pay for importing torch.
 """
 
@@ -28,6 +28,7 @@ __all__ = [
     "DatasetFileNotFoundError",
     "LeRobotDatasetReader",
     "LeRobotDatasetWriter",
+    "TaskBatch",
     "VideoEncoding",
     "aggregate_stats",
     "feature_from_space",
@@ -39,8 +40,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ChunkWindowDataset":
-        from policies.datasets.windows import ChunkWindowDataset
+    if name in ("ChunkWindowDataset", "TaskBatch"):
+        from policies.datasets import windows
 
-        return ChunkWindowDataset
+        return getattr(windows, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,8 @@ from gymnasium import spaces
 
 from policies.datasets.layout import validate_features
 
+TASK_KEY = "task"  # the instruction: an observation of language-conditioned envs, LeRobot's per-frame task
+
 
 def feature_from_space(key: str, space: spaces.Space) -> dict[str, Any]:
     """info.json feature of one space: uint8 (H, W, 3) Box -> "video", float Box -> "float32",
@@ -40,13 +42,17 @@ def features_from_spaces(
     """Features for a dataset recording an env: one per observation key (a Dict space's keys, or
     ``observation.state`` for a bare space) plus ``action_key``.
 
+    An observation named ``task`` (the language instruction) is not a feature: LeRobot stores it per
+    frame as ``task_index`` into ``meta/tasks.parquet``, and the writer takes it as ``add_frame``'s
+    ``task``.
+
     Raises:
         ValueError: naming the key, for a space without a LeRobot feature type or a key with '/'.
     """
     observations = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {
         "observation.state": observation_space
     }
-    features = {key: feature_from_space(key, space) for key, space in observations.items()}
+    features = {key: feature_from_space(key, space) for key, space in observations.items() if key != TASK_KEY}
     if action_key in features:
         raise ValueError(f"observation space already has a key named {action_key!r}")
     features[action_key] = feature_from_space(action_key, action_space)

@@ -21,6 +21,18 @@ from torch.utils.data import Dataset
 from policies.datasets.reader import LeRobotDatasetReader
 
 
+class TaskBatch(list):
+    """The instructions of a batch, one ``str`` per sample: a plain ``list[str]`` whose ``to(...)`` returns itself.
+
+    ``to`` lets code that moves every value of a batch to a device (``{k: v.to(device) ...}``) pass the
+    strings through unchanged, as ``torch.utils.data.default_collate`` leaves strings as a list.
+    """
+
+    def to(self, *args: Any, **kwargs: Any) -> TaskBatch:
+        """This batch itself: strings live on no device."""
+        return self
+
+
 class ChunkWindowDataset(Dataset):
     """``torch`` dataset with one item per frame of every episode of a :class:`LeRobotDatasetReader`.
 
@@ -63,6 +75,8 @@ class ChunkWindowDataset(Dataset):
         self._episode = np.repeat(np.arange(dataset.num_episodes), dataset.episode_lengths)
         self._start = np.repeat(dataset.episode_starts, dataset.episode_lengths)
         self._last = self._start + np.repeat(dataset.episode_lengths, dataset.episode_lengths) - 1
+        # the instruction of every frame (object array of str), from task_index into meta/tasks.parquet
+        self._frame_tasks = np.array(dataset.tasks, dtype=object)[dataset.array("task_index")]
 
     def __len__(self) -> int:
         return self.dataset.num_frames
@@ -92,11 +106,12 @@ class ChunkWindowDataset(Dataset):
         item["task"] = self.dataset.frame_task(int(t))
         return item
 
-    def get_batch(self, items: np.ndarray) -> dict[str, torch.Tensor]:
+    def get_batch(self, items: np.ndarray) -> dict[str, Any]:
         """Items ``items`` stacked into one batch, gathered in a few vectorised index operations.
 
-        Same content as collating ``[self[t] for t in items]`` for the tensor keys (no ``index``,
-        ``episode_index`` or ``task``); used by the trainer, where per-item Python costs dominate on a CPU.
+        Same content as collating ``[self[t] for t in items]`` for the tensor keys and ``task`` (a
+        :class:`TaskBatch`, the list of the items' instructions); no ``index`` or ``episode_index``.
+        Used by the trainer, where per-item Python costs dominate on a CPU.
         """
         t = np.asarray(items, dtype=np.int64)
         if t.ndim != 1 or (t.size and (t.min() < 0 or t.max() >= len(self))):
@@ -114,6 +129,7 @@ class ChunkWindowDataset(Dataset):
             batch[f"{key}_is_pad"] = torch.from_numpy(obs_raw < start)
         batch[self.action_key] = torch.from_numpy(self._arrays[self.action_key][act_idx].astype(np.float32))
         batch[f"{self.action_key}_is_pad"] = torch.from_numpy(act_raw > last)
+        batch["task"] = TaskBatch(self._frame_tasks[t].tolist())
         return batch
 
     def relative_action_stats(self, reference_key: str) -> dict[str, np.ndarray]:

@@ -500,6 +500,9 @@ def test_features_from_spaces_follows_lerobot_conventions():
     assert features["observation.environment_state"] == {"dtype": "float32", "shape": [4], "names": None}
     assert features["observation.depth.top"]["shape"] == [96, 96]
     assert features["action"] == {"dtype": "float32", "shape": [2], "names": None}
+    with_task = spaces.Dict({**observation_space.spaces, "task": spaces.Text(64)})
+    # the instruction is LeRobot's per-frame task (meta/tasks.parquet), not a feature
+    assert features_from_spaces(with_task, spaces.Box(-1, 1, (2,), np.float32)) == features
     with pytest.raises(ValueError, match="observation.weird"):
         features_from_spaces(spaces.Dict({"observation.weird": spaces.Graph(spaces.Box(0, 1, (1,)), None)}),
                              spaces.Box(-1, 1, (2,)))
@@ -532,16 +535,23 @@ def test_get_batch_equals_collated_items(tmp_path):
     }
     rng = np.random.default_rng(0)
     with LeRobotDatasetWriter(root, fps=10, features=features) as writer:
-        for length in (5, 9, 3):
+        for length, task in zip((5, 9, 3), ("push the T", "pull the T", "push the T")):
             for _ in range(length):
-                writer.add_frame({k: rng.normal(size=2).astype(np.float32) for k in features}, task="t")
+                writer.add_frame({k: rng.normal(size=2).astype(np.float32) for k in features}, task=task)
             writer.save_episode()
     windows = ChunkWindowDataset(LeRobotDatasetReader(root), ["observation.state"], n_obs_steps=3, horizon=6)
     items = np.array([0, 4, 5, 13, 16, 7, 0])
     batch = windows.get_batch(items)
     expected = default_collate([windows[int(t)] for t in items])
+    assert batch.keys() == expected.keys() - {"index", "episode_index"}
     for key, value in batch.items():
-        assert torch.equal(value, expected[key]), key
+        if key != "task":
+            assert torch.equal(value, expected[key]), key
+    assert isinstance(batch["task"], list) and batch["task"] == expected["task"]
+    assert batch["task"] == ["push the T", "push the T", "pull the T", "pull the T", "push the T", "pull the T",
+                             "push the T"]
+    moved = {key: value.to("cpu") for key, value in batch.items()}  # as a trainer moves a batch to its device
+    assert moved["task"] == batch["task"]
 
 
 def test_relative_action_stats_match_numpy(tmp_path):
