@@ -54,6 +54,7 @@ class PushTExpert:
         config: ExpertConfig | None = None,
         seed: int | None = None,
         position_goal: bool = False,
+        simulator: Any = None,
     ) -> None:
         self.shape = shape
         self.goal = np.asarray(goal_pose, dtype=float)
@@ -79,7 +80,7 @@ class PushTExpert:
         self.gyration = float(np.sqrt(second_moment / areas.sum()))
         self.rng = np.random.default_rng(seed)
         self.contact: int | None = None
-        self.simulator: Any = None  # the PushTEnv whose true state stands in for unobserved keys (set by for_env)
+        self.simulator = simulator  # the PushTEnv whose true state stands in for unobserved keys (see for_env)
 
     @classmethod
     def for_env(cls, env, config: ExpertConfig | None = None, seed: int | None = None) -> PushTExpert:
@@ -93,9 +94,8 @@ class PushTExpert:
         env = env.unwrapped
         radius = float(env.model.geom("pusher").size[0])
         position_goal = bool(getattr(env, "position_goal", False))
-        expert = cls(env.shape, env.goal_pose, radius, config=config, seed=seed, position_goal=position_goal)
-        expert.simulator = env
-        return expert
+        return cls(env.shape, env.goal_pose, radius, config=config, seed=seed, position_goal=position_goal,
+                   simulator=env)
 
     def reset(self, seed: int | None = None) -> None:
         """Forgets the current contact; reseeds the noise generator when ``seed`` is given."""
