@@ -342,6 +342,7 @@ class Trainer:
         self.run_dir = Path(distributed.broadcast(str(self.run_dir), self.dist))  # rank 0's (Hydra's dir may differ)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.BatchLayout.for_run(cfg.optim.batch_size, cfg.optim.grad_accum_steps, self.dist)  # shareable?
         if cfg.resume:
             self.check_resume()
         self.build(self._shared_dataset())
