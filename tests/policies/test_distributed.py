@@ -201,3 +201,21 @@ def test_bf16_on_cpu_when_asked_trains_float32_weights(tmp_path, demos):
     assert torch.isfinite(torch.tensor(logs["loss"])) and logs["loss"] > 0
     assert all(p.dtype == torch.float32 for p in trainer.policy.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_eager_losses(tmp_path, demos, monkeypatch):
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's noise draws, not inductor's own
+    losses = {}
+    for compiled in (False, True):
+        trainer = _real_trainer(tmp_path / str(compiled), demos, f"compile={str(compiled).lower()}", "optim.batch_size=8")
+        torch.manual_seed(0)
+        trainer.build(trainer.prepare_dataset())
+        losses[compiled] = []
+        for step in range(3):
+            trainer.step = step
+            losses[compiled].append(trainer.train_step(trainer.sample_batch(step))["loss"])
+        assert (trainer.train_module is not trainer.policy) == compiled
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
