@@ -14,7 +14,7 @@ Layout written by :func:`save_checkpoint` (format 2)::
     │       ├── scheduler.pt              lr scheduler state_dict() (only if one was given)
     │       ├── ema.safetensors           EMA.state_dict() (only if one was given)
     │       ├── rng_state.pt              python, numpy, torch (and CUDA) generator states
-    │       └── training_step.json        {"step": 500}
+    │       └── training_step.json        {"step": 500, ...}: the step and the trainer's training_meta (batch_shards, ...)
     ├── 001000/
     └── last -> 001000                    relative symlink to the newest complete checkpoint
 
@@ -116,7 +116,7 @@ def _write_pretrained(dst: Path, policy: Policy, train_config: Mapping[str, Any]
 
 
 def _write_training_state(dst: Path, step: int, policy: Policy, optimizer: torch.optim.Optimizer,
-                          scheduler: Any | None, ema: EMA | None) -> None:
+                          scheduler: Any | None, ema: EMA | None, meta: Mapping[str, Any] | None = None) -> None:
     dst.mkdir()
     _write_weights(dst / "model.safetensors", policy)
     _write(dst / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
@@ -126,7 +126,7 @@ def _write_training_state(dst: Path, step: int, policy: Policy, optimizer: torch
         tensors = {k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
         _write(dst / "ema.safetensors", lambda f: f.write(safetensors.torch.save(tensors)))
     _write(dst / "rng_state.pt", lambda f: torch.save(_rng_state(), f))
-    _write(dst / "training_step.json", lambda f: json.dump({"step": int(step)}, f), binary=False)
+    _write(dst / "training_step.json", lambda f: json.dump({**(meta or {}), "step": int(step)}, f), binary=False)
     fsync_dir(dst)
 
 
@@ -153,12 +153,14 @@ def save_checkpoint(
     ema: EMA | None = None,
     train_config: Mapping[str, Any] | None = None,
     keep_last: int | None = None,
+    training_meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically (layout in the module docstring) and point ``last`` at it.
 
     ``pretrained_model/model.safetensors`` gets the weights that are evaluated: ``ema``'s average when given,
     else ``policy``'s own; ``training_state/`` gets ``policy``'s own (raw) weights and ``ema.safetensors``, for an
-    exact resume. ``train_config`` is the resolved config as a plain dict. With ``keep_last=k`` only the newest
+    exact resume. ``train_config`` is the resolved config as a plain dict. ``training_meta`` (JSON-safe values) is
+    stored beside the step in ``training_step.json`` (:func:`load_training_meta`). With ``keep_last=k`` only the newest
     ``k`` checkpoints are kept.
     Re-saving an existing step replaces it. Returns the checkpoint dir. Raises ``ValueError`` for a negative
     step or ``keep_last < 1``.
@@ -174,7 +176,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         _write_pretrained(tmp / PRETRAINED, policy, train_config, ema)
-        _write_training_state(tmp / TRAINING_STATE, step, policy, optimizer, scheduler, ema)
+        _write_training_state(tmp / TRAINING_STATE, step, policy, optimizer, scheduler, ema, training_meta)
         fsync_dir(tmp)
         if final.exists():
             old = root / f".old-{final.name}-{uuid.uuid4().hex}"
@@ -370,6 +372,14 @@ def load_training_state(
             raise CheckpointError(f"{str(file)!r} does not fit the given {type(target).__name__}: {err}") from err
     _set_rng_state(_torch_load(state_dir / "rng_state.pt"))
     return step
+
+
+def load_training_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``training_step.json`` of checkpoint ``path`` holds: ``step`` and the ``training_meta`` saved with it.
+
+    Raises :class:`CheckpointError` naming a missing or malformed file.
+    """
+    return _read_json(Path(path) / TRAINING_STATE / "training_step.json")
 
 
 # Settings a resumed run must share with the run that wrote the checkpoint; the rest (steps, eval, logging,

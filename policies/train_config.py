@@ -12,6 +12,7 @@ from policies.registry import policy_class, registered_policies
 
 DEVICES = ("auto", "cpu", "cuda")
 LOGGER_MODES = ("offline", "online", "disabled")
+AMP_MODES = ("off", "bf16", "fp16")
 
 
 @dataclass
@@ -40,6 +41,12 @@ class OptimConfig:
     grad_clip_norm: float = 10.0
     ema_decay: float = 0.995  # 0 disables EMA
     num_workers: int = 0  # DataLoader workers; windows are sliced from memory, so 0 is fastest on 2 cores
+    # --- scale (README "Training at scale") ------------------------------------------------------------------------
+    # Micro-batches accumulated per optimiser step: the global batch is batch_size x grad_accum_steps, of which each
+    # of the N processes (torchrun --nproc_per_node=N) takes batch_size / N per micro-batch.
+    grad_accum_steps: int = 1
+    amp: str = "off"  # mixed precision on GPU: off | bf16 (autocast) | fp16 (autocast + GradScaler)
+    amp_on_cpu: bool = False  # allow amp=bf16 on a CPU device (slow on most CPUs; refused unless set)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -49,6 +56,33 @@ class OptimConfig:
             )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"optim.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"optim.amp must be one of {AMP_MODES}, got {self.amp!r}")
+
+
+@dataclass
+class AugmentConfig:
+    """Image augmentation of training batches (every ``observation.images.*`` input; all off by default).
+
+    The same transform is applied to every observation step of a sample; each sample and camera draws its own.
+    Setting either on for a policy without image inputs is refused (it would do nothing).
+    """
+
+    random_shift: int = 0  # pixels: pad each side by this much (edge pixels repeated), crop back at a random offset
+    crop_scale: float = 1.0  # crop a random square of [crop_scale, 1] of the image area and resize it back; 1: off
+
+    def __post_init__(self) -> None:
+        if self.random_shift < 0:
+            raise ValueError(f"augment.random_shift must be >= 0 pixels, got {self.random_shift}")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"augment.crop_scale must be in (0, 1], got {self.crop_scale}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation is on."""
+        return self.random_shift > 0 or self.crop_scale < 1
 
 
 @dataclass
@@ -102,6 +136,7 @@ class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0  # drives numpy, torch, python and env resets
     device: str = "auto"  # cpu | cuda | auto (cuda when available)
     output_dir: str = MISSING  # the run directory (Hydra's output dir)
@@ -109,6 +144,7 @@ class TrainConfig:
     log_every: int = 200  # optimizer steps between training-loss logs
     save_every: int = 8000  # optimizer steps between checkpoints (and at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    compile: bool = False  # torch.compile the policy for training (evaluation and checkpoints use the plain module)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
