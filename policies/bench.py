@@ -62,6 +62,9 @@ def load_preset(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise FileNotFoundError(f"no policy preset {path}")
     node = OmegaConf.load(path)
     node.pop("defaults", None)
+    missing = sorted(OmegaConf.missing_keys(node))
+    if missing:  # merged onto a schema default, a ??? would silently take the default
+        raise MissingMandatoryValue(f"{path.name} leaves {missing} unset (???): it cannot be built as it is")
     name = str(node.get("name", path.stem))
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(policy_schema(name)), node))
     fields = dataclasses.asdict(config)
