@@ -2,9 +2,8 @@
 
 Rebuilds the env from the config saved with the checkpoint, runs episodes on the listed seeds (episode i uses seed
 start_seed + i) in parallel envs, and writes eval_info.json and videos to the output dir. Prints `name: value`
-figures: the success rate with its 95% Wilson interval and the mean final metrics (coverage for PushT). Ablations run
-on the same seeds, e.g. `ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]`, add
-`success_rate_<ablation>` figures (policies/ablations.py); a per-instruction success table is printed per run.
+figures: the success rate with its 95% Wilson interval and the mean final metrics (coverage for PushT). Ablations on the
+same seeds (`ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]`) add success_rate_<ablation>.
 """
 
 from __future__ import annotations
