@@ -11,6 +11,12 @@ The idea of diffusion_policy's ``env_runner`` and LeRobot's ``eval_policy`` as o
 
 Episode ``i`` is always reset with seed ``start_seed + i`` (the listed evaluation set), whatever the number of
 parallel envs, so two runs, or two checkpoints, are scored on the same initial states.
+
+Language-conditioned envs: when the env gives an instruction (``info["task"]`` or ``obs["task"]``, a
+``spaces.Text``), every observation handed to the policy carries ``"task"``: a list of one string per sub-env, the
+episode's instruction (or, with ``shuffle_instructions``, another episode's; see :mod:`policies.ablations`). Episodes
+record their ``task`` and ``target`` (``info["target_color"]``, else the task) and the result holds a
+per-instruction success table; videos carry the instruction written on the frame.
 """
 
 from __future__ import annotations
@@ -29,14 +35,15 @@ import torch
 from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
+from policies.ablations import IMAGE_PREFIX, ablation_options, blank_images, shuffled_instructions
 from policies.datasets.atomic import atomic_write_bytes
 from policies.datasets.video import write_video
+from policies.eval_report import instruction_caption, overlay_text, per_instruction_table
 from policies.runtime import resolve_device
 from policies.stats_utils import wilson_interval
 
 __all__ = ["EpisodeResult", "EvalEnvs", "EvalSettings", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
 
-IMAGE_PREFIX = "observation.images."
 VectorEnvFactory = Callable[[], gym.vector.VectorEnv]
 
 
@@ -75,13 +82,24 @@ class EpisodeResult:
     """The outcome of one evaluation episode.
 
     ``metrics`` holds, for every metric key ``k``, the value at the last step (``k``) and the maximum over the
-    episode's steps (``max_k``); ``length`` counts env steps.
+    episode's steps (``max_k``); ``length`` counts env steps. In a language-conditioned env ``task`` is the
+    episode's instruction, ``target`` what it asks for (``info["target_color"]``, else the task) and ``policy_task``
+    what the policy was told instead (a shuffled instruction); ``None`` otherwise, and then left out of
+    :meth:`as_dict`.
     """
 
     seed: int
     success: bool
     length: int
     metrics: dict[str, float] = field(default_factory=dict)
+    task: str | None = None
+    target: str | None = None
+    policy_task: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The episode as a JSON-ready dict, without the instruction fields that are ``None``."""
+        optional = ("task", "target", "policy_task")
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in optional}
 
 
 def obs_to_torch(obs: Mapping[str, Any], device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -138,6 +156,10 @@ class Evaluator:
     are kept. The first ``n_videos`` episodes are filmed from their sub-env's ``render()`` (initial state, then
     after every step) and written to ``<video_dir>/episode_<seed>.mp4``.
 
+    Ablations (:mod:`policies.ablations`): ``shuffle_instructions`` first resets every listed episode once to read
+    its instruction and target, then tells each episode's policy another episode's instruction whose target differs
+    (the env still judges its own); ``blank_images`` zeroes every ``observation.images.*`` of the policy's batch.
+
     Policy randomness: no generator is handed to the policy; instead ``run`` seeds torch's global RNG with
     ``start_seed`` inside ``torch.random.fork_rng`` (the caller's RNG state is restored afterwards), so two runs
     with the same policy, seeds and ``num_envs`` give identical results. numpy's global RNG is not touched:
@@ -157,6 +179,9 @@ class Evaluator:
         metric_keys: Sequence[str] = (),
         confidence: float = 0.95,
         progress: bool = True,
+        shuffle_instructions: bool = False,
+        blank_images: bool = False,
+        caption_videos: bool = True,
     ):
         """Check and store the settings; no env is built and nothing is written until ``run``.
 
@@ -175,6 +200,9 @@ class Evaluator:
             metric_keys: info keys to aggregate, e.g. ``["coverage"]``.
             confidence: confidence level of the Wilson interval on the success rate.
             progress: show a tqdm progress bar over episodes.
+            shuffle_instructions: tell each episode's policy another episode's instruction (with another target).
+            blank_images: the policy sees every ``observation.images.*`` as zeros.
+            caption_videos: write the episode's instruction on its video frames (when the env gives one).
 
         Raises:
             TypeError: if ``make_env`` is not callable.
@@ -208,17 +236,22 @@ class Evaluator:
         self.metric_keys = tuple(metric_keys)
         self.confidence = confidence
         self.progress = progress
+        self.shuffle_instructions = bool(shuffle_instructions)
+        self.blank_images = bool(blank_images)
+        self.caption_videos = bool(caption_videos)
 
     @classmethod
     def from_config(cls, cfg: EvalSettings, envs: EvalEnvs, output_dir: str | os.PathLike | None = None,
                     device: str | torch.device = "cpu", n_episodes: int | None = None,
-                    progress: bool = True) -> Evaluator:
+                    progress: bool = True, ablation: str = "none") -> Evaluator:
         """The evaluator of ``cfg`` over ``envs``: ``n_episodes`` (default ``cfg.n_episodes``) episodes from
         ``cfg.start_seed`` in ``min(cfg.n_envs, n_episodes)`` parallel envs, the first ``cfg.n_videos`` filmed into
-        ``<output_dir>/videos``.
+        ``<output_dir>/videos``, with the policy-side switches of ``ablation`` (:func:`policies.ablations.
+        ablation_options`; the env side of ``heldout_paraphrases`` is ``envs``'s).
 
         Raises:
-            ValueError: as :class:`Evaluator` (e.g. more videos than episodes, or videos without ``output_dir``).
+            ValueError: as :class:`Evaluator` (e.g. more videos than episodes, or videos without ``output_dir``), or an
+                unknown ablation.
         """
         n = cfg.n_episodes if n_episodes is None else n_episodes
         n_envs = min(cfg.n_envs, n)
@@ -233,6 +266,7 @@ class Evaluator:
             device=device,
             metric_keys=envs.metric_keys,
             progress=progress,
+            **ablation_options(ablation),
         )
 
     @property
@@ -247,12 +281,16 @@ class Evaluator:
             ``success_rate``, ``success_ci_low``, ``success_ci_high``, ``n_episodes``, ``mean_episode_length``,
             for every metric key ``k``: ``mean_k`` (mean over episodes of the last value) and ``max_k`` (mean
             over episodes of the per-episode max); ``episodes`` (list of ``EpisodeResult`` dicts: seed,
-            success, length, metrics) and ``video_paths`` (list of str).
+            success, length, metrics, and task, target, policy_task when the env gives instructions),
+            ``per_instruction`` (:func:`policies.eval_report.per_instruction_table`; ``{}`` without instructions)
+            and ``video_paths`` (list of str).
 
         Raises:
             TypeError: if ``policy`` lacks ``reset``/``select_action`` or ``select_action`` returns no tensor.
-            ValueError: on an env that breaks the contract (no autoreset mode, bad frames, bad action shape), or
-                when ``max_steps`` is None and the env has no time limit.
+            ValueError: on an env that breaks the contract (no autoreset mode, bad frames, bad action shape, an
+                instruction that changes between resets with the same seed), when ``max_steps`` is None and the env
+                has no time limit, or when instructions are to be shuffled and the episodes do not ask for at least
+                two different targets.
             KeyError: if ``is_success`` or a metric key is missing from ``info``.
         """
         if not isinstance(policy, PolicyLike):
@@ -263,15 +301,18 @@ class Evaluator:
         try:
             autoreset = _autoreset_mode(envs)
             max_steps = self.max_steps or _env_time_limit(envs)
+            told = self._shuffled_tasks(envs) if self.shuffle_instructions else None
             with _eval_context(policy, self.device, self.start_seed), tqdm(
                 total=self.n_episodes, desc="eval", unit="episode", disable=not self.progress
             ) as bar:
                 for first in range(0, self.n_episodes, envs.num_envs):
+                    if first:
+                        _clear_pending_autoreset(envs, autoreset)
                     seeds = self.seeds[first : first + envs.num_envs]
                     n_film = max(0, min(len(seeds), self.n_videos - first))
-                    batch, videos = self._run_batch(envs, autoreset, policy, seeds, n_film, max_steps)
+                    batch, videos = self._run_batch(envs, autoreset, policy, seeds, n_film, max_steps, told)
                     episodes += batch
-                    video_paths += [str(self._write_video(seeds[j], frames)) for j, frames in videos.items()]
+                    video_paths += [str(self._write_video(batch[j], frames)) for j, frames in videos.items()]
                     bar.update(len(batch))
                     bar.set_postfix(success=f"{np.mean([e.success for e in episodes]):.2f}")
         finally:
@@ -286,17 +327,23 @@ class Evaluator:
         seeds: list[int],
         n_film: int,
         max_steps: int,
+        told: Mapping[int, tuple[str, str]] | None = None,
     ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
-        """Run one batch of episodes (sub-env ``j`` <- ``seeds[j]``); film sub-envs ``0 .. n_film - 1``."""
+        """Run one batch of episodes (sub-env ``j`` <- ``seeds[j]``); film sub-envs ``0 .. n_film - 1``.
+
+        ``told``: ``{seed: (the episode's instruction, the one the policy gets instead)}`` when shuffling.
+        """
         n_envs, n_valid = envs.num_envs, len(seeds)
-        obs, _ = envs.reset(seed=seeds + [seeds[-1]] * (n_envs - n_valid))
+        obs, info = envs.reset(seed=seeds + [seeds[-1]] * (n_envs - n_valid))
         policy.reset()
+        tasks, targets = _episode_labels(envs, obs, info)
+        shown = _told_tasks(tasks, seeds, told)
         state = _BatchState(n_envs, n_valid, self.metric_keys)
         filmed = list(range(n_film))
         frames = {j: [frame] for j, frame in zip(filmed, _render(envs, filmed))}
         for _ in range(max_steps):
             running = state.running.copy()
-            action = _to_env_action(policy.select_action(obs_to_torch(obs, self.device)), envs)
+            action = _to_env_action(policy.select_action(self._policy_batch(obs, shown)), envs)
             obs, _, terminated, truncated, info = envs.step(action)
             ended = np.logical_or(terminated, truncated)
             state.record_step(running, ended, _last_step_infos(info, ended, autoreset), seeds)
@@ -305,12 +352,44 @@ class Evaluator:
                 frames[j].append(frame)
             if not state.running.any():
                 break
-        return state.results(seeds), frames
+        results = state.results(seeds)
+        for j, episode in enumerate(results):
+            episode.task, episode.target = tasks[j], targets[j]
+            episode.policy_task = shown[j] if told is not None else None
+        return results, frames
 
-    def _write_video(self, seed: int, frames: list[np.ndarray]) -> Path:
-        """Write one filmed episode as ``<video_dir>/episode_<seed>.mp4``."""
+    def _policy_batch(self, obs: Mapping[str, Any], tasks: list[str] | None) -> dict[str, Any]:
+        """The policy's view of a vector-env observation: torch tensors, ``task`` (one instruction per sub-env)
+        when the env gives instructions, images zeroed when ``blank_images``."""
+        batch = obs_to_torch(obs, self.device)
+        if tasks is not None:
+            batch["task"] = list(tasks)
+        return blank_images(batch) if self.blank_images else batch
+
+    def _shuffled_tasks(self, envs: gym.vector.VectorEnv) -> dict[int, tuple[str, str]]:
+        """Reset every listed episode once to read its instruction and target; ``{seed: (its instruction, another
+        episode's instruction with a different target)}`` (:func:`policies.ablations.shuffled_instructions`)."""
+        tasks: list[str | None] = []
+        targets: list[str | None] = []
+        for first in range(0, self.n_episodes, envs.num_envs):
+            seeds = self.seeds[first : first + envs.num_envs]
+            obs, info = envs.reset(seed=seeds + [seeds[-1]] * (envs.num_envs - len(seeds)))
+            batch_tasks, batch_targets = _episode_labels(envs, obs, info)
+            tasks += batch_tasks[: len(seeds)]
+            targets += batch_targets[: len(seeds)]
+        if any(t is None for t in tasks):
+            raise ValueError("shuffle_instructions: the env gives no instruction (neither info['task'] nor "
+                             "obs['task'])")
+        shuffled = shuffled_instructions(tasks, targets, seed=self.start_seed)
+        return {seed: (task, other) for seed, task, other in zip(self.seeds, tasks, shuffled)}
+
+    def _write_video(self, episode: EpisodeResult, frames: list[np.ndarray]) -> Path:
+        """Write one filmed episode as ``<video_dir>/episode_<seed>.mp4``, its instruction written on every frame."""
         assert self.video_dir is not None  # checked in __init__ when n_videos > 0
-        return write_video(self.video_dir / f"episode_{seed}.mp4", np.stack(frames), self.fps)
+        caption = instruction_caption(episode.as_dict()) if self.caption_videos else []
+        if caption:
+            frames = [overlay_text(frame, caption) for frame in frames]
+        return write_video(self.video_dir / f"episode_{episode.seed}.mp4", np.stack(frames), self.fps)
 
     def _summarise(self, episodes: list[EpisodeResult], video_paths: list[str]) -> dict[str, Any]:
         """Aggregate per-episode results into the flat result dict of ``run``."""
@@ -326,7 +405,8 @@ class Evaluator:
         for key in self.metric_keys:
             result[f"mean_{key}"] = float(np.mean([e.metrics[key] for e in episodes]))
             result[f"max_{key}"] = float(np.mean([e.metrics[f"max_{key}"] for e in episodes]))
-        result["episodes"] = [asdict(e) for e in episodes]
+        result["episodes"] = [e.as_dict() for e in episodes]
+        result["per_instruction"] = per_instruction_table(result["episodes"], self.confidence)
         result["video_paths"] = video_paths
         return result
 
@@ -381,6 +461,62 @@ class _BatchState:
             metrics |= {f"max_{k}": float(self.best[k][j]) for k in self.metric_keys}
             out.append(EpisodeResult(int(seed), bool(self.success[j]), int(self.lengths[j]), metrics))
         return out
+
+
+def _episode_labels(envs: gym.vector.VectorEnv, obs: Mapping[str, Any],
+                    info: Mapping[str, Any]) -> tuple[list[str | None], list[str | None]]:
+    """Per sub-env, right after a reset: the instruction (``info["task"]``, else ``obs["task"]``) and the target
+    (``info["target_color"]``, else the instruction); ``None`` for an env without instructions.
+
+    ``info`` comes first: gymnasium's ``AsyncVectorEnv`` with ``shared_memory=True`` returns a ``spaces.Text``
+    observation read once when it was built, never the worker's (Farama-Foundation/Gymnasium#1164), so an
+    instruction only in ``obs`` is refused there.
+
+    Raises:
+        ValueError: the instruction is only in ``obs`` of a shared-memory ``AsyncVectorEnv``.
+    """
+    per_env = _unbatch_info(info, envs.num_envs)
+    tasks = [None if e.get("task") is None else str(e["task"]) for e in per_env]
+    if any(t is None for t in tasks) and "task" in obs:
+        if isinstance(envs, gym.vector.AsyncVectorEnv) and getattr(envs, "shared_memory", False):
+            raise ValueError("the env gives its instruction only as obs['task'], which gymnasium's AsyncVectorEnv "
+                             "with shared_memory=True does not update (Gymnasium#1164): put 'task' in info too, "
+                             "or build the vector env with shared_memory=False")
+        tasks = [str(obs["task"][j]) if t is None else t for j, t in enumerate(tasks)]
+    targets = [str(e["target_color"]) if e.get("target_color") is not None else t for e, t in zip(per_env, tasks)]
+    return tasks, targets
+
+
+def _told_tasks(tasks: list[str | None], seeds: list[int],
+                told: Mapping[int, tuple[str, str]] | None) -> list[str] | None:
+    """The instruction each sub-env's policy gets: its own, or the shuffled one of ``told``; None without
+    instructions. Padded sub-envs (past ``len(seeds)``) keep their own.
+
+    Raises:
+        ValueError: an episode's instruction differs from the one read for its seed before (a non-deterministic env).
+    """
+    if any(t is None for t in tasks):
+        return None
+    shown = list(tasks)
+    for j, seed in enumerate(seeds if told is not None else []):
+        own, other = told[seed]
+        if tasks[j] != own:
+            raise ValueError(f"seed {seed}: the env's instruction changed between two resets with the same seed "
+                             f"({own!r}, then {tasks[j]!r}); instructions must be drawn from the reset seed")
+        shown[j] = other
+    return shown
+
+
+def _clear_pending_autoreset(envs: gym.vector.VectorEnv, autoreset: AutoresetMode) -> None:
+    """Work around gymnasium's ``AsyncVectorEnv(shared_memory=False)`` in NEXT_STEP mode: its worker clears the
+    pending autoreset of a sub-env whose episode ended only when shared memory is on (gymnasium 1.4
+    ``async_vector_env._async_worker``), so after an explicit ``reset(seed=...)`` such a sub-env would restart,
+    unseeded, on its next step instead of stepping. One step with a sampled action first lets every such sub-env do
+    its pending reset; the ``reset(seed=...)`` that follows starts the listed episodes. No-op for other vector envs.
+    """
+    if (isinstance(envs, gym.vector.AsyncVectorEnv) and not getattr(envs, "shared_memory", True)
+            and autoreset is AutoresetMode.NEXT_STEP):
+        envs.step(envs.action_space.sample())
 
 
 def _last_step_infos(info: Mapping[str, Any], ended: np.ndarray, autoreset: AutoresetMode) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from policies.ablations import check_ablations
 from policies.registry import policy_class, registered_policies
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -155,16 +156,21 @@ class TrainConfig:
 
 @dataclass
 class EvalRunConfig:
-    """``scripts/eval.py``: evaluate a saved policy in the env it was trained on."""
+    """``scripts/eval.py``: evaluate a saved policy in the env it was trained on, optionally under ablations."""
 
     policy_path: str = MISSING  # a checkpoint's pretrained_model directory (or a run dir: its last checkpoint)
     n_episodes: int = 50
     start_seed: int = 100000
     n_envs: int = 2
-    n_videos: int = 2
+    n_videos: int = 2  # filmed per ablation, the instruction written on the frames
     seed: int = 0
     device: str = "auto"
     output_dir: str = MISSING
+    # --- ablations (policies/ablations.py), run in this order on the same seeds --------------------------------------
+    # none | shuffled_instructions | heldout_paraphrases | blank_images; figures success_rate_<ablation>
+    ablations: list[str] = field(default_factory=lambda: ["none"])
+    # env kwargs that the heldout_paraphrases run overrides (merged into the checkpoint's env.kwargs)
+    heldout_env_kwargs: dict[str, Any] = field(default_factory=lambda: {"instructions": "heldout"})
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -173,6 +179,10 @@ class EvalRunConfig:
             raise ValueError(f"n_episodes and n_envs must be >= 1 and n_videos >= 0; got {self.n_episodes}, "
                              f"{self.n_envs}, {self.n_videos}")
         _check_videos("n_videos", self.n_videos, "n_episodes", self.n_episodes)
+        self.ablations = list(check_ablations(self.ablations))
+        if "heldout_paraphrases" in self.ablations and not self.heldout_env_kwargs:
+            raise ValueError("heldout_env_kwargs must not be empty when ablations has heldout_paraphrases (it is "
+                             "what that run changes, e.g. {instructions: heldout})")
 
 
 def _check_videos(videos_key: str, n_videos: int, episodes_key: str, n_episodes: int) -> None:

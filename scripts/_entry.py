@@ -34,6 +34,7 @@ import functools
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import sim
 from policies import train_config
@@ -57,9 +59,9 @@ from real.bridge import serve_run
 from real.modes import collect_run, deploy_run
 from real.sim2real import evaluation as sim2real
 
-__all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "bench_overrides", "env_factories",
-           "eval_envs", "exit_on_interrupt", "load_checkpoint", "main", "print_figures", "register_configs",
-           "stop_on_signals", "tracker", "write_figures"]
+__all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
+           "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main",
+           "print_figures", "register_configs", "run_policy_bench", "stop_on_signals", "tracker", "write_figures"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -135,6 +137,24 @@ def eval_envs(env_cfg: sim.EnvConfig) -> EvalEnvs:
                     metric_keys=tuple(env_cfg.metric_keys))
 
 
+def ablation_env(env_cfg: sim.EnvConfig, ablation: str, heldout_env_kwargs: dict) -> sim.EnvConfig:
+    """The env an evaluation ablation runs in: ``env_cfg`` with ``heldout_env_kwargs`` merged into its ``kwargs`` for
+    ``heldout_paraphrases`` (e.g. ``instructions: heldout``), ``env_cfg`` itself for every other ablation.
+
+    Raises:
+        ValueError: the env's kwargs have no such key (the env has no held-out instructions) or a bad value; the
+            message names the key and the env id.
+    """
+    if ablation != "heldout_paraphrases":
+        return env_cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(env_cfg), {"kwargs": dict(heldout_env_kwargs)})
+        return OmegaConf.to_object(merged)
+    except (OmegaConfBaseException, ValueError) as err:  # an unknown key / wrong type, or the kwargs' own check
+        raise ValueError(f"ablation heldout_paraphrases: cannot set env.kwargs {dict(heldout_env_kwargs)} on "
+                         f"{env_cfg.id}: {err}") from err
+
+
 def env_factories(env_cfg: sim.EnvConfig) -> EnvFactories:
     """How the trainer reaches the twin of ``env_cfg`` through the gymnasium API (policies/ never imports sim)."""
     return EnvFactories(
@@ -177,8 +197,38 @@ def stop_on_signals(*signals: signal.Signals) -> threading.Event:
     return stop
 
 
+def env_features(env_name: str) -> dict[str, dict]:
+    """The features (LeRobot info.json style) of the env of ``conf/env/<env_name>.yaml``: what a policy trained
+    there takes (its observation keys, image sizes) and the action.
+
+    Raises:
+        FileNotFoundError: no such env config.
+    """
+    from policies.datasets import features_from_spaces
+
+    path = CONF_DIR / "env" / f"{env_name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no env config {path}")
+    node = OmegaConf.load(path)
+    node.pop("defaults", None)
+    env = sim.make_env(sim.env_config_from_dict(OmegaConf.to_container(node, resolve=True)), render_mode=None)
+    try:
+        return features_from_spaces(env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+def run_policy_bench(envs: dict[str, str], default_env: str, policy_dir: str = "", **options: Any) -> dict:
+    """``bench.py policy``: :func:`policies.bench.run_policy_benchmarks` over ``conf/policy`` (or ``policy_dir``),
+    each preset fed the features of its env in ``envs`` (``conf/env/<name>.yaml``), else of ``default_env``."""
+    from policies.bench import run_policy_benchmarks
+
+    return run_policy_benchmarks(lambda preset: env_features(envs.get(preset, default_env)),
+                                 policy_dir=policy_dir or CONF_DIR / "policy", **options)
+
+
 # ------------------------------------------------------------------------------------------- scripts/bench.py's schema
-BENCH_AREAS = ("sim", "kernels", "bridge", "sync")
+BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy")
 
 
 @dataclass
@@ -217,15 +267,37 @@ class SyncBench:
 
 
 @dataclass
+class PolicyBench:
+    """``bench.py policy``: action-chunk latency p50/p99, control rate and peak memory of each policy preset on CPU,
+    on all threads and on 1 (policies.bench.run_policy_benchmarks)."""
+
+    presets: list[str] = field(default_factory=list)  # conf/policy/<preset>.yaml to measure; []: every one
+    n_iters: int = 100  # timed chunk predictions per thread setting (p99 of 100: the second slowest)
+    n_warmup: int = 10  # untimed predictions first (also the memory measurement)
+    control_steps: int = 200  # select_action calls of the control-rate loop
+    # the env whose features (observation keys, image size) each preset is fed: conf/env/<name>.yaml
+    envs: dict[str, str] = field(default_factory=lambda: {"vla_tiny": "pusht_targets", "vla_hf": "pusht_targets"})
+    default_env: str = "pusht"  # for presets not in envs (flow_matching: the default run's state env)
+    instruction: str = "push the T onto the red target"  # the task every observation carries
+    policy_dir: str = ""  # folder of the presets; "": conf/policy
+
+    def __post_init__(self) -> None:
+        if self.n_iters < 1 or self.n_warmup < 0 or self.control_steps < 1:
+            raise ValueError(f"policy.n_iters and policy.control_steps must be >= 1, policy.n_warmup >= 0; got "
+                             f"{self.n_iters}, {self.control_steps}, {self.n_warmup}")
+
+
+@dataclass
 class BenchConfig:
     """``scripts/bench.py <area> [key=value ...]``: one benchmark area and its options (``<area>.<key>``)."""
 
-    area: str = MISSING  # sim | kernels | bridge | sync
+    area: str = MISSING  # sim | kernels | bridge | sync | policy
     out: str = ""  # JSON file of the figures; "": outputs/bench/<area>.json
     sim: SimBench = field(default_factory=SimBench)
     kernels: KernelsBench = field(default_factory=KernelsBench)
     bridge: BridgeBench = field(default_factory=BridgeBench)
     sync: SyncBench = field(default_factory=SyncBench)
+    policy: PolicyBench = field(default_factory=PolicyBench)
 
     def __post_init__(self) -> None:
         if self.area not in BENCH_AREAS:
@@ -238,7 +310,8 @@ def bench_overrides(argv: list[str], usage: str = "") -> list[str]:
     """``bench.py``'s command line as Hydra overrides: ``sim n_steps=10`` -> ``area=sim sim.n_steps=10``.
 
     The first word, when it is an area, selects it; a plain ``key=value`` then means that area's option (``area``,
-    ``out`` and dotted or ``hydra`` keys pass as they are), and a comma list ``sizes=1000,2000`` is a list.
+    ``out`` and dotted or ``hydra`` keys pass as they are), and a comma list ``sizes=1000,2000`` is a list, as is a
+    single value of a list option (``policy preset=vla_tiny``: ``preset`` is short for ``presets``).
 
     Raises:
         SystemExit: no area given (with ``usage`` as its message, printed as before).
@@ -249,11 +322,19 @@ def bench_overrides(argv: list[str], usage: str = "") -> list[str]:
     area = next((a.partition("=")[2] for a in args if a.startswith("area=")), None)
     if area not in BENCH_AREAS:
         raise SystemExit(usage or f"usage: bench.py {{{'|'.join(BENCH_AREAS)}}} [key=value ...]")
+    options = typing.get_type_hints(_AREA_OPTIONS[area])
     overrides = []
     for arg in args:
         key, sep, value = arg.partition("=")
         plain = sep and key.isidentifier() and key not in ("area", "out")
-        if plain and "," in value and not value.startswith("["):
+        key = _OPTION_ALIASES.get((area, key), key) if plain else key
+        is_list = typing.get_origin(options.get(key)) is list
+        if plain and ("," in value or is_list) and not value.startswith("["):
             value = f"[{value}]"
         overrides.append(f"{area}.{key}={value}" if plain else arg)
     return overrides
+
+
+_AREA_OPTIONS = {"sim": SimBench, "kernels": KernelsBench, "bridge": BridgeBench, "sync": SyncBench,
+                 "policy": PolicyBench}
+_OPTION_ALIASES = {("policy", "preset"): "presets"}

@@ -1,8 +1,9 @@
-"""Evaluate a checkpoint in the PushT twin: `python scripts/eval.py policy_path=<run or checkpoint> n_episodes=50`.
+"""Evaluate a checkpoint in the twin: `python scripts/eval.py policy_path=<run or checkpoint> n_episodes=50`.
 
 Rebuilds the env from the config saved with the checkpoint, runs episodes on the listed seeds (episode i uses seed
 start_seed + i) in parallel envs, and writes eval_info.json and videos to the output dir. Prints `name: value`
-figures: the success rate with its 95% Wilson interval and the mean final coverage.
+figures: the success rate with its 95% Wilson interval and the mean final metrics (coverage for PushT). Ablations on the
+same seeds (`ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]`) add success_rate_<ablation>.
 """
 
 from __future__ import annotations
@@ -11,23 +12,28 @@ from pathlib import Path
 
 import _entry
 
+from policies.ablations import ablation_dir, ablation_figures, eval_info, run_ablations
+from policies.eval_report import format_instruction_table
 from policies.evaluation import Evaluator, save_eval_info
 from policies.runtime import resolve_device, seed_everything
-
-FIGURES = ("success_rate", "success_ci_low", "success_ci_high", "mean_coverage", "n_episodes")
 
 
 @_entry.main("eval")
 def main(run, config: dict) -> None:
-    """Loads the policy and its env config, evaluates, saves and prints the figures."""
+    """Loads the policy and its env config, evaluates it under each ablation, saves and prints the figures."""
     device = resolve_device(run.device)
     seed_everything(run.seed)
     policy, env_cfg = _entry.load_checkpoint(run.policy_path, device)
+    envs = {a: _entry.eval_envs(_entry.ablation_env(env_cfg, a, run.heldout_env_kwargs)) for a in run.ablations}
     out = Path(run.output_dir)
-    result = Evaluator.from_config(run, _entry.eval_envs(env_cfg), out, device).run(policy)
-    save_eval_info(out / "eval_info.json", result)
+    results = run_ablations(policy, run.ablations, lambda a: Evaluator.from_config(
+        run, envs[a], ablation_dir(out, a), device, ablation=a))
+    save_eval_info(out / "eval_info.json", eval_info(results, env_cfg.metric_keys))
     print(f"eval_info: {out / 'eval_info.json'}")
-    _entry.print_figures({k: result[k] for k in FIGURES})
+    for ablation, result in results.items():
+        if result["per_instruction"]:
+            print(format_instruction_table(result["per_instruction"], ablation))
+    _entry.print_figures(ablation_figures(results, env_cfg.metric_keys))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from tests.test_config_defaults import compose_entry
     (["kernels", "sizes=3000,5000", "device=cpu"], ["area=kernels", "kernels.sizes=[3000,5000]", "kernels.device=cpu"]),
     (["sync", "sources=twin,raw", "out=/tmp/s.json"], ["area=sync", "sync.sources=[twin,raw]", "out=/tmp/s.json"]),
     (["area=bridge", "rate_hz=250", "hydra.run.dir=x"], ["area=bridge", "bridge.rate_hz=250", "hydra.run.dir=x"]),
+    (["policy", "preset=vla_tiny", "n_iters=20"], ["area=policy", "policy.presets=[vla_tiny]", "policy.n_iters=20"]),
+    (["policy", "presets=a,b"], ["area=policy", "policy.presets=[a,b]"]),
+    (["kernels", "sizes=3000"], ["area=kernels", "kernels.sizes=[3000]"]),  # one value of a list option
 ])
 def test_the_area_word_and_plain_options_become_overrides_of_that_area(argv, overrides):
     assert _entry.bench_overrides(argv) == overrides
@@ -41,6 +44,42 @@ def test_options_reach_the_typed_config_and_a_misspelt_one_fails_naming_it():
         compose_entry("bench", _entry.bench_overrides(["sim", "n_step=10"]))
     with pytest.raises(Exception, match="time_scale"):  # an option of another area
         compose_entry("bench", _entry.bench_overrides(["sim", "time_scale=0.5"]))
+
+
+def test_policy_options_reach_the_typed_config():
+    run = OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["policy", "preset=flow_matching"])))
+    assert (run.area, run.policy.presets, run.policy.default_env, run.out) == (
+        "policy", ["flow_matching"], "pusht", "outputs/bench/policy.json")
+    assert run.policy.envs["vla_tiny"] == "pusht_targets"
+    with pytest.raises(Exception, match="n_iters"):
+        OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["policy", "n_iters=0"])))
+
+
+def test_env_features_are_the_envs_observations():
+    features = _entry.env_features("pusht_image")
+    assert features["observation.images.overhead"]["shape"] == [96, 96, 3]
+    assert features["action"]["shape"] == [2] and "observation.environment_state" not in features
+    assert "observation.environment_state" in _entry.env_features("pusht")
+    with pytest.raises(FileNotFoundError, match="no_such_env"):
+        _entry.env_features("no_such_env")
+
+
+def test_bench_policy_measures_every_preset_of_conf_policy(tmp_path):
+    out = tmp_path / "policy.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "policy", "n_iters=3",
+                           "n_warmup=1", "control_steps=8", f"out={out}"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    presets = sorted(p.stem for p in (REPO_ROOT / "conf" / "policy").glob("*.yaml"))
+    measured = sorted({k.rsplit("_p50_ms", 1)[0] for k in figures if k.endswith("_p50_ms")})
+    assert "flow_matching" in measured and set(measured) <= set(presets)  # every buildable preset, automatically
+    for preset in measured:
+        for figure in ("p50_ms", "p99_ms", "p99_ms_1thread", "hz", "params_m"):
+            assert figures[f"{preset}_{figure}"] > 0
+        assert figures[f"{preset}_peak_mb"] >= 0
+    lines = proc.stdout.strip().splitlines()
+    assert f"flow_matching_p99_ms: {figures['flow_matching_p99_ms']:.4f}" in lines
 
 
 def test_bench_without_an_area_exits_with_the_usage():
