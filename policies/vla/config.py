@@ -1,22 +1,26 @@
 """Configuration of the vision-language-action policy (registry name ``vla``) and of its backbone.
 
-Compute budget of the ``native`` preset (``policy=vla_tiny``: one 64x64 camera, d = 128), forward multiply-adds
-per training sample (a FLOP is 2 of them), counted from the layer shapes:
+Compute budget of the ``native`` preset (``policy=vla_tiny``: one 64x64 camera, d = 128, MLP ratio 2), forward
+multiply-adds (MAC; a FLOP is 2 of them) per training sample, for a 9-word instruction (26 trunk tokens: padding
+columns no instruction of the batch reaches are cut):
 
-=====================================================  ===========  =========================================
-part                                                    MMAC         shape
-=====================================================  ===========  =========================================
-image encoder: stem 3->16 (s2) + 2 basic blocks          4.6          64x64 -> 32x32 (16 ch) -> 16x16 (32 ch)
-image tokens: 4x4 patch merge 32 -> 128                  1.0          16x16 map -> 4x4 = 16 tokens
-text: embedding lookup (word level, <= 12 tokens)        0            cached ids per instruction
-trunk: 2 pre-LN layers, 29 tokens, MLP ratio 4           12.1         29 x 2 x (12 d^2 + 2 x 29 d)
-expert: 2 layers, 16 action tokens, self + cross attn    9.2          16 x 2 x 14 d^2 + memory K/V 29 x 2 x 2 d^2
-state token, time MLP, heads                             0.3
-total                                                    ~27 MMAC     ~55 MFLOP forward, ~165 MFLOP fwd + bwd
-=====================================================  ===========  =========================================
+======================================================  =======  ==============================================
+part                                                     MMAC     shape
+======================================================  =======  ==============================================
+image encoder: 3x3 stem 3->16 (s2) + basic block (s2)    4.2      64x64 -> 32x32 (16 ch) -> 16x16 (32 ch)
+image tokens: 4x4 patch merge 32 -> 128                  1.0      16x16 map -> 4x4 = 16 tokens
+words: embedding lookup (ids cached per instruction)     0        9 tokens (max_length 16)
+trunk: 2 pre-LN layers over 16 + 9 + 1 = 26 tokens        7.2      26 x 2 x (8 d^2 + 2 x 26 d)
+expert: 2 layers, 16 action tokens, self + cross attn    6.2      16 x 2 x 10 d^2, memory K/V 26 x 2 x 2 d^2, time MLP
+state token, aux head                                    <0.1
+total (measured with torch.utils.flop_counter)          ~19.9    39.7 MFLOP forward, ~120 MFLOP fwd + bwd
+======================================================  =======  ==============================================
 
-At batch 64 that is ~10.5 GFLOP per optimiser step; see the README for the measured step time on this CPU.
-Inference (one chunk): the trunk once, the expert ``num_inference_steps`` times over cached memory keys/values.
+At batch 64 that is ~7.6 GFLOP per optimiser step. Measured fwd + bwd + AdamW at batch 64 with 2 threads on this
+2-core CPU while other jobs ran: 1.07x the time of DESIGN.md 4b's reference (a 4-layer d=128 transformer over 24
+tokens, ~95 ms unloaded) run alongside it, i.e. ~100 ms a step unloaded: 50 minutes give ~30k steps.
+Inference: the trunk once per chunk, the expert ``num_inference_steps`` times over memory keys/values computed once
+(149 MFLOP a chunk with 10 steps).
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ class VLAConfig(PolicyConfig):
     dim: int = 128  # token width of the trunk
     trunk_layers: int = 2
     num_heads: int = 4
-    mlp_ratio: int = 4
+    mlp_ratio: int = 2  # MLP width / token width, trunk and expert
     vision_channels: tuple[int, int] = (16, 32)  # ResNet stem / stage channels (policies.common.vision)
+    vision_full_resolution_block: bool = False  # the encoder's residual block at H/2 (doubles its compute)
     image_token_grid: tuple[int, int] = (4, 4)  # image tokens per frame (rows, cols): the feature map merged to it
 
     # --- instruction tokenizer ---------------------------------------------------------------------------------------

@@ -163,6 +163,8 @@ class HFBackbone(nn.Module):
         """Last hidden states ``(B, L, hidden)`` (float32) and the validity mask ``(B, L)``; state token last."""
         device = self.state_token.device
         ids, word_mask = self.tokenizer.encode(tasks, device=device)
+        longest = int(word_mask.sum(dim=1).max()) if len(tasks) else 0
+        ids, word_mask = ids[:, :longest], word_mask[:, :longest]  # padding columns no instruction reaches
         words = self.text.get_input_embeddings()(ids)
         b = words.shape[0]
         state_tok = self.state_token.expand(b, 1, -1)

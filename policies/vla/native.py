@@ -61,7 +61,8 @@ class NativeBackbone(nn.Module):
         for key, (channels, height, width) in cameras:
             name = key.replace(".", "__")
             kernel = merge_kernel(key, height, width, grid)
-            self.encoders[name] = FeatureMapEncoder(channels, config.vision_channels)
+            self.encoders[name] = FeatureMapEncoder(channels, config.vision_channels,
+                                                    config.vision_full_resolution_block)
             self.merges[name] = nn.Conv2d(config.vision_channels[1], d, kernel, stride=kernel)
         self.image_pos = nn.Parameter(torch.zeros(len(cameras) * config.image_history, grid[0] * grid[1], d))
         self.word_embed = nn.Embedding(len(tokenizer), d)
@@ -91,7 +92,9 @@ class NativeBackbone(nn.Module):
         Raises ``ValueError`` for an instruction longer than the tokenizer's ``max_length``.
         """
         ids, word_mask = self.tokenizer.encode(tasks, device=self.word_pos.device)
-        words = self.word_embed(ids) + self.word_pos
+        longest = int(word_mask.sum(dim=1).max()) if len(tasks) else 0
+        ids, word_mask = ids[:, :longest], word_mask[:, :longest]  # padding columns no instruction reaches
+        words = self.word_embed(ids) + self.word_pos[:longest]
         b = words.shape[0]
         state_tok = self.state_token.expand(b, 1, -1)
         if self.state_proj is not None and state is not None:
