@@ -61,8 +61,15 @@ class WordTokenizer:
 
     @classmethod
     def from_dataset(cls, root: str | Path, max_length: int) -> WordTokenizer:
-        """The vocabulary of a LeRobot dataset's ``meta/tasks.parquet``; ``DatasetError`` names a bad file."""
-        return cls.from_texts(read_tasks(Path(root) / "meta" / "tasks.parquet").values(), max_length)
+        """The vocabulary of a LeRobot dataset's ``meta/tasks.parquet``; ``DatasetError`` names a bad file.
+
+        Every task is checked against ``max_length`` here, before training starts (``ValueError`` naming both).
+        """
+        texts = list(read_tasks(Path(root) / "meta" / "tasks.parquet").values())
+        tokenizer = cls.from_texts(texts, max_length)
+        for text in texts:
+            tokenizer.ids(text)
+        return tokenizer
 
     def __len__(self) -> int:
         return len(self.vocab)
