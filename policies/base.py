@@ -8,9 +8,11 @@ policy missing either fails at import time, not halfway through a training run.
 from __future__ import annotations
 
 import dataclasses
+import os
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -182,6 +184,32 @@ class Policy(nn.Module, ABC):
         self.normalizer = Normalizer(norm_features, modes, stats)
         self._obs_queues: dict[str, deque[Tensor]] = {}
         self._action_queue: deque[Tensor] = deque()
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+        """Load a saved policy of this class (:func:`policies.checkpoint.load_policy`), in eval mode.
+
+        Raises ``CheckpointError`` naming both types when ``path`` holds another policy type, and as
+        ``load_policy`` for a missing or damaged checkpoint.
+        """
+        from policies.checkpoint import load_policy  # checkpoint imports this module
+
+        return load_policy(path, device=device, expected_type=cls.name)
+
+    @classmethod
+    def from_assets(cls, config: PolicyConfig, features: Mapping[str, Mapping[str, Any]], directory: Path) -> Policy:
+        """An untrained policy of a saved ``pretrained_model`` directory, before its weights are loaded.
+
+        ``directory`` holds what :meth:`save_assets` wrote (e.g. a tokenizer); the normaliser stats come with the
+        weights. The default needs no file.
+        """
+        return cls(config, features, stats=None)
+
+    def save_assets(self, directory: Path) -> None:
+        """Write what rebuilding this policy needs besides its config and weights into ``directory`` (default: nothing).
+
+        :func:`policies.checkpoint.save_checkpoint` calls it with the ``pretrained_model`` directory.
+        """
 
     @property
     def action_dim(self) -> int:

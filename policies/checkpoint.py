@@ -108,6 +108,7 @@ def _write_pretrained(dst: Path, policy: Policy, train_config: Mapping[str, Any]
     meta = {"format_version": FORMAT_VERSION, "type": policy.name,
             "config": dataclasses.asdict(policy.config), "features": policy.features}
     _write(dst / "config.json", lambda f: json.dump(meta, f, indent=2), binary=False)
+    policy.save_assets(dst)  # e.g. a tokenizer; fsynced with the directory below
     with ema.applied(policy) if ema is not None else nullcontext():
         _write_weights(dst / "model.safetensors", policy)
     cfg = OmegaConf.create(dict(train_config) if train_config is not None else {})
@@ -288,34 +289,42 @@ def _format_version(pretrained: Path) -> int:
     return version
 
 
-def _build_policy(meta_file: Path) -> Policy:
-    """The policy described by a ``config.json`` (untrained weights)."""
+def _build_policy(meta_file: Path, expected_type: str | None = None) -> Policy:
+    """The policy described by a ``config.json`` and the assets beside it (untrained weights)."""
     meta = _read_json(meta_file)
     for field in ("type", "config", "features"):
         if field not in meta:
             raise CheckpointError(f"{str(meta_file)!r} has no {field!r} field")
+    if expected_type is not None and meta["type"] != expected_type:
+        raise CheckpointError(f"{str(meta_file.parent)!r} holds a {meta['type']!r} policy, not a {expected_type!r} "
+                              f"one: load it as {meta['type']!r} (or with policies.checkpoint.load_policy)")
     try:
         cls = policy_class(meta["type"])
         config = cls.config_class(**meta["config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{str(meta_file)!r}: cannot rebuild the policy config: {err}") from err
-    return cls(config, meta["features"], stats=None)
+    try:
+        return cls.from_assets(config, meta["features"], meta_file.parent)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{str(meta_file.parent)!r}: cannot rebuild the {meta['type']!r} policy: {err}") from err
 
 
-def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True) -> Policy:
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use_ema: bool = True,
+                expected_type: str | None = None) -> Policy:
     """Rebuild the exact policy of a checkpoint (class, config, features, weights, normaliser) in eval mode.
 
     ``path`` is a checkpoint dir, its ``pretrained_model`` dir (also one copied on its own), ``checkpoints/last``
     or a run dir; ``device`` is a torch device or ``"auto"`` (CUDA when available). With ``use_ema`` (default)
     the weights the trainer evaluates are loaded: ``pretrained_model/model.safetensors`` (format 2), or in a
     format 1 checkpoint its raw weights with the sibling ``training_state/ema.safetensors`` average applied.
-    ``use_ema=False`` loads the raw training weights (:func:`load_training_weights`). Raises
-    :class:`CheckpointError` naming a missing or corrupt file, an unknown policy type or a config field the
+    ``use_ema=False`` loads the raw training weights (:func:`load_training_weights`). With ``expected_type`` (a
+    policy name) a checkpoint of another type is refused. Raises :class:`CheckpointError` naming a missing or
+    corrupt file, an unknown policy type, both types when it is not ``expected_type``, or a config field the
     policy's config class rejects.
     """
     pretrained = _pretrained_dir(path)
     meta_file = pretrained / "config.json"
-    policy = _build_policy(meta_file)
+    policy = _build_policy(meta_file, expected_type)
     version = _format_version(pretrained)
     weights = load_model_state(pretrained) if use_ema else load_training_weights(pretrained)
     try:

@@ -27,7 +27,8 @@ from scripts import _entry
 from tests.conftest import CONF_DIR
 
 # values for `???` keys (by their last name) so that every entry can be built into its dataclasses
-MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "area": "sim"}
+MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "area": "sim",
+             "path": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}  # path: policy=vla_hf's backbone.path
 EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"]}  # it needs run_dir or checkpoints
 REFUSED = {("serve_robot", "robot", "remote"): "robot=remote"}  # entries a schema refuses by design, with why
 

@@ -40,12 +40,17 @@ def _policy_names() -> list[str]:
 
 POLICY_NAMES = _policy_names()
 # Small enough to build and train a few steps in well under a second; a policy not listed is built with its defaults.
-TINY_CONFIGS = {"flow_matching": {"mlp_hidden_dim": 32, "mlp_num_blocks": 1, "time_embed_dim": 16, "num_inference_steps": 2}}
+TINY_CONFIGS = {
+    "flow_matching": {"mlp_hidden_dim": 32, "mlp_num_blocks": 1, "time_embed_dim": 16, "num_inference_steps": 2},
+    "vla": {"dim": 32, "num_heads": 2, "trunk_layers": 1, "expert_dim": 32, "expert_heads": 2, "expert_layers": 1,
+            "mlp_ratio": 2, "max_length": 8, "num_inference_steps": 2},
+}
+TASK = "push the T onto the target"  # every batch carries an instruction (LeRobot's `task`); a policy may ignore it
 
 
 def test_the_registries_hold_what_the_project_ships():
     assert sim.ENV_ID in ENV_IDS
-    assert "flow_matching" in POLICY_NAMES and "datasets" not in POLICY_NAMES
+    assert {"flow_matching", "vla"} <= set(POLICY_NAMES) and not {"datasets", "common"} & set(POLICY_NAMES)
 
 
 # ------------------------------------------------------------------------------------------------------------ envs
@@ -110,7 +115,8 @@ def _features_and_stats() -> tuple[dict, dict]:
 
 
 def _batch(policy: Policy, stats: dict, size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A training batch inside the statistics' ranges: ``(B, n_obs_steps, ...)`` inputs, ``(B, horizon, A)`` actions."""
+    """A training batch inside the statistics' ranges: ``(B, n_obs_steps, ...)`` inputs, ``(B, horizon, A)`` actions,
+    and the instruction of each sample (``task``, list[str])."""
     gen = torch.Generator().manual_seed(seed)
 
     def draw(key: str, steps: int) -> torch.Tensor:
@@ -119,6 +125,7 @@ def _batch(policy: Policy, stats: dict, size: int = 4, seed: int = 0) -> dict[st
 
     batch = {key: draw(key, policy.config.n_obs_steps) for key in policy.input_keys}
     batch["action"] = draw("action", policy.config.horizon)
+    batch["task"] = [TASK] * size
     return batch
 
 

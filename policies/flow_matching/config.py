@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from policies.base import PolicyConfig
+from policies.common.flow import TIME_SAMPLINGS
 
 NETWORKS = ("mlp", "unet")
-TIME_SAMPLINGS = ("uniform", "beta", "logit_normal")
 
 
 @dataclasses.dataclass

@@ -9,13 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from policies.base import Policy
+from policies.common.flow import euler_sample, flow_matching_loss
+from policies.common.vision import ImageEncoder, crop_images
 from policies.flow_matching.config import FlowMatchingConfig
-from policies.flow_matching.networks import (
-    ImageEncoder,
-    MLPVelocityNet,
-    UNetVelocityNet,
-    crop_images,
-)
+from policies.flow_matching.networks import MLPVelocityNet, UNetVelocityNet
 from policies.normalize import image_chw
 
 
@@ -92,15 +89,6 @@ class FlowMatchingPolicy(Policy):
             parts.append(feats.unflatten(0, (batch_size, self.config.n_obs_steps)))
         return torch.cat(parts, dim=-1).flatten(1)
 
-    def _sample_time(self, n: int, device: torch.device) -> Tensor:
-        kind = self.config.time_sampling
-        if kind == "uniform":
-            return torch.rand(n, device=device)
-        if kind == "logit_normal":
-            return torch.sigmoid(torch.randn(n, device=device))
-        beta = torch.distributions.Beta(torch.tensor(1.5, device=device), torch.tensor(1.0, device=device))
-        return 0.999 * (1.0 - beta.sample((n,)))  # pi0: most mass at noisy (small) t
-
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Flow-matching loss on one un-normalised batch; returns ``(loss, {"loss": float})``."""
         if "action" not in batch:
@@ -111,16 +99,8 @@ class FlowMatchingPolicy(Policy):
         expected = (cond.shape[0], self.config.horizon, self.action_dim)
         if tuple(actions.shape) != expected:
             raise ValueError(f"'action': expected shape {expected} (B, horizon, action_dim), got {tuple(actions.shape)}")
-        noise = torch.randn_like(actions)
-        t = self._sample_time(actions.shape[0], actions.device)
-        t_ = t[:, None, None]
-        velocity = self.net((1 - t_) * noise + t_ * actions, t, cond)
-        err = (velocity - (actions - noise)).square()
-        if "action_is_pad" in batch:
-            valid = (~batch["action_is_pad"].bool()).unsqueeze(-1).to(err.dtype)
-            loss = (err * valid).sum() / (valid.sum() * self.action_dim).clamp_min(1.0)
-        else:
-            loss = err.mean()
+        loss = flow_matching_loss(lambda x, t: self.net(x, t, cond), actions, self.config.time_sampling,
+                                  batch.get("action_is_pad"))
         return loss, {"loss": loss.item()}
 
     @torch.no_grad()
@@ -132,11 +112,8 @@ class FlowMatchingPolicy(Policy):
         """
         cond = self.encode_observations(self.normalizer.normalize(obs))
         shape = (cond.shape[0], self.config.horizon, self.action_dim)
-        x = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
-        steps = self.config.num_inference_steps
-        for i in range(steps):
-            t = torch.full((shape[0],), i / steps, device=cond.device, dtype=cond.dtype)
-            x = x + self.net(x, t, cond) / steps
+        x = euler_sample(lambda x, t: self.net(x, t, cond), shape, self.config.num_inference_steps, generator,
+                         cond.device, cond.dtype)
         if self.config.clip_sample and self.normalizer.modes.get("action") == "min_max":
             x = x.clamp(-1.0, 1.0)
         return self.to_absolute(self.normalizer.unnormalize_action(x), obs)

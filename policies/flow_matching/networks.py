@@ -1,36 +1,24 @@
-"""Pure networks of the flow-matching policy: time embedding, velocity nets (MLP, 1D U-Net), image encoder.
+"""Pure networks of the flow-matching policy: velocity nets (MLP, 1D U-Net).
 
-Nothing here knows about feature keys, normalisation or queues; :mod:`policies.flow_matching.model` wires them.
+The time embedding and the image encoder are shared with other policies (:mod:`policies.common`). Nothing here
+knows about feature keys, normalisation or queues; :mod:`policies.flow_matching.model` wires them.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from policies.common.flow import TimeEmbedding, sincos_time_embedding
+from policies.common.vision import BasicBlock, ImageEncoder, SpatialSoftmax, crop_images
 
-def sincos_time_embedding(t: Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> Tensor:
-    """Sine-cosine embedding ``(B, dim)`` of flow times ``t`` ``(B,)`` in [0, 1], periods log-spaced (as pi0)."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=torch.float32)
-    period = min_period * (max_period / min_period) ** fraction
-    angle = t.float()[:, None] * (2 * math.pi / period)[None, :]
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
-
-
-class TimeEmbedding(nn.Module):
-    """Flow time ``t`` ``(B,)`` -> ``(B, dim)``: sine-cosine features through a 2-layer MLP."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sincos_time_embedding(t, self.dim))
+__all__ = [  # the shared parts stay importable from here
+    "BasicBlock", "ConditionalResidualBlock1D", "Conv1dBlock", "FiLMResidualBlock", "ImageEncoder", "MLPVelocityNet",
+    "SpatialSoftmax", "TimeEmbedding", "UNetVelocityNet", "crop_images", "sincos_time_embedding",
+]
 
 
 class FiLMResidualBlock(nn.Module):
@@ -151,85 +139,3 @@ class UNetVelocityNet(nn.Module):
             h = res2(res1(torch.cat([h, skips.pop()], dim=1), c), c)
             h = upsample(h)
         return self.final(h).transpose(1, 2)
-
-
-class SpatialSoftmax(nn.Module):
-    """Keypoints from a feature map: 1x1 conv to K maps, softmax over pixels, expected (x, y) in [-1, 1].
-
-    ``(N, C, h, w)`` -> ``(N, 2K)``. The coordinate grid follows the map size, so any input size works.
-    """
-
-    def __init__(self, in_ch: int, num_keypoints: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_ch, num_keypoints, 1)
-
-    def forward(self, features: Tensor) -> Tensor:
-        maps = self.proj(features)
-        h, w = maps.shape[-2:]
-        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        attention = maps.flatten(2).softmax(dim=-1)  # (N, K, h*w)
-        x = (attention * grid_x.reshape(1, 1, -1)).sum(-1)
-        y = (attention * grid_y.reshape(1, 1, -1)).sum(-1)
-        return torch.stack([x, y], dim=-1).flatten(1)
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block with GroupNorm (batch statistics would couple the samples of a batch)."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = nn.GroupNorm(math.gcd(8, out_ch), out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.norm2 = nn.GroupNorm(math.gcd(8, out_ch), out_ch)
-        self.skip = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.skip = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.GroupNorm(math.gcd(8, out_ch), out_ch)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.norm1(self.conv1(x)))
-        return F.relu(self.norm2(self.conv2(out)) + self.skip(x))
-
-
-class ImageEncoder(nn.Module):
-    """Small ResNet with GroupNorm and a spatial-softmax head: ``(N, C, H, W)`` in [0, 1] -> ``(N, feature_dim)``.
-
-    Stem (stride 2) -> two basic blocks (the second with stride 2) -> K keypoints -> Linear -> ReLU.
-    """
-
-    def __init__(self, in_ch: int, channels: tuple[int, int], num_keypoints: int, feature_dim: int) -> None:
-        super().__init__()
-        c0, c1 = channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_ch, c0, 3, stride=2, padding=1, bias=False), nn.GroupNorm(math.gcd(8, c0), c0), nn.ReLU()
-        )
-        self.stage = nn.Sequential(BasicBlock(c0, c0, 1), BasicBlock(c0, c1, 2))
-        self.keypoints = SpatialSoftmax(c1, num_keypoints)
-        self.out = nn.Sequential(nn.Linear(2 * num_keypoints, feature_dim), nn.ReLU())
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.out(self.keypoints(self.stage(self.stem(images * 2.0 - 1.0))))
-
-
-def crop_images(images: Tensor, shape: tuple[int, int], random: bool) -> Tensor:
-    """Crop ``(N, C, H, W)`` to ``shape``: an independent random window per image, or the centre window.
-
-    Random offsets come from torch's global RNG. Raises ``ValueError`` if the crop is larger than the image.
-    """
-    n, _, height, width = images.shape
-    ch, cw = shape
-    if ch > height or cw > width:
-        raise ValueError(f"crop_shape {shape} is larger than the images ({height}, {width})")
-    if not random:
-        top, left = (height - ch) // 2, (width - cw) // 2
-        return images[:, :, top : top + ch, left : left + cw]
-    top = torch.randint(0, height - ch + 1, (n,), device=images.device)
-    left = torch.randint(0, width - cw + 1, (n,), device=images.device)
-    rows = (top[:, None] + torch.arange(ch, device=images.device))[:, :, None]  # (N, ch, 1)
-    cols = (left[:, None] + torch.arange(cw, device=images.device))[:, None, :]  # (N, 1, cw)
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
