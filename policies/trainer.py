@@ -392,11 +392,13 @@ class Trainer:
 
 
 def _headline(result: dict[str, Any], checkpoint: Path, wandb_path: str | None) -> dict[str, Any]:
+    """The run's final figures: success with its Wilson interval, the mean of each env metric, where it is saved."""
+    metrics = {key: float(value) for key, value in result.items() if key.startswith("mean_")}
     return {
         "success_rate": float(result["success_rate"]),
         "success_ci_low": float(result["success_ci_low"]),
         "success_ci_high": float(result["success_ci_high"]),
-        "mean_coverage": float(result.get("mean_coverage", float("nan"))),
+        **metrics,
         "n_episodes": int(result["n_episodes"]),
         "checkpoint": str(checkpoint),
         "wandb_run": str(wandb_path),

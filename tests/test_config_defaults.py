@@ -5,8 +5,10 @@ conf/train.yaml, a group's default option such as env=pusht, or an option with a
 robot=so100) may restate a default so the file reads as a menu, but every value it restates must equal the
 dataclass's. A *variant* (another option of a group sharing the default option's schema: env=pusht_image,
 env=pusht_disturbed, logger=disabled) sets only the keys that make it the variant: those may differ from the
-defaults (and it must differ somewhere), and every key it does not set stays the schema's default. Interpolations
-(``${...}``) and ``???`` are wiring, not defaults, and are not compared.
+defaults (and it must differ somewhere), and every key it does not set stays the schema's default. A primary config
+that extends another (conf/train_vla.yaml: ``defaults: [train, override env: ..., ...]``) is a variant of that one: it
+composes into the same schema, and every key it neither sets nor changes through a group override stays what the
+base composes. Interpolations (``${...}``) and ``???`` are wiring, not defaults, and are not compared.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Entry:
     name: str
     schema: str | None  # the ConfigStore name of its schema, from its defaults list (None: typed by its parent)
     groups: dict[str, str] = field(default_factory=dict)  # a primary config's default option per group
+    extends: str | None = None  # a primary config built on another primary config (its first default)
 
 
 def _entries() -> list[Entry]:
@@ -56,6 +59,13 @@ def _entries() -> list[Entry]:
             schema = f"{group}/{schema}"
         groups = {k: v for d in defaults if isinstance(d, dict) for k, v in d.items() if not k.startswith("override")}
         entries.append(Entry(path, group, path.stem, schema, groups))
+    by_name = {e.name: e for e in entries if e.group is None}
+    for entry in entries:
+        base = by_name.get(entry.schema) if entry.group is None else None
+        if base is not None:  # extends another primary config: its schema and groups, with the overrides applied
+            overrides = {k.split()[-1]: v for d in yaml.safe_load(entry.path.read_text())["defaults"]
+                         if isinstance(d, dict) for k, v in d.items() if k.startswith("override")}
+            entry.extends, entry.schema, entry.groups = base.name, base.schema, {**base.groups, **overrides}
     return entries
 
 
@@ -154,7 +164,7 @@ def _option_defaults(entry: Entry) -> DictConfig:
 
 
 def _is_variant(entry: Entry) -> bool:
-    default_options = {p.groups[entry.group] for p in PRIMARY if entry.group in p.groups}
+    default_options = {p.groups[entry.group] for p in PRIMARY if entry.group in p.groups and p.extends is None}
     if entry.name in default_options:
         return False
     return any(OPTIONS[(entry.group, d)].schema == entry.schema for d in default_options)
@@ -184,7 +194,8 @@ def test_every_conf_file_is_composed_by_some_primary_config():
     assert all(p.schema is not None for p in PRIMARY), "every primary config names its schema first in defaults"
 
 
-@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.group is None or not _is_variant(e)],
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if (e.group is None and e.extends is None)
+                                   or (e.group is not None and not _is_variant(e))],
                          ids=lambda e: e.path.relative_to(CONF_DIR).as_posix())
 def test_a_base_entry_restates_only_its_dataclass_defaults(entry):
     defaults = schema_defaults(entry.schema) if entry.group is None else _option_defaults(entry)
@@ -203,6 +214,20 @@ def test_a_variant_differs_from_the_defaults_and_only_where_it_says(entry):
         if key not in own and not any(key.startswith(f"{k}.") for k in own):
             has_default, default = _default_at(defaults, key)
             assert not has_default or value == default, f"{entry.path.name} changes {key}, which it does not set"
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.extends is not None], ids=lambda e: e.name)
+def test_a_primary_config_that_extends_another_changes_only_what_it_says(entry):
+    overrides = [f"{group}={option}" for group, option in entry.groups.items()
+                 if PRIMARY_BY_NAME[entry.extends].groups.get(group) != option]
+    base = dict(_leaves(OmegaConf.to_container(compose_entry(entry.extends, overrides))))
+    own = dict(_leaves(OmegaConf.to_container(compose_entry(entry.name, []))))
+    sets = dict(_leaves(file_values(entry.path)))
+    changed = {k for k in own if own[k] != base.get(k)}
+    assert changed, f"{entry.path.name} composes exactly what {entry.extends}.yaml does"
+    unexplained = [k for k in changed if k not in sets and not any(k.startswith(f"{s}.") for s in sets)
+                   and "${" not in str(sets.get(k, ""))]
+    assert unexplained == [], f"{entry.path.name} changes {unexplained}, which it does not set"
 
 
 @dataclass
