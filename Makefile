@@ -44,6 +44,9 @@ $(STAMP): setup.cfg pyproject.toml | apt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# transformers pulls Hugging Face's `kernels`, a top-level package named like ours (kernels/: Warp kernels) that
+	# would hide it from `python scripts/*.py`; the VLA never loads hub kernels (use_kernels=False).
+	$(PY) -m pip uninstall -y -q kernels
 	touch $(STAMP)
 
 clean:

@@ -14,6 +14,7 @@ policy's state dict, so a checkpoint rebuilds without the hub (:meth:`HFBackbone
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,23 +32,23 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def import_transformers() -> Any:
-    """``transformers``, imported so that the project's own top-level ``kernels`` package does not break it.
+    """``transformers``, checked not to share the name ``kernels`` with this project.
 
-    transformers imports the hub ``kernels`` distribution when one is installed; here that name resolves to the
-    project's ``kernels/`` (Warp kernels) and the import fails. Hub kernels are never used by the VLA, so they are
-    reported unavailable before any transformers model module is imported.
+    transformers installs Hugging Face's ``kernels`` distribution, whose top-level package has the name of the
+    project's ``kernels/`` (Warp kernels) and hides it from scripts run as ``python scripts/<name>.py``; the
+    Makefile removes it (the VLA never loads hub kernels: models load with ``use_kernels=False``).
+
+    Raises:
+        ImportError: Hugging Face's ``kernels`` distribution is installed (names the command that removes it).
     """
-    import transformers.utils as utils
-    import transformers.utils.import_utils as import_utils
+    try:
+        importlib.metadata.version("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        import transformers
 
-    def unavailable(*_args: Any, **_kwargs: Any) -> bool:
-        return False
-
-    import_utils.is_kernels_available = unavailable
-    utils.is_kernels_available = unavailable
-    import transformers
-
-    return transformers
+        return transformers
+    raise ImportError("Hugging Face's `kernels` distribution (a transformers dependency) is installed and shadows "
+                      "this project's kernels/ package: `pip uninstall kernels` (the Makefile does it)")
 
 
 def _image_stats(path: str) -> tuple[list[float], list[float]]:
