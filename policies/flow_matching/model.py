@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from policies.base import Policy
 from policies.common.flow import euler_sample, flow_matching_loss
+from policies.common.inputs import check_observation_steps
 from policies.common.vision import ImageEncoder, crop_images
 from policies.flow_matching.config import FlowMatchingConfig
 from policies.flow_matching.networks import MLPVelocityNet, UNetVelocityNet
@@ -67,14 +68,7 @@ class FlowMatchingPolicy(Policy):
 
     def _check_obs(self, obs: Mapping[str, Tensor]) -> int:
         """Check every input key is present with ``(B, To, ...)`` shape; return B."""
-        to = self.config.n_obs_steps
-        for key in self.input_keys:
-            if key not in obs:
-                raise KeyError(f"batch has no {key!r}; the policy needs {self.input_keys}")
-            value = obs[key]
-            ndim = 5 if key in self.image_keys else 3
-            if value.ndim != ndim or value.shape[1] != to:
-                raise ValueError(f"{key!r}: expected {ndim} dims (B, n_obs_steps={to}, ...), got {tuple(value.shape)}")
+        check_observation_steps(obs, self.input_keys, self.image_keys, self.config.n_obs_steps, f"{self.input_keys}")
         return int(obs[self.input_keys[0]].shape[0])
 
     def encode_observations(self, obs: Mapping[str, Tensor]) -> Tensor:

@@ -12,13 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from policies.common.flow import TimeEmbedding, sincos_time_embedding
-from policies.common.vision import BasicBlock, ImageEncoder, SpatialSoftmax, crop_images
+from policies.common.flow import TimeEmbedding
 
-__all__ = [  # the shared parts stay importable from here
-    "BasicBlock", "ConditionalResidualBlock1D", "Conv1dBlock", "FiLMResidualBlock", "ImageEncoder", "MLPVelocityNet",
-    "SpatialSoftmax", "TimeEmbedding", "UNetVelocityNet", "crop_images", "sincos_time_embedding",
-]
+__all__ = ["ConditionalResidualBlock1D", "Conv1dBlock", "FiLMResidualBlock", "MLPVelocityNet", "UNetVelocityNet"]
 
 
 class FiLMResidualBlock(nn.Module):

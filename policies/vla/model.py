@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from policies.base import Policy
 from policies.common.flow import euler_sample, flow_matching_loss
+from policies.common.inputs import check_observation_steps
 from policies.normalize import image_chw
 from policies.vla.config import PRIVILEGED_KEYS, VLAConfig
 from policies.vla.execution import TemporalEnsembler
@@ -124,17 +125,8 @@ class VLAPolicy(Policy):
 
     def _check_obs(self, obs: Mapping[str, Any]) -> int:
         """Check each model input is ``(B, To, ...)`` and each image has the feature's (C, H, W); return B."""
-        to = self.config.n_obs_steps
-        for key in self.model_keys:
-            if key not in obs:
-                raise KeyError(f"batch has no {key!r}; the policy needs {self.model_keys} and {TASK_KEY!r}")
-            value = obs[key]
-            ndim = 5 if key in self.image_shapes else 3
-            if value.ndim != ndim or value.shape[1] != to:
-                raise ValueError(f"{key!r}: expected {ndim} dims (B, n_obs_steps={to}, ...), got {tuple(value.shape)}")
-            if key in self.image_shapes and tuple(value.shape[2:]) != self.image_shapes[key]:
-                raise ValueError(f"{key!r}: expected images of shape (C, H, W) = {self.image_shapes[key]}, got "
-                                 f"{tuple(value.shape[2:])} (batch shape {tuple(value.shape)})")
+        check_observation_steps(obs, self.model_keys, self.image_shapes, self.config.n_obs_steps,
+                                f"{self.model_keys} and {TASK_KEY!r}", image_shapes=self.image_shapes)
         if not self.model_keys:
             return len(self._tasks(obs, len(obs[TASK_KEY])))
         return int(obs[self.model_keys[0]].shape[0])

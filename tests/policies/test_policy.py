@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from policies.base import Policy, PolicyConfig
+from policies.common.vision import crop_images
 from policies.ema import EMA
 from policies.flow_matching import FlowMatchingConfig, FlowMatchingPolicy
-from policies.flow_matching.networks import crop_images
 from policies.normalize import Normalizer, image_chw
 from policies.registry import make_policy, policy_class
 
