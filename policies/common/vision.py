@@ -71,12 +71,27 @@ class FeatureMapEncoder(nn.Module):
         blocks = [BasicBlock(c0, c0, 1)] if full_resolution_block else []
         self.stage = nn.Sequential(*blocks, BasicBlock(c0, c1, 2))
 
-    def feature_map(self, images: Tensor) -> Tensor:
-        """The feature map of images in [0, 1] (mapped to [-1, 1] first)."""
-        return self.stage(self.stem(images * 2.0 - 1.0))
+    def feature_map(self, images: Tensor, film: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The feature map of images in [0, 1] (mapped to [-1, 1] first).
+
+        ``film``: per-image FiLM parameters ``(N, 2 * channels[0])`` and ``(N, 2 * channels[1])``, each the
+        concatenated (scale, shift) applied as ``x * (1 + scale) + shift`` after the stem and after the stage (RT-1's
+        conditioning of the image encoder on the instruction); ``None``: unconditioned.
+        """
+        x = self.stem(images * 2.0 - 1.0)
+        if film is not None:
+            x = _modulate(x, film[0])
+        x = self.stage(x)
+        return x if film is None else _modulate(x, film[1])
 
     def forward(self, images: Tensor) -> Tensor:
         return self.feature_map(images)
+
+
+def _modulate(x: Tensor, scale_shift: Tensor) -> Tensor:
+    """FiLM: ``x * (1 + scale) + shift`` per channel of ``(N, C, h, w)``, with ``scale_shift`` ``(N, 2C)``."""
+    scale, shift = scale_shift[:, :, None, None].chunk(2, dim=1)
+    return x * (1.0 + scale) + shift
 
 
 class ImageEncoder(FeatureMapEncoder):

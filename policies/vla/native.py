@@ -6,6 +6,12 @@ Token sequence (one sample)::
 
 Bidirectional attention with the padded words masked out of every key. The state token (proprioception plus a
 learned bias) comes last; the auxiliary head reads its output.
+
+With ``film`` the image encoder is also conditioned on the instruction before any token exists (RT-1's FiLM): an
+attention-pooled instruction embedding sets a per-channel scale and shift after the encoder's stem and stage, so
+the convolutions can pick out the instructed pad's colour where the trunk's 16 coarse tokens alone must otherwise
+carry every pad. Zero-initialised: training starts from the unconditioned encoder. ``word_dropout`` replaces words
+by ``<unk>`` during training, so an unseen word of a paraphrase is a familiar input rather than a new one.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from torch import Tensor, nn
 from policies.common.vision import FeatureMapEncoder
 from policies.vla.config import VLAConfig
 from policies.vla.layers import Block, init_weights
-from policies.vla.tokenizer import WordTokenizer
+from policies.vla.tokenizer import UNK_ID, WordTokenizer
 
 
 def _conv_out(size: int) -> int:
@@ -64,6 +70,12 @@ class NativeBackbone(nn.Module):
             self.encoders[name] = FeatureMapEncoder(channels, config.vision_channels,
                                                     config.vision_full_resolution_block)
             self.merges[name] = nn.Conv2d(config.vision_channels[1], d, kernel, stride=kernel)
+        self.film = None
+        if config.film and cameras:
+            self.text_pool = nn.Linear(d, 1)  # attention-pooling scores of the instruction's words
+            self.film = nn.Linear(d, 2 * sum(config.vision_channels))
+        self.word_dropout = config.word_dropout
+        self.film_sizes = (2 * config.vision_channels[0], 2 * config.vision_channels[1])
         self.image_pos = nn.Parameter(torch.zeros(len(cameras) * config.image_history, grid[0] * grid[1], d))
         self.word_embed = nn.Embedding(len(tokenizer), d)
         self.word_pos = nn.Parameter(torch.zeros(tokenizer.max_length, d))
@@ -72,16 +84,29 @@ class NativeBackbone(nn.Module):
         self.blocks = nn.ModuleList(Block(d, config.num_heads, config.mlp_ratio) for _ in range(config.trunk_layers))
         self.norm = nn.LayerNorm(d)
         init_weights(self)
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
         for param in (self.image_pos, self.word_pos, self.state_token):
             nn.init.trunc_normal_(param, std=0.02)
 
-    def image_tokens(self, images: dict[str, Tensor]) -> Tensor:
-        """``{camera key: (B, T, C, H, W)}`` in [0, 1] -> ``(B, cameras * T * grid cells, dim)`` with positions."""
+    def instruction_film(self, words: Tensor, word_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """FiLM parameters ``(B, 2 * c0)``, ``(B, 2 * c1)`` from the word embeddings ``(B, W, dim)`` (padding masked)."""
+        scores = self.text_pool(words).squeeze(-1).masked_fill(~word_mask, float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(dim=1))  # an empty instruction pools to zero
+        pooled = (weights[..., None] * words).sum(dim=1)
+        return tuple(self.film(pooled).split(self.film_sizes, dim=-1))
+
+    def image_tokens(self, images: dict[str, Tensor], film: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``{camera key: (B, T, C, H, W)}`` in [0, 1] -> ``(B, cameras * T * grid cells, dim)`` with positions.
+
+        ``film``: per-sample FiLM parameters of the encoders (see :meth:`instruction_film`), or ``None``.
+        """
         parts = []
         for key, frames in images.items():
             name = key.replace(".", "__")
             b, t = frames.shape[:2]
-            fmap = self.merges[name](self.encoders[name].feature_map(frames.flatten(0, 1)))  # (B*T, d, gh, gw)
+            per_frame = None if film is None else tuple(f.repeat_interleave(t, dim=0) for f in film)
+            fmap = self.merges[name](self.encoders[name].feature_map(frames.flatten(0, 1), per_frame))
             parts.append(fmap.flatten(2).transpose(1, 2).unflatten(0, (b, t)))  # (B, T, cells, d)
         tokens = torch.cat(parts, dim=1) + self.image_pos  # (B, cameras * T, cells, d)
         return tokens.flatten(1, 2)
@@ -94,6 +119,9 @@ class NativeBackbone(nn.Module):
         ids, word_mask = self.tokenizer.encode(tasks, device=self.word_pos.device)
         longest = int(word_mask.sum(dim=1).max()) if len(tasks) else 0
         ids, word_mask = ids[:, :longest], word_mask[:, :longest]  # padding columns no instruction reaches
+        if self.training and self.word_dropout > 0:
+            dropped = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & word_mask
+            ids = ids.masked_fill(dropped, UNK_ID)
         words = self.word_embed(ids) + self.word_pos[:longest]
         b = words.shape[0]
         state_tok = self.state_token.expand(b, 1, -1)
@@ -101,7 +129,8 @@ class NativeBackbone(nn.Module):
             state_tok = state_tok + self.state_proj(state)[:, None, :]
         parts = [words, state_tok]
         if images:
-            parts.insert(0, self.image_tokens(images))
+            film = self.instruction_film(words, word_mask) if self.film is not None else None
+            parts.insert(0, self.image_tokens(images, film))
         tokens = torch.cat(parts, dim=1)
         ones = torch.ones(b, tokens.shape[1] - ids.shape[1] - 1, dtype=torch.bool, device=tokens.device)
         mask = torch.cat([ones, word_mask, word_mask.new_ones(b, 1)], dim=1)

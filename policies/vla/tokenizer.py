@@ -17,6 +17,7 @@ from torch import Tensor
 from policies.datasets.tables import read_tasks
 
 PAD, UNK = "<pad>", "<unk>"
+UNK_ID = 1  # the id of <unk> in every vocabulary
 TOKENIZER_FILE = "tokenizer.json"
 _WORD = re.compile(r"[a-z0-9]+")
 
