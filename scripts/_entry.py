@@ -52,6 +52,7 @@ from policies.checkpoint import load_policy, load_train_config
 from policies.datasets.atomic import atomic_write_json
 from policies.evaluation import EvalEnvs
 from policies.resume import restore_run_config
+from policies.rewards import config as reward_config
 from policies.runtime import print_figures
 from policies.tracking import Tracker
 from policies.trainer import EnvFactories
@@ -69,13 +70,15 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 def register_configs() -> None:
     """Registers every config schema in Hydra's ConfigStore: each primary config's (``<name>_schema``, e.g.
-    ``train_schema``) and each group's (``env/pusht_schema``, ``policy/flow_matching_schema``, ``robot/*_schema``)."""
+    ``train_schema``) and each group's (``env/pusht_schema``, ``policy/flow_matching_schema``, ``robot/*_schema``,
+    ``reward/reward_schema``)."""
     sim.register_configs()
     train_config.register_configs()
     deploy_run.register_configs()
     collect_run.register_configs()
     serve_run.register_configs()
     sim2real.register_configs()
+    reward_config.register_configs()
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 

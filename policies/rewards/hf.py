@@ -14,11 +14,13 @@ block. (A video input, by contrast, merges frame pairs into one temporal patch: 
 checks this on the tokenizer: two frame blocks and the prompt tokenised as one string give the concatenation of
 their ids.
 
-**Cached path** (default): the frames' tokens go through the model once, chunk by chunk up to the longest prefix,
-into one ``DynamicCache`` (positions sliced from ``get_rope_index`` of the full longest sequence); after each prefix
-end the prompt (without ``True``) is run on top of the cache, ``True``'s log-probability read at its last position,
-and the cache cropped back to the prefix. A trajectory costs about one forward pass over its longest prefix plus K
-short prompt passes. **Naive path** (reference): one full forward of the standard model call per prefix.
+**Cached path** (default): the frames of the longest prefix go through the model once (vision tower and language
+model, one call) into a ``DynamicCache``, with the M-RoPE positions of ``get_rope_index`` over the full longest
+sequence. Then the K prompts (without ``True``) run in one more call on top of that cache, side by side: a 4D
+additive mask lets prompt ``k`` see the cache only up to the end of prefix ``k``'s frames and, causally, its own
+tokens only, and its positions start at prefix ``k``'s max position + 1. That is the cache cropped to each prefix,
+without copying or cropping it. A trajectory costs one forward over its longest prefix plus K prompt lengths.
+**Naive path** (reference): one full forward of the standard model call per prefix.
 
 Frames are patchified here exactly as ``Qwen2VLImageProcessor`` lays them out (its ``preprocessor_config.json`` read
 for patch/merge sizes, pixel budget, mean/std), so neither PIL nor torchvision is needed; a frame whose size the
@@ -181,10 +183,6 @@ class HFScorer:
         pixels, grid = patchify(frames[: lengths[-1]], self.spec)
         return pixels.to(self.device), grid.to(self.device), self._prompt_ids(instruction), lengths
 
-    def _log_prob_true(self, hidden_last: torch.Tensor) -> float:
-        logits = self.model.get_output_embeddings()(hidden_last).float()
-        return float(torch.log_softmax(logits, dim=-1)[..., self.true_id].squeeze())
-
     @torch.inference_mode()
     def naive_log_probs(self, frames: np.ndarray, instruction: str, prefix_lengths: Sequence[int]) -> np.ndarray:
         """Reference: per prefix, one full standard forward over its frames + prompt; log-softmax before ``True``."""
@@ -199,32 +197,45 @@ class HFScorer:
             out.append(float(torch.log_softmax(logits[0, -2].float(), dim=-1)[self.true_id]))
         return np.asarray(out, dtype=np.float64)
 
+    def _suffix_mask(self, ends: Sequence[int], suffix_len: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive 4D mask ``(1, 1, K*S, L + K*S)``: suffix ``k``'s ``S`` tokens see the cache up to ``ends[k]``
+        (the vision part of its prefix) and, causally, their own suffix only: K independent prefixes in one pass."""
+        n_cache, n_query = ends[-1], len(ends) * suffix_len
+        ends_q = torch.tensor(ends, device=self.device).repeat_interleave(suffix_len)  # (K*S,)
+        which = torch.arange(n_query, device=self.device) // suffix_len
+        keys = torch.arange(n_cache, device=self.device)
+        sees_cache = keys[None, :] < ends_q[:, None]
+        q = torch.arange(n_query, device=self.device)
+        sees_suffix = (which[:, None] == which[None, :]) & (q[None, :] <= q[:, None])
+        allowed = torch.cat([sees_cache, sees_suffix], dim=1)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return mask[None, None]
+
     @torch.inference_mode()
     def cached_log_probs(self, frames: np.ndarray, instruction: str, prefix_lengths: Sequence[int]) -> np.ndarray:
         """The KV-cache path (see the module docstring); equals :meth:`naive_log_probs` to float tolerance."""
         from transformers import DynamicCache
 
         pixels, grid, prompt, lengths = self._inputs(frames, instruction, prefix_lengths)
-        per_frame = int(grid[0].prod())
-        block = per_frame // self.spec.merge_size**2 + 2
+        block = int(grid[0].prod()) // self.spec.merge_size**2 + 2
         ids = self._sequence(lengths[-1], block - 2, prompt)
+        n_vision = lengths[-1] * block
         positions, _ = self.model.model.get_rope_index(ids, mm_token_type_ids=(ids == self.image_id).int(),
                                                        image_grid_thw=grid)
-        suffix = ids[:, lengths[-1] * block: -1]  # the prompt without its final True
-        steps = torch.arange(suffix.shape[1], device=self.device).view(1, 1, -1)
-        cache, done, out = DynamicCache(config=self.model.config.get_text_config()), 0, []
-        for n in lengths:
-            lo, hi = done * block, n * block
-            self.model.model(input_ids=ids[:, lo:hi], pixel_values=pixels[done * per_frame: n * per_frame],
-                             image_grid_thw=grid[done:n], position_ids=positions[:, :, lo:hi], cache=cache,
-                             use_cache=True)
-            start = positions[:, :, :hi].max() + 1
-            hidden = self.model.model(input_ids=suffix, position_ids=(start + steps).expand(3, 1, -1), cache=cache,
-                                      use_cache=True).last_hidden_state
-            out.append(self._log_prob_true(hidden[:, -1]))
-            cache.crop(-suffix.shape[1])
-            done = n
-        return np.asarray(out, dtype=np.float64)
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        self.model.model(input_ids=ids[:, :n_vision], pixel_values=pixels, image_grid_thw=grid,
+                         position_ids=positions[:, :, :n_vision], cache=cache, use_cache=True)
+        suffix = ids[:, n_vision:-1]  # the prompt without its final True, once per prefix
+        ends = [n * block for n in lengths]
+        starts = torch.stack([positions[:, :, :end].max() + 1 for end in ends])  # text continues at max + 1
+        steps = torch.arange(suffix.shape[1], device=self.device)
+        suffix_positions = (starts[:, None] + steps[None, :]).reshape(1, 1, -1).expand(3, 1, -1)
+        hidden = self.model.model(input_ids=suffix.repeat(1, len(lengths)), position_ids=suffix_positions,
+                                  attention_mask=self._suffix_mask(ends, suffix.shape[1], self.model.dtype),
+                                  cache=cache, use_cache=True).last_hidden_state
+        last = hidden[0, suffix.shape[1] - 1:: suffix.shape[1]]  # (K, hidden): each suffix's last position
+        logits = self.model.get_output_embeddings()(last).float()
+        return torch.log_softmax(logits, dim=-1)[:, self.true_id].double().cpu().numpy()
 
     def true_log_probs(self, frames: np.ndarray, instruction: str, prefix_lengths: Sequence[int]) -> np.ndarray:
         """``(K,)`` log p(True) per prefix length: the cached path, or the naive one when ``cached=False``.
