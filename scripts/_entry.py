@@ -231,7 +231,7 @@ def run_policy_bench(envs: dict[str, str], default_env: str, policy_dir: str = "
 
 
 # ------------------------------------------------------------------------------------------- scripts/bench.py's schema
-BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy")
+BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy", "reward")
 
 
 @dataclass
@@ -291,16 +291,40 @@ class PolicyBench:
 
 
 @dataclass
+class RewardBench:
+    """``bench.py reward``: TOPReward's KV-cache path against per-prefix scoring from scratch, and frames/s
+    (policies.rewards.bench.run_reward_benchmarks)."""
+
+    n_frames: int = 300  # frames of the episode (random pixels)
+    fps: float = 10.0  # its frame rate
+    k: int = 15  # prefixes scored
+    sample_fps: float = 2.0  # resampled to this rate first (300 frames at 10 fps: 61 frames)
+    frame_size: int = 56  # square frames, px
+    path: str = ""  # hub id or local dir of a Qwen-VL-class model; "": a tiny random Qwen2.5-VL built in a temp dir
+    device: str = "cpu"
+    dtype: str = "float32"  # float32 | bfloat16
+    n_repeats: int = 2  # timings per path; the best is kept
+
+    def __post_init__(self) -> None:
+        if self.n_frames < 1 or self.k < 1 or self.n_repeats < 1 or self.frame_size < 1:
+            raise ValueError(f"reward.n_frames, reward.k, reward.n_repeats and reward.frame_size must be >= 1; got "
+                             f"{self.n_frames}, {self.k}, {self.n_repeats}, {self.frame_size}")
+        if self.fps <= 0 or self.sample_fps <= 0:
+            raise ValueError(f"reward.fps and reward.sample_fps must be > 0, got {self.fps}, {self.sample_fps}")
+
+
+@dataclass
 class BenchConfig:
     """``scripts/bench.py <area> [key=value ...]``: one benchmark area and its options (``<area>.<key>``)."""
 
-    area: str = MISSING  # sim | kernels | bridge | sync | policy
+    area: str = MISSING  # sim | kernels | bridge | sync | policy | reward
     out: str = ""  # JSON file of the figures; "": outputs/bench/<area>.json
     sim: SimBench = field(default_factory=SimBench)
     kernels: KernelsBench = field(default_factory=KernelsBench)
     bridge: BridgeBench = field(default_factory=BridgeBench)
     sync: SyncBench = field(default_factory=SyncBench)
     policy: PolicyBench = field(default_factory=PolicyBench)
+    reward: RewardBench = field(default_factory=RewardBench)
 
     def __post_init__(self) -> None:
         if self.area not in BENCH_AREAS:
@@ -339,5 +363,5 @@ def bench_overrides(argv: list[str], usage: str = "") -> list[str]:
 
 
 _AREA_OPTIONS = {"sim": SimBench, "kernels": KernelsBench, "bridge": BridgeBench, "sync": SyncBench,
-                 "policy": PolicyBench}
+                 "policy": PolicyBench, "reward": RewardBench}
 _OPTION_ALIASES = {("policy", "preset"): "presets"}

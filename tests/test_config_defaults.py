@@ -32,6 +32,8 @@ from tests.conftest import CONF_DIR
 MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "area": "sim",
              "path": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}  # path: policy=vla_hf's backbone.path
 EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"]}  # it needs run_dir or checkpoints
+# groups no primary config composes yet, with why (tests/policies/test_rewards_config.py types their options)
+STANDALONE_GROUPS = {"reward": "TOPReward backends (issue 16): the reward scripts that compose them are still to come"}
 REFUSED = {("serve_robot", "robot", "remote"): "robot=remote"}  # entries a schema refuses by design, with why
 
 _entry.register_configs()
@@ -190,6 +192,7 @@ PRIMARY_BY_NAME = {p.name: p for p in PRIMARY}
 
 def test_every_conf_file_is_composed_by_some_primary_config():
     composed = {option for _, _, option in COMPOSITIONS if option is not None}
+    composed |= {option for option in OPTIONS if option[0] in STANDALONE_GROUPS}
     assert set(OPTIONS) == composed, f"options no primary config composes: {sorted(set(OPTIONS) - composed)}"
     assert all(p.schema is not None for p in PRIMARY), "every primary config names its schema first in defaults"
 

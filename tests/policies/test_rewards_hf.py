@@ -162,6 +162,15 @@ def test_a_tokenizer_that_wraps_the_prompt_in_a_chat_template_is_refused(tiny_di
         HFScorer(str(directory))
 
 
+def test_bench_times_both_paths_on_the_same_frames_and_they_agree(tiny_dir):
+    from policies.rewards.bench import run_reward_benchmarks
+
+    figures = run_reward_benchmarks(n_frames=60, fps=10.0, k=5, path=str(tiny_dir), n_repeats=1)
+    assert figures["n_sampled_frames"] == 13 and figures["n_prefixes"] == 5
+    assert figures["max_abs_diff"] < 1e-4 and figures["kv_speedup"] > 1.0
+    assert figures["frames_per_s"] == pytest.approx(60 / figures["cached_s"])
+
+
 def test_preprocessor_config_is_read(tiny_dir):
     spec = VisionSpec.from_dict(json.loads((tiny_dir / "preprocessor_config.json").read_text()))
     assert (spec.min_pixels, spec.max_pixels, spec.patch_size, spec.merge_size) == (784, 3136, 14, 2)

@@ -25,6 +25,7 @@ from tests.test_config_defaults import compose_entry
     (["policy", "preset=vla_tiny", "n_iters=20"], ["area=policy", "policy.presets=[vla_tiny]", "policy.n_iters=20"]),
     (["policy", "presets=a,b"], ["area=policy", "policy.presets=[a,b]"]),
     (["kernels", "sizes=3000"], ["area=kernels", "kernels.sizes=[3000]"]),  # one value of a list option
+    (["reward", "k=5", "path=/m"], ["area=reward", "reward.k=5", "reward.path=/m"]),
 ])
 def test_the_area_word_and_plain_options_become_overrides_of_that_area(argv, overrides):
     assert _entry.bench_overrides(argv) == overrides
@@ -53,6 +54,14 @@ def test_policy_options_reach_the_typed_config():
     assert run.policy.envs["vla_tiny"] == "pusht_targets"
     with pytest.raises(Exception, match="n_iters"):
         OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["policy", "n_iters=0"])))
+
+
+def test_reward_options_reach_the_typed_config():
+    run = OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["reward", "n_frames=40"])))
+    assert (run.area, run.reward.n_frames, run.reward.k, run.reward.fps, run.reward.path, run.out) == (
+        "reward", 40, 15, 10.0, "", "outputs/bench/reward.json")
+    with pytest.raises(Exception, match="reward.k"):
+        OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["reward", "k=0"])))
 
 
 def test_env_features_are_the_envs_observations():
