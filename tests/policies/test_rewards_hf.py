@@ -11,7 +11,7 @@ import torch
 
 from policies.rewards.hf import HFScorer, VisionSpec
 from policies.rewards.protocol import PROMPT
-from policies.rewards.tiny import PREPROCESSOR, build_tiny_qwen2_5_vl
+from policies.rewards.tiny import PREPROCESSOR, build_tiny_qwen2_5_vl, build_tiny_qwen3_vl
 from policies.rewards.topreward import TOPReward
 
 INSTRUCTION = "push the T-shaped block onto the goal"
@@ -89,6 +89,16 @@ def test_scores_are_prefix_stable_when_frames_are_appended(scorer):
     short = scorer.cached_log_probs(frames[:4], INSTRUCTION, [1, 2, 4])
     long = scorer.cached_log_probs(frames, INSTRUCTION, [1, 2, 4, 7, 10])
     np.testing.assert_allclose(long[:3], short, atol=1e-5, rtol=0)
+
+
+def test_qwen3_vl_cached_equals_naive_and_is_prefix_stable(tmp_path):
+    scorer = HFScorer(str(build_tiny_qwen3_vl(tmp_path / "qwen3")))  # deepstack, interleaved M-RoPE, 16-px patches
+    frames = _frames(10, seed=6, size=64)
+    naive = scorer.naive_log_probs(frames, INSTRUCTION, [1, 3, 6, 10])
+    np.testing.assert_allclose(scorer.cached_log_probs(frames, INSTRUCTION, [1, 3, 6, 10]), naive, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(scorer.cached_log_probs(frames[:6], INSTRUCTION, [1, 3, 6]), naive[:3], atol=1e-4,
+                               rtol=0)
+    assert np.ptp(naive) > 1e-3
 
 
 def test_frames_of_another_size_are_resized_into_the_pixel_budget(scorer):
