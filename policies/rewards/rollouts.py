@@ -286,6 +286,11 @@ def load_rollouts(root: str | Path, split: str, target_fps: float | None = 2.0) 
     return rollouts if target_fps is None else [resample(r, target_fps) for r in rollouts]
 
 
+def load_splits(root: str | Path, cfg: RolloutConfig, target_fps: float | None = 2.0) -> dict[str, list[Rollout]]:
+    """:func:`load_rollouts` of every split with episodes in ``cfg`` (``train``, ``heldout``, ...)."""
+    return {split: load_rollouts(root, split, target_fps) for split, seeds in cfg.split_seeds().items() if seeds}
+
+
 def resample_indices(n_frames: int, fps: float, target_fps: float = 2.0) -> np.ndarray:
     """Indices of the frames kept when a ``fps`` video of ``n_frames`` is resampled to ``target_fps``.
 
