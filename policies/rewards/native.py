@@ -19,7 +19,8 @@ Compute (the default :class:`NativeVLMConfig`, 0.90 M parameters; FLOPs = 2 x mu
 plus attention. A 40-frame video (20 s, the longest episode) with the K=4 prefixes sampled in training and the
 32-word prompt: ~0.71 GFLOP forward, ~2.1 GFLOP with backward; scoring K=15 prefixes: ~1.4 GFLOP (measured ~50 ms on
 one core). At the ~50-100 GFLOP/s of two cores (DESIGN.md section 4b) and ~25 frames per rollout on average, a
-15-minute run trains on ~30k-60k rollouts (e.g. 2000 steps of 16).
+15-minute run trains on ~30k-60k rollouts in theory; measured with another job on both cores, a step of 16 rollouts
+(~24 frames each, 4 prefixes) takes 2.2 s, so conf/train_reward.yaml runs 1200 steps of 12.
 """
 
 from __future__ import annotations
