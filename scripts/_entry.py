@@ -53,6 +53,8 @@ from policies.datasets.atomic import atomic_write_json
 from policies.evaluation import EvalEnvs
 from policies.resume import restore_run_config
 from policies.rewards import config as reward_config
+from policies.rewards import run_config as reward_run_config
+from policies.rewards.rollouts import RolloutConfig, build_agents
 from policies.runtime import print_figures
 from policies.tracking import Tracker
 from policies.trainer import EnvFactories
@@ -62,7 +64,8 @@ from real.sim2real import evaluation as sim2real
 
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
            "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main",
-           "print_figures", "register_configs", "run_policy_bench", "stop_on_signals", "tracker", "write_figures"]
+           "print_figures", "register_configs", "reward_rollout_factories", "run_policy_bench", "stop_on_signals",
+           "tracker", "write_figures"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -79,6 +82,7 @@ def register_configs() -> None:
     serve_run.register_configs()
     sim2real.register_configs()
     reward_config.register_configs()
+    reward_run_config.register_configs()
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
@@ -168,6 +172,22 @@ def env_factories(env_cfg: sim.EnvConfig) -> EnvFactories:
         max_episode_steps=env_cfg.kwargs.max_episode_steps,
         metric_keys=tuple(env_cfg.metric_keys),
     )
+
+
+def reward_rollout_factories(env_cfg: sim.EnvConfig, rollouts: RolloutConfig) -> tuple[dict, Callable, float]:
+    """What :func:`policies.rewards.rollouts.collect_rollouts` needs from the twin: an env factory per split
+    (``heldout_instructions`` with the env's held-out paraphrases), the agent mix (its degraded expert with
+    ``rollouts.noise_std`` / ``random_contact_prob``) and the control rate (fps)."""
+    heldout = ablation_env(env_cfg, "heldout_paraphrases", {"instructions": "heldout"})
+    noisy = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(env_cfg), {"expert": {
+        "noise_std": rollouts.noise_std, "random_contact_prob": rollouts.random_contact_prob}}))
+    make_envs = {"train": lambda: sim.make_env(env_cfg), "heldout": lambda: sim.make_env(env_cfg),
+                 "heldout_instructions": lambda: sim.make_env(heldout)}
+
+    def make_agents(env: Any) -> dict:
+        return build_agents(env, lambda e: sim.make_expert(e, env_cfg), lambda e: sim.make_expert(e, noisy), rollouts)
+
+    return make_envs, make_agents, float(env_cfg.kwargs.control_hz)
 
 
 def exit_on_interrupt(task: Callable[[Callable[[], bool]], None], message: str) -> None:

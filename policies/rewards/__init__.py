@@ -1,6 +1,8 @@
 """TOPReward: task progress from a vision-language model's log-probability of ``True`` (DESIGN.md section 6).
 
 :mod:`~policies.rewards.protocol` (the backend interface and the prompt), :mod:`~policies.rewards.topreward` (the
-method: resampling, prefixes, normalisation, VOC, success detection, GVL baseline), :mod:`~policies.rewards.hf`
-(transformers Qwen-VL backend), :mod:`~policies.rewards.config` (``conf/reward/*`` schema).
+method: resampling, prefixes, normalisation, VOC, success detection, GVL baseline), backends
+:mod:`~policies.rewards.hf` (transformers Qwen-VL) and :mod:`~policies.rewards.native` (a small VLM trained by the
+stack on twin rollouts: :mod:`~policies.rewards.rollouts`, :mod:`~policies.rewards.train_native`),
+:mod:`~policies.rewards.config` (``conf/reward/*`` schema).
 """

@@ -1,0 +1,252 @@
+"""Trains the native TOPReward model: the next word after the prompt is "True" with the probability of true progress.
+
+For each sampled training rollout (frames at 2 FPS) and ``prefixes_per_video`` sampled prefix lengths ``n``, the
+target at the position before the final "True" is the soft distribution P("True") = floor + (1 - 2 floor) x
+progress[n - 1], P("False") = the rest (no mass on other words); the loss is its cross-entropy with the model's
+next-word distribution. So log P("True") rises with progress, and a prefix ending in a success (progress ~0.8-1)
+scores near log 1. All prefixes of a rollout share one frame encoding and one forward (:func:`true_logits`).
+
+Run directory::
+
+    <out_dir>/checkpoints/last.pt      weights, optimizer, scheduler, step, RNG, vocabulary (atomic; resumed from)
+    <out_dir>/model.pt, tokenizer.json, config.json      the final model (:func:`policies.rewards.native.load_native`)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from policies.datasets.atomic import atomic_path
+from policies.rewards.native import (
+    NativeScorer,
+    NativeVLM,
+    NativeVLMConfig,
+    answer_ids,
+    build_tokenizer,
+    config_dict,
+    make_batch,
+    save_native,
+    true_logits,
+)
+from policies.rewards.rollouts import Rollout
+from policies.tracking import Tracker
+from policies.vla.tokenizer import WordTokenizer
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+@dataclass
+class RewardTrainConfig:
+    """Optimisation of the native reward model."""
+
+    steps: int = 1200  # optimizer steps (~15 min on 2 idle cores at the defaults)
+    batch_size: int = 12  # rollouts per step
+    prefixes_per_video: int = 4  # prefix lengths sampled per rollout (all share one forward)
+    lr: float = 1.0e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10%)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0  # max gradient norm
+    label_floor: float = 0.02  # target P("True") = floor + (1 - 2 floor) x progress: keeps log-probs finite
+    log_every: int = 50  # steps between train/ logs
+    eval_every: int = 400  # steps between val/ evaluations (and checkpoints); 0: at the end only
+    eval_prefixes: int = 15  # K of the validation VOC (linspace over each rollout)
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "prefixes_per_video", "log_every", "eval_prefixes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.eval_every < 0 or self.grad_clip <= 0:
+            raise ValueError("train.lr and train.grad_clip must be > 0; weight_decay, warmup_steps, eval_every >= 0")
+        if not 0 <= self.label_floor < 0.5:
+            raise ValueError(f"train.label_floor must be in [0, 0.5), got {self.label_floor}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"train.device must be cpu, cuda or auto, got {self.device!r}")
+
+
+@dataclass
+class NativeRewardConfig:
+    """The native reward model and how it is trained."""
+
+    model: NativeVLMConfig = field(default_factory=NativeVLMConfig)
+    train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+
+
+def soft_answer_loss(logits: Tensor, progress: Tensor, valid: Tensor, true_id: int, false_id: int,
+                     floor: float) -> Tensor:
+    """Mean over valid prefixes of ``-(p log q_True + (1 - p) log q_False)``, ``p = floor + (1 - 2 floor) progress``.
+
+    ``logits`` ``(B, K, V)``; ``progress`` ``(B, K)`` in [0, 1]; ``valid`` bool ``(B, K)``.
+    """
+    log_q = logits.float().log_softmax(-1)
+    p = floor + (1.0 - 2.0 * floor) * progress
+    loss = -(p * log_q[..., true_id] + (1.0 - p) * log_q[..., false_id])
+    return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def sample_batch(rollouts: Sequence[Rollout], batch_size: int, k: int, rng: np.random.Generator):
+    """``batch_size`` rollouts and ``k`` distinct sorted prefix lengths each (fewer for short ones, padded by the
+    last): returns ``(videos, instructions, prefix_lengths, progress (B, k), valid (B, k))``."""
+    picks = rng.integers(len(rollouts), size=batch_size)
+    videos, texts, prefixes = [], [], []
+    progress, valid = np.zeros((batch_size, k), np.float32), np.zeros((batch_size, k), bool)
+    for row, i in enumerate(picks):
+        r = rollouts[i]
+        n = np.sort(rng.choice(np.arange(1, len(r.images) + 1), size=min(k, len(r.images)), replace=False))
+        videos.append(r.images[: n[-1]])
+        texts.append(r.task)
+        prefixes.append(n)
+        progress[row, : len(n)], valid[row, : len(n)] = r.progress[n - 1], True
+    return videos, texts, prefixes, torch.from_numpy(progress), torch.from_numpy(valid)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation; 0 when either series is constant (VOC's convention)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def evaluate(scorer: NativeScorer, rollouts: Sequence[Rollout], k: int) -> dict[str, float]:
+    """``val/voc`` (mean Spearman of log P(True) with progress over ``k`` linspace prefixes), ``val/static_voc``
+    (the same with the first frame repeated) and ``val/true_logp_success`` / ``_failure`` (final log-prob)."""
+    vocs, static, final = [], [], {True: [], False: []}
+    for r in rollouts:
+        n = np.unique(np.linspace(1, len(r.images), min(k, len(r.images))).round().astype(int))
+        logp = scorer.true_log_probs(r.images, r.task, n)
+        still = scorer.true_log_probs(np.repeat(r.images[:1], len(r.images), axis=0), r.task, n)
+        vocs.append(spearman(logp, r.progress[n - 1]))
+        static.append(spearman(still, np.arange(len(n))))
+        final[r.succeeded].append(logp[-1])
+    out = {"val/voc": float(np.mean(vocs)), "val/static_voc": float(np.mean(static))}
+    out.update({f"val/true_logp_{name}": float(np.mean(final[s])) for s, name in ((True, "success"),
+                                                                               (False, "failure")) if final[s]})
+    return out
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run continues from."""
+
+    model: NativeVLM
+    tokenizer: WordTokenizer
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    step: int = 0
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def build_state(cfg: NativeRewardConfig, tokenizer: WordTokenizer, device: torch.device) -> TrainState:
+    """A fresh model (seeded by ``cfg.train.seed``), AdamW and a warm-up + cosine (to 10%) schedule."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    model = NativeVLM(cfg.model, len(tokenizer)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return TrainState(model, tokenizer, optimizer, scheduler, np.random.default_rng(t.seed))
+
+
+def save_checkpoint(state: TrainState, path: Path) -> None:
+    """Writes the resumable state to ``path`` atomically (weights, optimizer, schedule, step, RNGs, vocabulary)."""
+    payload = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+               "scheduler": state.scheduler.state_dict(), "step": state.step, "tokenizer": state.tokenizer.to_dict(),
+               "config": config_dict(state.model.config), "numpy_rng": state.rng.bit_generator.state,
+               "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def restore_state(cfg: NativeRewardConfig, path: Path, device: torch.device) -> TrainState:
+    """The state saved at ``path``; ``ValueError`` when its model config differs from ``cfg.model`` (names both)."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    if payload["config"] != config_dict(cfg.model):
+        raise ValueError(f"cannot resume {path}: it holds model config {payload['config']}, this run asks for "
+                         f"{config_dict(cfg.model)}")
+    words = payload["tokenizer"]["vocab"][2:]
+    state = build_state(cfg, WordTokenizer(words, payload["tokenizer"]["max_length"]), device)
+    state.model.load_state_dict(payload["model"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    state.step = int(payload["step"])
+    state.rng.bit_generator.state = payload["numpy_rng"]
+    torch.set_rng_state(payload["torch_rng"])
+    random.setstate(payload["python_rng"])
+    return state
+
+
+def train_step(state: TrainState, rollouts: Sequence[Rollout], t: RewardTrainConfig, answer: tuple[int, int]) -> float:
+    """One AdamW step on a sampled batch; returns the loss."""
+    videos, texts, prefixes, progress, valid = sample_batch(rollouts, t.batch_size, t.prefixes_per_video, state.rng)
+    batch = make_batch(state.tokenizer, videos, texts, prefixes, state.model.config.max_frames)
+    state.model.train()
+    logits = true_logits(state.model, batch)
+    device = logits.device
+    loss = soft_answer_loss(logits, progress.to(device), valid.to(device), *answer, t.label_floor)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    return float(loss.detach())
+
+
+def train_native_reward(cfg: NativeRewardConfig, rollouts: Sequence[Rollout], out_dir: str | Path,
+                        tracker: Tracker | None = None, val_rollouts: Sequence[Rollout] = ()) -> dict[str, float]:
+    """Trains (or resumes from ``<out_dir>/checkpoints/last.pt``) and saves the final model in ``out_dir``.
+
+    ``rollouts``: training rollouts, frames at 2 FPS (:func:`policies.rewards.rollouts.load_rollouts`);
+    ``val_rollouts``: evaluated every ``eval_every`` steps and at the end (``val/voc``, ``val/static_voc``, ...).
+    Returns the last figures: ``train/loss`` and the ``val/`` ones.
+
+    Raises:
+        ValueError: no training rollouts, or a checkpoint of another model config.
+    """
+    if not rollouts:
+        raise ValueError("train_native_reward needs at least one training rollout")
+    t, out_dir, device = cfg.train, Path(out_dir), _device(cfg.train.device)
+    ckpt = out_dir / CHECKPOINT
+    if ckpt.is_file():
+        state = restore_state(cfg, ckpt, device)
+    else:
+        state = build_state(cfg, build_tokenizer(sorted({r.task for r in rollouts})), device)
+    answer, figures, losses, start = answer_ids(state.tokenizer), {}, [], time.perf_counter()
+    while state.step < t.steps:
+        losses.append(train_step(state, rollouts, t, answer))
+        state.step += 1
+        if state.step % t.log_every == 0 or state.step == t.steps:
+            figures["train/loss"] = float(np.mean(losses))
+            metrics = {**figures, "train/lr": state.scheduler.get_last_lr()[0],
+                       "train/steps_per_s": len(losses) / (time.perf_counter() - start)}
+            losses, start = [], time.perf_counter()
+            if tracker is not None:
+                tracker.log(metrics, step=state.step)
+        if (t.eval_every and state.step % t.eval_every == 0) or state.step == t.steps:
+            if val_rollouts:
+                figures.update(evaluate(NativeScorer(state.model, state.tokenizer), val_rollouts, t.eval_prefixes))
+                if tracker is not None:
+                    tracker.log({k: v for k, v in figures.items() if k.startswith("val/")}, step=state.step)
+            save_checkpoint(state, ckpt)
+    save_native(state.model.eval(), state.tokenizer, out_dir, extra={"train": asdict(t)})
+    return figures
