@@ -20,8 +20,14 @@ from typing import Any
 
 CODEBASE_VERSION = "v3.0"
 DEFAULT_CHUNK_SIZE = 1000  # max files per chunk folder
-DEFAULT_DATA_FILE_SIZE_IN_MB = 100
-DEFAULT_VIDEO_FILE_SIZE_IN_MB = 500
+# File size limits. LeRobot's writer batches episodes and uses 100 / 500 MB; ours saves every episode at once (a killed
+# run loses at most the episode in flight), which rewrites the current data file and re-muxes the current video file,
+# so a file's size bounds the cost of each save. At 100 / 500 MB a 1000-episode 64x64 collection slowed from 3 to 1
+# episode/s as its files grew (re-muxing 8 MB of video took 0.19 s, the 32k-row data table 0.3 s); at 4 MB every
+# save stays under ~0.1 s. Readers (ours, LeRobot's) follow each episode's chunk/file index, so more files change
+# nothing for them; a dataset keeps the limits it was created with (info.json).
+DEFAULT_DATA_FILE_SIZE_IN_MB = 4
+DEFAULT_VIDEO_FILE_SIZE_IN_MB = 4
 
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
