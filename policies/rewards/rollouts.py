@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from policies.collect import Agent
 from policies.datasets.atomic import atomic_path, atomic_write_json
+from policies.rewards.topreward import resample_indices
 
 AGENTS = ("expert", "degraded", "partial", "random")
 
@@ -291,19 +292,9 @@ def load_splits(root: str | Path, cfg: RolloutConfig, target_fps: float | None =
     return {split: load_rollouts(root, split, target_fps) for split, seeds in cfg.split_seeds().items() if seeds}
 
 
-def resample_indices(n_frames: int, fps: float, target_fps: float = 2.0) -> np.ndarray:
-    """Indices of the frames kept when a ``fps`` video of ``n_frames`` is resampled to ``target_fps``.
-
-    Frames at times 0, 1/target_fps, ... (nearest frame), plus the last frame so the video's end is always seen.
-    """
-    if n_frames < 1 or fps <= 0 or target_fps <= 0:
-        raise ValueError(f"need n_frames >= 1, fps > 0 and target_fps > 0, got {n_frames}, {fps}, {target_fps}")
-    times = np.arange(0.0, (n_frames - 1) / fps + 1e-9, 1.0 / target_fps)
-    return np.unique(np.append(np.minimum(np.round(times * fps).astype(np.int64), n_frames - 1), n_frames - 1))
-
-
 def resample(rollout: Rollout, target_fps: float) -> Rollout:
-    """``rollout`` with its frames (and their labels) resampled to ``target_fps`` (:func:`resample_indices`)."""
+    """``rollout`` with its frames (and their labels) resampled to ``target_fps``
+    (:func:`policies.rewards.topreward.resample_indices`: the first and last frame always kept)."""
     idx = resample_indices(len(rollout.images), rollout.fps, target_fps)
     return Rollout(rollout.images[idx], rollout.progress[idx], rollout.success[idx], rollout.task, rollout.seed,
                    rollout.agent, float(target_fps))

@@ -20,7 +20,8 @@ from scipy import stats
 from policies.rewards.protocol import TrueScorer
 
 __all__ = ["RewardResult", "SuccessDetector", "TOPReward", "check_instruction", "check_video", "gvl_prompt",
-           "interpolate", "minmax", "parse_gvl", "prefix_lengths", "resample", "voc"]
+           "interpolate", "minmax", "parse_gvl", "prefix_lengths", "resample",
+           "resample_indices", "voc"]
 
 
 def check_video(frames: np.ndarray) -> np.ndarray:
@@ -53,20 +54,26 @@ def check_instruction(instruction: str | None) -> str:
     return instruction.strip()
 
 
-def resample(frames: np.ndarray, fps: float, target_fps: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """The frames nearest to a ``target_fps`` clock over the video, always keeping the first and last frame.
+def resample_indices(n_frames: int, fps: float, target_fps: float = 2.0) -> np.ndarray:
+    """Indices of the frames nearest to a ``target_fps`` clock over a ``fps`` video of ``n_frames`` frames.
 
-    Returns ``(frames[idx], idx)``: idx increasing, unique, indices into ``frames``. A video slower than
-    ``target_fps`` keeps every frame. Raises: ValueError: bad frames or a non-positive rate.
+    Increasing, unique, always holding the first and the last frame; a video slower than ``target_fps`` keeps every
+    frame. Raises: ValueError: ``n_frames < 1`` or a non-positive rate.
+    """
+    if n_frames < 1 or fps <= 0 or target_fps <= 0:
+        raise ValueError(f"need n_frames >= 1, fps > 0 and target_fps > 0, got {n_frames}, {fps}, {target_fps}")
+    times = np.arange(0.0, (n_frames - 1) / fps + 1e-9, 1.0 / target_fps)
+    idx = np.clip(np.rint(times * fps).astype(np.int64), 0, n_frames - 1)
+    return np.unique(np.concatenate([idx, [0, n_frames - 1]]))
+
+
+def resample(frames: np.ndarray, fps: float, target_fps: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames[idx], idx)`` with ``idx`` = :func:`resample_indices` (first and last frame always kept).
+
+    Raises: ValueError: bad frames or a non-positive rate.
     """
     frames = check_video(frames)
-    if fps <= 0 or target_fps <= 0:
-        raise ValueError(f"fps and target_fps must be > 0, got {fps}, {target_fps}")
-    n = len(frames)
-    duration = (n - 1) / fps
-    times = np.arange(0.0, duration + 1e-9, 1.0 / target_fps)
-    idx = np.clip(np.rint(times * fps).astype(np.int64), 0, n - 1)
-    idx = np.unique(np.concatenate([idx, [0, n - 1]]))
+    idx = resample_indices(len(frames), fps, target_fps)
     return frames[idx], idx
 
 

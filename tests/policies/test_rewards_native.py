@@ -18,7 +18,8 @@ from policies.rewards.native import (
     prompt_ids,
 )
 from policies.rewards.protocol import PROMPT, TrueScorer
-from policies.rewards.rollouts import Rollout, RolloutConfig, build_agents, record_rollout, resample_indices
+from policies.rewards.rollouts import Rollout, RolloutConfig, build_agents, record_rollout
+from policies.rewards.topreward import resample_indices
 from policies.rewards.train_native import CHECKPOINT, NativeRewardConfig, RewardTrainConfig, train_native_reward
 
 TASK = "push the T onto the red target"
