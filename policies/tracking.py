@@ -5,6 +5,7 @@
     tracker = Tracker("realsim", mode="offline", run_dir=hydra_output_dir, config=resolved_cfg)
     tracker.log({"train/loss": 0.12, "train/lr": 1e-4}, step=100)
     tracker.log_video("eval/video", run_dir / "eval/videos/episode_100000.mp4", step=100)
+    tracker.log_image("eval/progress", run_dir / "progress.png", step=100)
     tracker.finish()          # then, for offline runs: ``wandb sync <tracker.run_dir>``
 
 ``offline`` needs no account: W&B writes ``<run_dir>/wandb/offline-run-<time>-<id>/`` and ``wandb sync`` uploads
@@ -14,6 +15,7 @@ it later. ``online`` needs credentials (``WANDB_API_KEY``, ``wandb login``'s net
 
 from __future__ import annotations
 
+import base64
 import numbers
 import os
 from collections.abc import Iterable, Mapping
@@ -30,6 +32,7 @@ __all__ = ["MODES", "Tracker"]
 
 MODES = ("offline", "online", "disabled")
 VIDEO_FORMATS = ("mp4", "webm", "gif", "ogg")
+IMAGE_FORMATS = ("png", "jpg", "jpeg")
 
 
 class Tracker:
@@ -157,6 +160,27 @@ class Tracker:
 
             self._run.log({key: wandb.Video(str(path), format=fmt)}, step=step)
 
+    def log_image(self, key: str, path: str | os.PathLike, step: int) -> None:
+        """Log an image file (png or jpg) under ``key``: a W&B image where Pillow is installed, else (wandb.Image
+        needs Pillow) the file embedded in a W&B HTML panel; the file itself is not changed.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: on an unsupported file type or a bad ``step``.
+            RuntimeError: after ``finish``.
+        """
+        self._check_open()
+        _check_step(step)
+        _check_key(key)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"log_image({key!r}): no image file at {path}")
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt not in IMAGE_FORMATS:
+            raise ValueError(f"log_image({key!r}): {path} is not one of {IMAGE_FORMATS}")
+        if self._run is not None:
+            self._run.log({key: _wandb_image(path, fmt)}, step=step)
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the run and flush it to disk (and to the server when online); calling it again does nothing.
 
@@ -197,6 +221,19 @@ def _resolved_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise TypeError(f"Tracker config must be a mapping, got {type(config).__name__}")
     return dict(config)
+
+
+def _wandb_image(path: Path, fmt: str) -> Any:
+    """``wandb.Image`` of the file at ``path`` when Pillow is importable, else a ``wandb.Html`` that embeds it."""
+    import importlib.util
+
+    import wandb
+
+    if importlib.util.find_spec("PIL") is not None:
+        return wandb.Image(str(path))
+    mime = "jpeg" if fmt == "jpg" else fmt
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return wandb.Html(f'<img src="data:image/{mime};base64,{data}" alt="{path.name}">', inject=False)
 
 
 def _has_wandb_credentials() -> bool:

@@ -32,8 +32,8 @@ from tests.conftest import CONF_DIR
 MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "area": "sim",
              "path": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}  # path: policy=vla_hf's backbone.path
 EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"]}  # it needs run_dir or checkpoints
-# groups no primary config composes yet, with why (tests/policies/test_rewards_config.py types their options)
-STANDALONE_GROUPS = {"reward": "TOPReward backends (issue 16): the reward scripts that compose them are still to come"}
+# groups no primary config composes yet, with why (none now: conf/eval_reward.yaml composes reward)
+STANDALONE_GROUPS: dict[str, str] = {}
 REFUSED = {("serve_robot", "robot", "remote"): "robot=remote"}  # entries a schema refuses by design, with why
 
 _entry.register_configs()

@@ -77,3 +77,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented UTF-8 JSON (LeRobot's style: indent 4) to ``path`` atomically."""
     return atomic_write_bytes(path, json.dumps(obj, indent=4, ensure_ascii=False).encode("utf-8"))
+
+
+def atomic_symlink(target: str | os.PathLike[str], link: str | os.PathLike[str]) -> Path:
+    """Points the symlink ``link`` at ``target`` (made absolute), replacing an older link atomically.
+
+    Raises:
+        IsADirectoryError: ``link`` exists and is a real directory, not a link (it is left untouched).
+    """
+    link = Path(link)
+    if link.is_dir() and not link.is_symlink():
+        raise IsADirectoryError(f"cannot point {link} at {target}: it is a directory, not a symlink")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(link)
+    os.symlink(Path(target).resolve(), tmp, target_is_directory=True)
+    try:
+        os.replace(tmp, link)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(link.parent)
+    return link

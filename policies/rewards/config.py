@@ -15,12 +15,14 @@ BACKENDS = ("hf", "native")
 class RewardConfig:
     """A TOPReward scorer: the backend, its model, and the method's prefix count and sampling rate."""
 
-    backend: str = "hf"  # hf: a transformers Qwen-VL-class model (zero-shot) | native: our small trained VLM
-    path: str = "Qwen/Qwen3-VL-8B-Instruct"  # hf: hub id or local dir (the paper's model); native: a checkpoint dir
+    backend: str = "native"  # native: our small VLM trained by scripts/train_reward.py | hf: a Qwen-VL-class model
+    # native: the model dir of a scripts/train_reward.py run (relative to the working dir; each run points
+    # outputs/train_reward/latest at itself); hf: hub id or local dir (conf/reward/topreward_hf.yaml: the paper's)
+    path: str = "outputs/train_reward/latest"
     k: int = 15  # prefixes scored per trajectory (linspace over its length)
     sample_fps: float = 2.0  # frames resampled to this rate before scoring
     device: str = "cpu"  # torch device: cpu | cuda | cuda:0 ...
-    dtype: str = "float32"  # float32 | bfloat16 (use bfloat16 on a GPU)
+    dtype: str = "float32"  # hf only: float32 | bfloat16 (use bfloat16 on a GPU); native runs in float32
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -237,6 +237,22 @@ class HFScorer:
         logits = self.model.get_output_embeddings()(last).float()
         return torch.log_softmax(logits, dim=-1)[:, self.true_id].double().cpu().numpy()
 
+    @torch.inference_mode()
+    def generate(self, frames: np.ndarray, text: str, max_new_tokens: int = 256) -> str:
+        """Greedy continuation of ``[frame blocks of frames] + tokens(text)`` (no chat template), decoded: what the
+        GVL baseline reads its per-frame percentages from.
+
+        Raises: ValueError: bad frames.
+        """
+        frames = check_video(frames)
+        pixels, grid = patchify(frames, self.spec)
+        m = int(grid[0].prod()) // self.spec.merge_size**2
+        ids = self._sequence(len(frames), m, self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels.to(self.device),
+                                  image_grid_thw=grid.to(self.device), mm_token_type_ids=(ids == self.image_id).int(),
+                                  max_new_tokens=max_new_tokens, do_sample=False)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
     def true_log_probs(self, frames: np.ndarray, instruction: str, prefix_lengths: Sequence[int]) -> np.ndarray:
         """``(K,)`` log p(True) per prefix length: the cached path, or the naive one when ``cached=False``.
 

@@ -17,10 +17,15 @@ def _load(name: str) -> RewardConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RewardConfig), node))
 
 
-def test_topreward_hf_is_the_schema_defaults():
-    config = _load("topreward_hf")
+def test_topreward_native_is_the_schema_defaults():
+    config = _load("topreward_native")
     assert config == RewardConfig()
-    assert (config.backend, config.k, config.sample_fps) == ("hf", 15, 2.0)
+    assert (config.backend, config.path, config.k, config.sample_fps) == ("native", "outputs/train_reward/latest", 15, 2.0)
+
+
+def test_topreward_hf_names_the_papers_model():
+    config = _load("topreward_hf")
+    assert (config.backend, config.path, config.k, config.sample_fps) == ("hf", "Qwen/Qwen3-VL-8B-Instruct", 15, 2.0)
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
