@@ -4,5 +4,7 @@
 method: resampling, prefixes, normalisation, VOC, success detection, GVL baseline), backends
 :mod:`~policies.rewards.hf` (transformers Qwen-VL) and :mod:`~policies.rewards.native` (a small VLM trained by the
 stack on twin rollouts: :mod:`~policies.rewards.rollouts`, :mod:`~policies.rewards.train_native`),
-:mod:`~policies.rewards.config` (``conf/reward/*`` schema).
+:mod:`~policies.rewards.config` (``conf/reward/*`` schema), :mod:`~policies.rewards.backends` (``make_scorer``: the
+scorer a config names) and :mod:`~policies.rewards.evaluate` (VOC, static-frame VOC, success AUC, GVL, the plot:
+``scripts/eval_reward.py``).
 """
