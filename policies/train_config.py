@@ -11,6 +11,7 @@ from omegaconf import MISSING
 from policies.ablations import check_ablations
 from policies.registry import policy_class, registered_policies
 from policies.rewards.config import RewardConfig
+from policies.rewards.config import register_configs as register_reward_configs
 from policies.rewards.rabc import RABCConfig
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -240,12 +241,14 @@ def policy_schema(name: str) -> type:
 
 
 def register_configs(policy_names: tuple[str, ...] | None = None) -> None:
-    """Registers ``train_schema``, ``eval_schema`` and ``policy/<name>_schema`` in Hydra's ConfigStore.
+    """Registers ``train_schema``, ``eval_schema``, ``reward/reward_schema`` and ``policy/<name>_schema`` in Hydra's
+    ConfigStore.
 
     ``policy_names`` defaults to every registered policy (:func:`policies.registry.registered_policies`).
     """
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalRunConfig)
+    register_reward_configs()  # reward/reward_schema: the train config's optional reward group
     for name in registered_policies() if policy_names is None else policy_names:
         store.store(group="policy", name=f"{name}_schema", node=policy_schema(name))
