@@ -188,3 +188,25 @@ def test_config_errors_name_the_key(tmp_path):
         build_topreward(RewardConfig(backend="native", path=str(tmp_path / "nowhere")))
     with pytest.raises(ValueError, match="reward.backend"):
         OmegaConf.to_object(_compose(tmp_path, ["reward=topreward", "reward.path=x", "reward.backend=gpt"]))
+
+
+def test_the_comparison_trains_bc_then_rabc_on_the_same_config(tmp_path, monkeypatch):
+    from policies.rewards import rabc_compare
+
+    runs = []
+
+    def fake_run(self):
+        runs.append((self.cfg.reward, self.cfg.dataset.root, self.cfg.seed, self.cfg.optim.steps, self.run_dir.name))
+        rate = 0.7 if self.cfg.reward is not None else 0.5
+        return {"success_rate": rate, "success_ci_low": rate - 0.1, "success_ci_high": rate + 0.1, "n_episodes": 10}
+
+    monkeypatch.setattr(rabc_compare.Trainer, "run", fake_run)
+    cfg = _compose(tmp_path, ["reward=topreward", "reward.path=somewhere"])
+    run = OmegaConf.to_object(cfg)
+    figures = rabc_compare.compare_rabc(run, OmegaConf.to_container(cfg), envs=None)
+    assert [r[0] is None for r in runs] == [True, False] and [r[4] for r in runs] == ["bc", "rabc"]
+    assert runs[0][1:4] == runs[1][1:4]  # same data, seed, budget
+    assert figures["success_rate_bc"] == 0.5 and figures["success_rate_rabc"] == 0.7
+    assert figures["success_gain_points"] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="reward is null"):
+        rabc_compare.compare_rabc(OmegaConf.to_object(_compose(tmp_path, [])), {}, envs=None)
