@@ -285,4 +285,8 @@ class Policy(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """Return the training loss (scalar tensor) and floats to log, from an un-normalised training batch."""
+        """Return the training loss (scalar tensor) and floats to log, from an un-normalised training batch.
+
+        An optional ``sample_weights`` ``(B,)`` entry (reward-aligned BC) weights each sample's action loss
+        (:func:`policies.common.flow.flow_matching_loss`); without it every sample counts the same.
+        """

@@ -10,10 +10,39 @@ from omegaconf import MISSING
 
 from policies.ablations import check_ablations
 from policies.registry import policy_class, registered_policies
+from policies.rewards.config import RewardConfig
+from policies.rewards.config import register_configs as register_reward_configs
+from policies.rewards.rabc import RABCConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 LOGGER_MODES = ("offline", "online", "disabled")
 AMP_MODES = ("off", "bf16", "fp16")
+
+
+@dataclass
+class DegradedExpertConfig:
+    """A deliberately worse demonstrator (``dataset.degraded_fraction`` of the demos): the scripted expert with
+    Gaussian action noise and random contacts, which with ``detour_prob`` per step leaves for ``detour_steps`` steps
+    towards a random point of ``random_box`` (policies.rewards.rollouts.DetourAgent; positions in m, world frame).
+    The defaults are the ``degraded`` agent of the reward rollouts (policies.rewards.rollouts.RolloutConfig)."""
+
+    noise_std: float = 0.02  # std of the Gaussian noise on every action (m)
+    random_contact_prob: float = 0.3  # probability that a contact re-selection picks a random contact
+    detour_prob: float = 0.08  # probability per step of starting a detour (~1 every 12 steps)
+    detour_steps: int = 12  # control steps of each detour (1.2 s at 10 Hz)
+    random_box: tuple[float, float, float, float] = (0.40, -0.17, 0.72, 0.17)  # x0, y0, x1, y1 of detour targets
+
+    def __post_init__(self) -> None:
+        if self.noise_std < 0 or not 0 <= self.random_contact_prob <= 1:
+            raise ValueError(f"dataset.degraded.noise_std must be >= 0 and dataset.degraded.random_contact_prob in "
+                             f"[0, 1], got {self.noise_std}, {self.random_contact_prob}")
+        if not 0 <= self.detour_prob <= 1 or self.detour_steps < 1:
+            raise ValueError(f"dataset.degraded.detour_prob must be in [0, 1] and dataset.degraded.detour_steps >= 1, "
+                             f"got {self.detour_prob}, {self.detour_steps}")
+        x0, y0, x1, y1 = self.random_box
+        if not (x0 < x1 and y0 < y1):
+            raise ValueError(f"dataset.degraded.random_box must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1, got "
+                             f"{self.random_box}")
 
 
 @dataclass
@@ -24,10 +53,16 @@ class DatasetConfig:
     n_episodes: int = 300  # demonstrations to collect when the dataset is missing or short
     start_seed: int = 0  # env seed of the first demonstration (evaluation uses a disjoint range)
     keep_failed: bool = False  # keep demonstrations that did not reach success (mixed-quality data)
+    # share of collected episodes demonstrated by the degraded expert (drawn per episode from its seed); 0: none.
+    # Its episodes are kept like the expert's (slow successes too; failures only with keep_failed)
+    degraded_fraction: float = 0.0
+    degraded: DegradedExpertConfig = field(default_factory=DegradedExpertConfig)
 
     def __post_init__(self) -> None:
         if self.n_episodes < 1:
             raise ValueError(f"dataset.n_episodes must be >= 1, got {self.n_episodes}")
+        if not 0 <= self.degraded_fraction <= 1:
+            raise ValueError(f"dataset.degraded_fraction must be in [0, 1], got {self.degraded_fraction}")
 
 
 @dataclass
@@ -146,10 +181,17 @@ class TrainConfig:
     save_every: int = 8000  # optimizer steps between checkpoints (and at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     compile: bool = False  # torch.compile the policy for training (evaluation and checkpoints use the plain module)
+    # reward-aligned BC (policies/rewards/rabc.py): None (default) trains plain BC; a conf/reward option (e.g.
+    # reward=topreward, the native backend) scores the dataset with TOPReward and weights samples by progress
+    reward: Any = None
+    rabc: RABCConfig = field(default_factory=RABCConfig)  # how the weights are made (used only with a reward)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.reward is not None and not isinstance(self.reward, RewardConfig):
+            raise ValueError(f"reward must be a conf/reward option (typed by RewardConfig, e.g. reward=topreward) or "
+                             f"null, got {type(self.reward).__name__}")
         if self.log_every < 1 or self.save_every < 1:
             raise ValueError(f"log_every and save_every must be >= 1, got {self.log_every}, {self.save_every}")
 
@@ -199,12 +241,14 @@ def policy_schema(name: str) -> type:
 
 
 def register_configs(policy_names: tuple[str, ...] | None = None) -> None:
-    """Registers ``train_schema``, ``eval_schema`` and ``policy/<name>_schema`` in Hydra's ConfigStore.
+    """Registers ``train_schema``, ``eval_schema``, ``reward/reward_schema`` and ``policy/<name>_schema`` in Hydra's
+    ConfigStore.
 
     ``policy_names`` defaults to every registered policy (:func:`policies.registry.registered_policies`).
     """
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalRunConfig)
+    register_reward_configs()  # reward/reward_schema: the train config's optional reward group
     for name in registered_policies() if policy_names is None else policy_names:
         store.store(group="policy", name=f"{name}_schema", node=policy_schema(name))

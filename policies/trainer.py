@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -28,9 +29,11 @@ from policies.datasets.metadata import load_info, load_json
 from policies.ema import EMA
 from policies.evaluation import EvalEnvs, Evaluator, save_eval_info
 from policies.registry import make_policy
+from policies.rewards.rabc import ChunkWeights, dataset_progress, weight_figures
+from policies.rewards.rollouts import DetourAgent
 from policies.runtime import resolve_device, seed_everything
 from policies.tracking import Tracker
-from policies.train_config import TrainConfig
+from policies.train_config import DegradedExpertConfig, TrainConfig
 
 DEMONSTRATED_ENV_FILE = "meta/demonstrated_env.json"  # the env config the expert demonstrations were recorded in
 TRAIN_LOG_FILE = "train_log.jsonl"  # in the run dir: one JSON row {"step", "train/<name>": value} per logged step
@@ -47,6 +50,40 @@ class EnvFactories:
     fps: int  # control rate of the env (frames per second of the dataset)
     max_episode_steps: int  # episode length limit, in control steps
     metric_keys: tuple[str, ...]  # info keys evaluation reports (the env config's metric_keys, e.g. coverage)
+    # the expert with Gaussian action noise (m) and a random-contact probability: (env, noise_std, random_contact_prob)
+    # -> agent; needed only for dataset.degraded_fraction > 0
+    make_noisy_expert: Callable[[gym.Env, float, float], Agent] | None = None
+
+
+class MixedAgent:
+    """``degraded`` for a share ``fraction`` of the episodes, ``expert`` for the rest: the choice is drawn at each
+    ``reset`` from a generator seeded by the episode seed (reproducible; ``last_degraded`` tells which acted)."""
+
+    def __init__(self, expert: Agent, degraded: Agent, fraction: float) -> None:
+        self.expert, self.degraded, self.fraction = expert, degraded, float(fraction)
+        self.last_degraded, self._agent = False, expert
+
+    def reset(self, seed: int | None = None) -> None:
+        """Draws this episode's demonstrator and resets it."""
+        self.last_degraded = bool(np.random.default_rng(None if seed is None else [seed, 11]).random() < self.fraction)
+        self._agent = self.degraded if self.last_degraded else self.expert
+        self._agent.reset(seed=seed)
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        """This episode's demonstrator's action."""
+        return self._agent.act(obs)
+
+
+def degraded_expert(env: gym.Env, envs: EnvFactories, cfg: DegradedExpertConfig) -> Agent:
+    """The degraded demonstrator of :class:`DegradedExpertConfig` for ``env``.
+
+    Raises: ValueError: ``envs`` has no ``make_noisy_expert`` (names dataset.degraded_fraction).
+    """
+    if envs.make_noisy_expert is None:
+        raise ValueError("dataset.degraded_fraction > 0 needs EnvFactories.make_noisy_expert (the scripts layer "
+                         "passes it: scripts/_entry.py env_factories)")
+    noisy = envs.make_noisy_expert(env, cfg.noise_std, cfg.random_contact_prob)
+    return DetourAgent(noisy, tuple(cfg.random_box), cfg.detour_prob, cfg.detour_steps)
 
 
 class Trainer:
@@ -93,6 +130,9 @@ class Trainer:
         """
         root = Path(self.cfg.dataset.root)
         demonstrated = {k: self.resolved_config["env"][k] for k in ("id", "kwargs", "expert")}
+        if self.cfg.dataset.degraded_fraction > 0:  # a mixed dataset records its degraded demonstrator too
+            demonstrated["degraded"] = {"fraction": self.cfg.dataset.degraded_fraction,
+                                        **dataclasses.asdict(self.cfg.dataset.degraded)}
         by_expert = _check_demonstrated_env(root, demonstrated)
         held = _episodes_held(root)
         wanted = self.cfg.dataset.n_episodes
@@ -111,7 +151,7 @@ class Trainer:
         try:
             stats = record_episodes(
                 env,
-                self.envs.make_expert(env),
+                self._demonstrator(env),
                 root,
                 n_episodes=self.cfg.dataset.n_episodes,
                 fps=self.envs.fps,
@@ -123,6 +163,13 @@ class Trainer:
             env.close()
         print(f"collected {stats.episodes_saved} demos ({stats.frames} frames; the dataset held "
               f"{stats.episodes_before}), expert success {stats.success_rate:.2f}")
+
+    def _demonstrator(self, env: gym.Env) -> Agent:
+        """The expert, or with ``dataset.degraded_fraction`` > 0 the expert mixed with the degraded one per episode."""
+        expert, data = self.envs.make_expert(env), self.cfg.dataset
+        if data.degraded_fraction == 0:
+            return expert
+        return MixedAgent(expert, degraded_expert(env, self.envs, data.degraded), data.degraded_fraction)
 
     def build(self, dataset: LeRobotDatasetReader) -> None:
         """Creates the policy, optimiser, schedule, EMA and window sampler; restores them when resuming."""
@@ -147,6 +194,7 @@ class Trainer:
             n_obs_steps=self.policy.config.n_obs_steps,
             horizon=self.policy.config.horizon,
         )
+        self.chunk_weights = self._build_chunk_weights(dataset)
         # several processes: DDP broadcasts rank 0's weights now, before the optimiser and the EMA copy them
         self.ddp = DistributedDataParallel(
             self.policy, device_ids=[self.device] if self.device.type == "cuda" else None, broadcast_buffers=False,
@@ -164,6 +212,18 @@ class Trainer:
         module = self.ddp if self.ddp is not None else self.policy
         self.train_module = torch.compile(module) if cfg.compile else module
         self.tracker = self._make_tracker()
+
+    def _build_chunk_weights(self, dataset: LeRobotDatasetReader) -> ChunkWeights | None:
+        """Reward-aligned BC's sample weights (None without a ``reward``): rank 0 scores the dataset with TOPReward
+        (or reads the cache) while the others wait, then they read the cache."""
+        cfg = self.cfg
+        if cfg.reward is None:
+            return None
+        progress = dataset_progress(dataset, cfg.reward, cfg.rabc) if self.dist.is_main else None
+        distributed.barrier(self.dist)
+        if progress is None:
+            progress = dataset_progress(dataset, cfg.reward, cfg.rabc)
+        return ChunkWeights(dataset, progress, self.policy.config.horizon, cfg.rabc.scale)
 
     def _make_tracker(self) -> Tracker:
         """The W&B tracker: rank 0's logs; the other ranks get a disabled one (they log nothing)."""
@@ -210,11 +270,15 @@ class Trainer:
         """This rank's part of the training batch of ``step`` (its shards, in order; the whole batch on one process).
 
         The global batch is ``batch_size x grad_accum_steps`` windows drawn with replacement by a generator seeded by
-        (seed, step): the same on every rank and for any number of processes.
+        (seed, step): the same on every rank and for any number of processes. With a ``reward`` (reward-aligned BC)
+        the batch carries ``sample_weights`` ``(B,)``, made from the statistics of the global batch.
         """
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         indices = torch.randint(len(self.windows), (self.layout.global_batch,), generator=generator)
         batch = self.windows.get_batch(self.layout.rank_indices(indices).numpy())
+        if getattr(self, "chunk_weights", None) is not None:
+            weights = torch.from_numpy(self.chunk_weights(indices.numpy()))
+            batch["sample_weights"] = self.layout.rank_indices(weights)
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -235,6 +299,8 @@ class Trainer:
                 totals[key] = totals.get(key, 0.0) + float(value)
         grad_norm = self._optimizer_step()
         logs = {k: v / len(shards) for k, v in totals.items()}
+        if "sample_weights" in batch:  # reward-aligned BC: train/rabc_weight_mean, train/rabc_zero_fraction
+            logs.update(weight_figures(batch["sample_weights"].cpu().numpy()))
         return {**logs, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0]}
 
     def _forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -171,7 +171,15 @@ def env_factories(env_cfg: sim.EnvConfig) -> EnvFactories:
         fps=int(env_cfg.kwargs.control_hz),
         max_episode_steps=env_cfg.kwargs.max_episode_steps,
         metric_keys=tuple(env_cfg.metric_keys),
+        make_noisy_expert=lambda env, noise_std, contact_prob: sim.make_expert(env, _noisy_env(
+            env_cfg, noise_std, contact_prob)),
     )
+
+
+def _noisy_env(env_cfg: sim.EnvConfig, noise_std: float, random_contact_prob: float) -> sim.EnvConfig:
+    """``env_cfg`` whose expert has Gaussian action noise ``noise_std`` (m) and ``random_contact_prob``."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(env_cfg), {"expert": {
+        "noise_std": noise_std, "random_contact_prob": random_contact_prob}}))
 
 
 def reward_rollout_factories(env_cfg: sim.EnvConfig, rollouts: RolloutConfig) -> tuple[dict, Callable, float]:
@@ -179,8 +187,7 @@ def reward_rollout_factories(env_cfg: sim.EnvConfig, rollouts: RolloutConfig) ->
     (``heldout_instructions`` with the env's held-out paraphrases), the agent mix (its degraded expert with
     ``rollouts.noise_std`` / ``random_contact_prob``) and the control rate (fps)."""
     heldout = ablation_env(env_cfg, "heldout_paraphrases", {"instructions": "heldout"})
-    noisy = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(env_cfg), {"expert": {
-        "noise_std": rollouts.noise_std, "random_contact_prob": rollouts.random_contact_prob}}))
+    noisy = _noisy_env(env_cfg, rollouts.noise_std, rollouts.random_contact_prob)
     make_envs = {"train": lambda: sim.make_env(env_cfg), "heldout": lambda: sim.make_env(env_cfg),
                  "heldout_instructions": lambda: sim.make_env(heldout)}
 

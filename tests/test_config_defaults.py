@@ -32,8 +32,11 @@ from tests.conftest import CONF_DIR
 MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "area": "sim",
              "path": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}  # path: policy=vla_hf's backbone.path
 EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"]}  # it needs run_dir or checkpoints
-# groups no primary config composes yet, with why (none now: conf/eval_reward.yaml composes reward)
+# groups no primary config composes yet, with why
 STANDALONE_GROUPS: dict[str, str] = {}
+# groups a primary config leaves off by default (`- reward: null`): the option that restates its schema's defaults,
+# of which the group's other options are variants
+NULL_DEFAULT_BASES = {"reward": "topreward"}
 REFUSED = {("serve_robot", "robot", "remote"): "robot=remote"}  # entries a schema refuses by design, with why
 
 _entry.register_configs()
@@ -166,7 +169,8 @@ def _option_defaults(entry: Entry) -> DictConfig:
 
 
 def _is_variant(entry: Entry) -> bool:
-    default_options = {p.groups[entry.group] for p in PRIMARY if entry.group in p.groups and p.extends is None}
+    default_options = {p.groups[entry.group] or NULL_DEFAULT_BASES[entry.group] for p in PRIMARY
+                       if entry.group in p.groups and p.extends is None}
     if entry.name in default_options:
         return False
     return any(OPTIONS[(entry.group, d)].schema == entry.schema for d in default_options)

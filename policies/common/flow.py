@@ -54,21 +54,30 @@ def sample_flow_time(kind: str, n: int, device: torch.device) -> Tensor:
 
 
 def flow_matching_loss(velocity_fn: VelocityFn, actions: Tensor, time_sampling: str,
-                       action_is_pad: Tensor | None = None) -> Tensor:
+                       action_is_pad: Tensor | None = None, sample_weights: Tensor | None = None) -> Tensor:
     """Mean squared velocity error on normalised ``actions`` ``(B, H, A)``, padded steps left out.
 
     Draws the noise first, then the times (torch's global RNG), so a seeded run is reproducible.
-    ``action_is_pad`` ``(B, H)`` bool marks chunk steps past the episode end.
+    ``action_is_pad`` ``(B, H)`` bool marks chunk steps past the episode end. ``sample_weights`` ``(B,)`` >= 0
+    (reward-aligned BC, :mod:`policies.rewards.rabc`) weights each sample's valid steps: the loss is
+    ``sum_i w_i * err_i / sum_i w_i * n_i`` (``err_i`` the sample's summed squared error over its ``n_i`` valid
+    step-dims), so uniform weights give the unweighted loss, zero-weight samples are ignored, and an all-zero batch
+    gives 0 (no gradient) instead of NaN.
     """
     noise = torch.randn_like(actions)
     t = sample_flow_time(time_sampling, actions.shape[0], actions.device)
     t_ = t[:, None, None]
     velocity = velocity_fn((1 - t_) * noise + t_ * actions, t)
     err = (velocity - (actions - noise)).square()
-    if action_is_pad is None:
+    if action_is_pad is None and sample_weights is None:
         return err.mean()
-    valid = (~action_is_pad.bool()).unsqueeze(-1).to(err.dtype)
-    return (err * valid).sum() / (valid.sum() * actions.shape[-1]).clamp_min(1.0)
+    valid = torch.ones_like(err[..., 0]) if action_is_pad is None else (~action_is_pad.bool()).to(err.dtype)
+    if sample_weights is None:
+        valid = valid.unsqueeze(-1)
+        return (err * valid).sum() / (valid.sum() * actions.shape[-1]).clamp_min(1.0)
+    weight = (valid * sample_weights.to(err.dtype)[:, None]).unsqueeze(-1)  # (B, H, 1)
+    total = weight.sum() * actions.shape[-1]
+    return (err * weight).sum() / total.clamp_min(torch.finfo(err.dtype).tiny)
 
 
 def euler_sample(velocity_fn: VelocityFn, shape: tuple[int, ...], steps: int, generator: torch.Generator | None,

@@ -84,7 +84,7 @@ class FlowMatchingPolicy(Policy):
         return torch.cat(parts, dim=-1).flatten(1)
 
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """Flow-matching loss on one un-normalised batch; returns ``(loss, {"loss": float})``."""
+        """Flow-matching loss on one un-normalised batch (``sample_weights`` honoured); returns ``(loss, {"loss": float})``."""
         if "action" not in batch:
             raise KeyError("batch has no 'action'")
         norm = self.normalizer.normalize({**batch, "action": self.to_relative(batch["action"], batch)})
@@ -94,7 +94,7 @@ class FlowMatchingPolicy(Policy):
         if tuple(actions.shape) != expected:
             raise ValueError(f"'action': expected shape {expected} (B, horizon, action_dim), got {tuple(actions.shape)}")
         loss = flow_matching_loss(lambda x, t: self.net(x, t, cond), actions, self.config.time_sampling,
-                                  batch.get("action_is_pad"))
+                                  batch.get("action_is_pad"), batch.get("sample_weights"))
         return loss, {"loss": loss.item()}
 
     @torch.no_grad()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from policies.rewards.config import RewardConfig
 from policies.rewards.protocol import TrueScorer
+from policies.rewards.topreward import TOPReward
 
-__all__ = ["make_scorer"]
+__all__ = ["build_topreward", "make_scorer"]
 
 
 def make_scorer(cfg: RewardConfig) -> TrueScorer:
@@ -35,3 +36,8 @@ def make_scorer(cfg: RewardConfig) -> TrueScorer:
             "`python scripts/train_reward.py` (it points outputs/train_reward/latest at its run dir) or set "
             "reward.path=<a train_reward run dir>")
     return load_native(directory, device=cfg.device)
+
+
+def build_topreward(cfg: RewardConfig) -> TOPReward:
+    """:class:`TOPReward` around :func:`make_scorer`'s backend with ``cfg.k`` prefixes at ``cfg.sample_fps``."""
+    return TOPReward(make_scorer(cfg), k=cfg.k, sample_fps=cfg.sample_fps)

@@ -28,7 +28,7 @@ class TrainRewardConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     data_root: str = MISSING  # folder of the rollouts (collected there when missing; resumable)
     output_dir: str = MISSING  # the run directory (Hydra's output dir): checkpoints, model.pt, figures.json
-    # a symlink pointed at output_dir when the run ends (relative to the working dir; conf/reward/topreward_native
+    # a symlink pointed at output_dir when the run ends (relative to the working dir; conf/reward/topreward
     # reads the model there); "": none
     latest_link: str = "outputs/train_reward/latest"
 

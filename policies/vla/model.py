@@ -140,7 +140,11 @@ class VLAPolicy(Policy):
         return self.backbone(images, tasks, state)
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        """Flow-matching (+ auxiliary) loss of an un-normalised batch; logs ``loss``, ``flow_loss``, ``aux_loss``."""
+        """Flow-matching (+ auxiliary) loss of an un-normalised batch; logs ``loss``, ``flow_loss``, ``aux_loss``.
+
+        ``sample_weights`` (reward-aligned BC) weights the flow (action) loss only: the auxiliary head regresses the
+        observed block and target poses, which are right whatever the quality of the demonstrated action.
+        """
         if "action" not in batch:
             raise KeyError("batch has no 'action'")
         norm = self.normalizer.normalize({**batch, "action": self.to_relative(batch["action"], batch)})
@@ -151,7 +155,7 @@ class VLAPolicy(Policy):
             raise ValueError(f"'action': expected shape {expected} (B, horizon, action_dim), got {tuple(actions.shape)}")
         memory = self.expert.memory(tokens)
         flow = flow_matching_loss(lambda x, t: self.expert(x, t, memory, mask), actions, self.config.time_sampling,
-                                  batch.get("action_is_pad"))
+                                  batch.get("action_is_pad"), batch.get("sample_weights"))
         logs = {"flow_loss": flow.item()}
         loss = flow
         if self.aux_head is not None:

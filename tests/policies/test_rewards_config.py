@@ -17,8 +17,8 @@ def _load(name: str) -> RewardConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RewardConfig), node))
 
 
-def test_topreward_native_is_the_schema_defaults():
-    config = _load("topreward_native")
+def test_topreward_is_the_schema_defaults():
+    config = _load("topreward")
     assert config == RewardConfig()
     assert (config.backend, config.path, config.k, config.sample_fps) == ("native", "outputs/train_reward/latest", 15, 2.0)
 
