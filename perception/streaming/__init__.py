@@ -6,8 +6,12 @@ frames that answers at every frame (block pose, progress, success, events) with 
 """
 
 from perception.streaming.cache import KVCache
+from perception.streaming.checkpoint import load_streaming, save_streaming
 from perception.streaming.config import EVENTS, MEMORY_MODES, StreamingConfig
+from perception.streaming.estimator import StreamingEstimator
+from perception.streaming.loss import StreamTargets, streaming_loss
 from perception.streaming.model import StreamingModel, StreamOutputs, forward_flops_per_frame, tokenize
 
-__all__ = ["EVENTS", "MEMORY_MODES", "KVCache", "StreamOutputs", "StreamingConfig", "StreamingModel",
-           "forward_flops_per_frame", "tokenize"]
+__all__ = ["EVENTS", "MEMORY_MODES", "KVCache", "StreamOutputs", "StreamTargets", "StreamingConfig",
+           "StreamingEstimator", "StreamingModel", "forward_flops_per_frame", "load_streaming", "save_streaming",
+           "streaming_loss", "tokenize"]
