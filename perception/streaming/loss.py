@@ -66,4 +66,4 @@ def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: f
     count = mask.sum().clamp(min=1)
     terms = {name: (value * mask).sum() / count for name, value in per_frame.items()}
     loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
-    return loss, {f"losses/{name}": float(value) for name, value in terms.items()}
+    return loss, {f"losses/{name}": float(value.detach()) for name, value in terms.items()}
