@@ -5,7 +5,10 @@ One stream of synthetic 64x64 frames (a pool of random images, cycled) goes thro
 (random weights: speed does not depend on them), then a shorter one through the same model with ``memory=full``
 (no eviction, the growing baseline). Figures::
 
-    ms_per_frame_<n>      median step latency over the 100 frames ending at frame n (n = 100 and n_frames)
+    ms_per_frame_<n>      median CPU time of a step (this thread's, torch on 1 thread) over the 100 frames ending at
+                          frame n (n = 100 and n_frames): the cost, without the time other processes on a shared
+                          machine take the core away
+    wall_ms_per_frame_<n> the same in wall-clock time (what a caller waits, load included)
     rss_mb_<n>            resident memory of the process at frame n (MiB)
     fps                   frames per second over the whole stream
     full_...              the same for memory=full, up to full_frames
@@ -36,23 +39,27 @@ def rss_mb() -> float:
 
 
 def measure_stream(estimator: StreamingEstimator, n_frames: int, seed: int = 0, fps: float = 10.0,
-                   prefix: str = "") -> dict[str, float]:
-    """Streams ``n_frames`` synthetic frames through ``estimator`` (reset first); ``<prefix>ms_per_frame_<n>``,
-    ``<prefix>rss_mb_<n>`` at n = 100 and ``n_frames``, and ``<prefix>fps``."""
+                   prefix: str = "", n_warmup: int = 20) -> dict[str, float]:
+    """Streams ``n_frames`` synthetic frames through ``estimator``; ``<prefix>ms_per_frame_<n>``,
+    ``<prefix>rss_mb_<n>`` at n = 100 and ``n_frames``, and ``<prefix>fps``. A stream of ``n_warmup`` untimed frames
+    comes first (torch's first calls), then ``reset()`` starts the measured one."""
     size = estimator.model.config.image_size
     pool = np.random.default_rng(seed).integers(0, 256, (64, size, size, 3), dtype=np.uint8)
     marks = sorted({min(100, n_frames), n_frames})
-    latencies = np.empty(n_frames)
+    latencies = np.empty((2, n_frames))  # CPU s, wall s
     figures: dict[str, float] = {}
+    for i in range(n_warmup):
+        estimator.step(pool[i % len(pool)], i / fps)
     estimator.reset()
     begin = time.perf_counter()
     for i in range(n_frames):
-        start = time.perf_counter()
+        cpu, wall = time.thread_time(), time.perf_counter()
         estimator.step(pool[i % len(pool)], i / fps)
-        latencies[i] = time.perf_counter() - start
+        latencies[:, i] = time.thread_time() - cpu, time.perf_counter() - wall
         if i + 1 in marks:
-            figures[f"{prefix}ms_per_frame_{i + 1}"] = float(np.median(latencies[max(0, i - 99):i + 1]) * 1e3)
-            figures[f"{prefix}rss_mb_{i + 1}"] = rss_mb()
+            cpu_ms, wall_ms = np.median(latencies[:, max(0, i - 99):i + 1], axis=1) * 1e3
+            figures |= {f"{prefix}ms_per_frame_{i + 1}": float(cpu_ms), f"{prefix}wall_ms_per_frame_{i + 1}":
+                        float(wall_ms), f"{prefix}rss_mb_{i + 1}": rss_mb()}
     figures[f"{prefix}fps"] = n_frames / (time.perf_counter() - begin)
     return figures
 

@@ -177,3 +177,12 @@ def test_the_loss_falls_on_one_tiny_batch():
         streaming_loss(model(frames), targets, weights={"pose": 1.0})
     with pytest.raises(ValueError, match="StreamTargets.events"):
         StreamTargets(pose=targets.pose, progress=targets.progress, success=targets.success, events=targets.events[..., :2])
+
+
+def test_the_stream_benchmark_reports_its_figures_at_frame_100_and_the_last():
+    from perception.streaming.bench import measure_stream
+
+    figures = measure_stream(StreamingEstimator(model_of(tiny())), n_frames=120, prefix="x_", n_warmup=2)
+    assert set(figures) == {f"x_{name}_{n}" for name in ("ms_per_frame", "wall_ms_per_frame", "rss_mb")
+                            for n in (100, 120)} | {"x_fps"}
+    assert all(value > 0 for value in figures.values())
