@@ -39,7 +39,8 @@ class KVCache:
             self.keys.append(self._buffer(k, self.n_prefix + frames * tokens_per_frame))
             self.values.append(self._buffer(v, self.n_prefix + frames * tokens_per_frame))
         batch = prefix_valid.shape[0]
-        self.bias = torch.zeros(batch, 1, 1, self.keys[0].shape[2])  # additive attention bias: -inf at padding
+        self.bias = torch.zeros(batch, 1, 1, self.keys[0].shape[2], dtype=self.keys[0].dtype,
+                                device=self.keys[0].device)  # additive attention bias: -inf at padding
         self.bias[:, 0, 0, :self.n_prefix].masked_fill_(~prefix_valid, float("-inf"))
         self.length = self.n_prefix  # tokens held
         self.n_frames = 0  # frames held

@@ -63,9 +63,11 @@ class StreamingEstimator:
         if not math.isfinite(timestamp) or timestamp < self.time:
             raise ValueError(f"frame timestamp {timestamp} goes backwards (previous {self.time}) or is not finite")
         self.time = float(timestamp)
-        frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+        weights = self.model.embed.weight
+        frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(weights.device)
+        frame = frame.to(weights.dtype) / 255
         outputs = self.model.step(self.cache, frame)
-        self.last = StreamOutputs(**{name: value[0] for name, value in vars(outputs).items()})
+        self.last = StreamOutputs(**{name: value[0].float().cpu() for name, value in vars(outputs).items()})
         return self.last
 
     def update(self, frames: Sequence[Frame], prior: Prior) -> Estimate | None:

@@ -41,18 +41,19 @@ class Rotary:
         self.inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         self.cos = self.sin = torch.zeros(0, head_dim // 2)
 
-    def tables(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) of shape (>= n, head_dim / 2), float32."""
-        if len(self.cos) < n:
+    def tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of shape (>= n, head_dim / 2), float32, on ``device``."""
+        if len(self.cos) < n or self.cos.device != device:
             size = max(n, 2 * len(self.cos), 64)
             angles = torch.arange(size, dtype=torch.float64)[:, None] * self.inv_freq
-            self.cos, self.sin = angles.cos().float(), angles.sin().float()
+            self.cos, self.sin = angles.cos().float().to(device), angles.sin().float().to(device)
         return self.cos, self.sin
 
     def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """``x`` (..., L, head_dim) rotated by its positions (L,) or (..., L) (integers >= 0)."""
-        cos_t, sin_t = self.tables(int(positions.max()) + 1 if positions.numel() else 0)
-        cos, sin = cos_t[positions], sin_t[positions]
+        positions = positions.to(x.device)
+        cos_t, sin_t = self.tables(int(positions.max()) + 1 if positions.numel() else 0, x.device)
+        cos, sin = cos_t[positions].to(x.dtype), sin_t[positions].to(x.dtype)
         x1, x2 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 

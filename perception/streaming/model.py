@@ -96,8 +96,9 @@ class StreamingModel(nn.Module):
     # ------------------------------------------------------------------------------------------------- shared parts
     def _instruction(self, instruction: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Instruction embeddings (B, P, d) and validity (B, P) (P = 0 without one)."""
-        if instruction is None:
-            instruction = torch.zeros(batch, 0, dtype=torch.long)
+        device = self.embed.weight.device
+        instruction = torch.zeros(batch, 0, dtype=torch.long) if instruction is None else instruction
+        instruction = instruction.to(device)
         if instruction.ndim != 2 or instruction.shape[0] != batch:
             raise ValueError(f"instruction tokens must be (B={batch}, P), got {tuple(instruction.shape)}")
         instruction = instruction[:, :self.config.max_instruction_tokens]
@@ -111,10 +112,10 @@ class StreamingModel(nn.Module):
 
     def _check_frames(self, frames: torch.Tensor, dims: int) -> None:
         """Raises ValueError unless ``frames`` is float with ``dims`` dims ending (3, S, S)."""
-        size = self.config.image_size
-        if frames.ndim != dims or tuple(frames.shape[-3:]) != (3, size, size) or not frames.is_floating_point():
+        size, dtype = self.config.image_size, self.embed.weight.dtype
+        if frames.ndim != dims or tuple(frames.shape[-3:]) != (3, size, size) or frames.dtype != dtype:
             lead = "(B, N" if dims == 5 else "(B"
-            raise ValueError(f"frames must be float {lead}, 3, {size}, {size}) in [0, 1], got "
+            raise ValueError(f"frames must be {dtype} {lead}, 3, {size}, {size}) in [0, 1], got "
                              f"{tuple(frames.shape)} {frames.dtype}")
 
     # ---------------------------------------------------------------------------------------- one causal pass (train)
@@ -132,7 +133,8 @@ class StreamingModel(nn.Module):
         x_prefix, valid = self._instruction(instruction, batch)
         n_prefix = x_prefix.shape[1]
         x = torch.cat((x_prefix, x_frames), dim=1)
-        positions, clamped, pinned, mask = self._layout(n_prefix, n_frames, valid)
+        positions, clamped, pinned, mask = (t.to(x.device) for t in self._layout(n_prefix, n_frames, valid.cpu()))
+        mask = mask.to(x.dtype)
         for block in self.blocks:
             q, k, v = block.project(x)
             k = self.rotary.apply(k, positions)
@@ -174,8 +176,9 @@ class StreamingModel(nn.Module):
         x, valid = self._instruction(instruction, batch)
         n_prefix = x.shape[1]
         positions = torch.arange(n_prefix)
-        allowed = (valid[:, None, :] | torch.eye(n_prefix, dtype=torch.bool)) if n_prefix else valid[:, None, :]
-        mask = torch.zeros(allowed.shape).masked_fill(~allowed, NEG_INF)[:, None]
+        eye = torch.eye(n_prefix, dtype=torch.bool, device=x.device)
+        allowed = valid[:, None, :] | eye
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, NEG_INF)[:, None]
         prefix = []
         for block in self.blocks:
             q, k, v = block.project(x)

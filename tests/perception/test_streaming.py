@@ -129,8 +129,10 @@ def test_the_estimator_follows_the_protocol_and_rejects_bad_frames_and_time():
         estimator.step(np.zeros((64, 64, 3), np.float32), 1.0)
     with pytest.raises(ValueError, match="goes backwards"):
         estimator.step(image, -0.5)
-    with pytest.raises(ValueError, match="frames must be float"):
+    with pytest.raises(ValueError, match=r"frames must be torch.float32 \(B, 3, 64, 64\)"):
         estimator.model.step(estimator.cache, torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"frames must be torch.float32 \(B, N, 3, 64, 64\).*float64"):
+        estimator.model(torch.zeros(1, 2, 3, 64, 64, dtype=torch.float64))
     calibration = (np.eye(3), np.eye(4))
     colour = ColorFrame("overhead", image, *calibration, timestamp=0.1)
     first = estimator.update([DepthFrame("overhead", np.zeros((4, 4), np.float32), *calibration), colour],
