@@ -258,7 +258,7 @@ def run_policy_bench(envs: dict[str, str], default_env: str, policy_dir: str = "
 
 
 # ------------------------------------------------------------------------------------------- scripts/bench.py's schema
-BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy", "reward")
+BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy", "reward", "streaming")
 
 
 @dataclass
@@ -341,10 +341,26 @@ class RewardBench:
 
 
 @dataclass
+class StreamingBench:
+    """``bench.py streaming``: per-frame latency and memory of one long stream through the streaming video model's
+    default preset, and of the same model without eviction (perception.streaming.bench.run_streaming_benchmarks)."""
+
+    n_frames: int = 10_000  # frames of the bounded-memory stream
+    full_frames: int = 2_000  # frames of the memory=full stream (its cost grows with the stream)
+    seed: int = 0
+    n_threads: int = 1  # torch threads while measuring; 0: torch's default
+
+    def __post_init__(self) -> None:
+        if self.n_frames < 1 or self.full_frames < 1 or self.n_threads < 0:
+            raise ValueError(f"streaming.n_frames and streaming.full_frames must be >= 1, streaming.n_threads >= 0; "
+                             f"got {self.n_frames}, {self.full_frames}, {self.n_threads}")
+
+
+@dataclass
 class BenchConfig:
     """``scripts/bench.py <area> [key=value ...]``: one benchmark area and its options (``<area>.<key>``)."""
 
-    area: str = MISSING  # sim | kernels | bridge | sync | policy | reward
+    area: str = MISSING  # sim | kernels | bridge | sync | policy | reward | streaming
     out: str = ""  # JSON file of the figures; "": outputs/bench/<area>.json
     sim: SimBench = field(default_factory=SimBench)
     kernels: KernelsBench = field(default_factory=KernelsBench)
@@ -352,6 +368,7 @@ class BenchConfig:
     sync: SyncBench = field(default_factory=SyncBench)
     policy: PolicyBench = field(default_factory=PolicyBench)
     reward: RewardBench = field(default_factory=RewardBench)
+    streaming: StreamingBench = field(default_factory=StreamingBench)
 
     def __post_init__(self) -> None:
         if self.area not in BENCH_AREAS:
@@ -390,5 +407,5 @@ def bench_overrides(argv: list[str], usage: str = "") -> list[str]:
 
 
 _AREA_OPTIONS = {"sim": SimBench, "kernels": KernelsBench, "bridge": BridgeBench, "sync": SyncBench,
-                 "policy": PolicyBench, "reward": RewardBench}
+                 "policy": PolicyBench, "reward": RewardBench, "streaming": StreamingBench}
 _OPTION_ALIASES = {("policy", "preset"): "presets"}

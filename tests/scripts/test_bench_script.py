@@ -26,6 +26,7 @@ from tests.test_config_defaults import compose_entry
     (["policy", "presets=a,b"], ["area=policy", "policy.presets=[a,b]"]),
     (["kernels", "sizes=3000"], ["area=kernels", "kernels.sizes=[3000]"]),  # one value of a list option
     (["reward", "k=5", "path=/m"], ["area=reward", "reward.k=5", "reward.path=/m"]),
+    (["streaming", "n_frames=500"], ["area=streaming", "streaming.n_frames=500"]),
 ])
 def test_the_area_word_and_plain_options_become_overrides_of_that_area(argv, overrides):
     assert _entry.bench_overrides(argv) == overrides
@@ -62,6 +63,14 @@ def test_reward_options_reach_the_typed_config():
         "reward", 40, 15, 10.0, "", "outputs/bench/reward.json")
     with pytest.raises(Exception, match="reward.k"):
         OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["reward", "k=0"])))
+
+
+def test_streaming_options_reach_the_typed_config():
+    run = OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["streaming", "full_frames=300"])))
+    assert (run.area, run.streaming.n_frames, run.streaming.full_frames, run.streaming.n_threads, run.out) == (
+        "streaming", 10_000, 300, 1, "outputs/bench/streaming.json")
+    with pytest.raises(Exception, match="streaming.n_frames"):
+        OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["streaming", "n_frames=0"])))
 
 
 def test_env_features_are_the_envs_observations():

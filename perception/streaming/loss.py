@@ -1,0 +1,69 @@
+"""The training loss of the streaming model: every head at every frame of a clip, against the twin's labels."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.nn import functional as F
+
+from perception.streaming.config import EVENTS
+from perception.streaming.model import StreamOutputs
+
+
+@dataclasses.dataclass
+class StreamTargets:
+    """Per-frame labels of a batch of clips, (B, N, ...) like :meth:`StreamingModel.forward`'s outputs.
+
+    Raises:
+        ValueError: shapes that disagree with ``pose`` (B, N, 3), or events without len(EVENTS) columns.
+    """
+
+    pose: torch.Tensor  # (B, N, 3) block x, y (m), yaw (rad)
+    progress: torch.Tensor  # (B, N) in [0, 1] (e.g. the twin's coverage, normalised)
+    success: torch.Tensor  # (B, N) 0 / 1
+    events: torch.Tensor  # (B, N, len(EVENTS)) 0 / 1
+    mask: torch.Tensor | None = None  # (B, N) bool: frames that count (False at padding); None: all
+
+    def __post_init__(self) -> None:
+        lead = tuple(self.pose.shape[:2])
+        if self.pose.ndim != 3 or self.pose.shape[2] != 3:
+            raise ValueError(f"StreamTargets.pose must be (B, N, 3), got {tuple(self.pose.shape)}")
+        for name in ("progress", "success", "mask"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != lead:
+                raise ValueError(f"StreamTargets.{name} must be {lead}, got {tuple(value.shape)}")
+        if tuple(self.events.shape) != (*lead, len(EVENTS)):
+            raise ValueError(f"StreamTargets.events must be {(*lead, len(EVENTS))}, got {tuple(self.events.shape)}")
+
+
+def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: float = 0.25,
+                   weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(loss, terms)``: the weighted sum of per-frame terms, masked frames excluded, and each term as a float
+    (``losses/<name>``). Terms: ``pose_xy`` (MSE of x, y in units of ``pose_scale`` m), ``pose_yaw`` (MSE of
+    (cos, sin) against the yaw's), ``progress`` and ``success`` and ``events`` (binary cross-entropy on logits;
+    progress is a soft target). ``weights`` maps a term to its weight (1 when absent).
+
+    Raises:
+        ValueError: a weight for a term that does not exist.
+    """
+    weights = weights or {}
+    yaw = targets.pose[..., 2]
+    per_frame = {
+        "pose_xy": ((outputs.pose_xy - targets.pose[..., :2]) / pose_scale).square().mean(-1),
+        "pose_yaw": (outputs.pose_cs - torch.stack((yaw.cos(), yaw.sin()), -1)).square().mean(-1),
+        "progress": F.binary_cross_entropy_with_logits(outputs.progress_logit, targets.progress.float(),
+                                                       reduction="none"),
+        "success": F.binary_cross_entropy_with_logits(outputs.success_logit, targets.success.float(),
+                                                      reduction="none"),
+        "events": F.binary_cross_entropy_with_logits(outputs.event_logits, targets.events.float(),
+                                                     reduction="none").mean(-1),
+    }
+    unknown = sorted(set(weights) - set(per_frame))
+    if unknown:
+        raise ValueError(f"streaming_loss weights name unknown terms {unknown}; terms are {sorted(per_frame)}")
+    mask = torch.ones_like(yaw) if targets.mask is None else targets.mask.float()
+    count = mask.sum().clamp(min=1)
+    terms = {name: (value * mask).sum() / count for name, value in per_frame.items()}
+    loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+    return loss, {f"losses/{name}": float(value.detach()) for name, value in terms.items()}
