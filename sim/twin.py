@@ -129,6 +129,9 @@ class DigitalTwin:
         self._rest_height = float(env.model.geom("block_bar").size[2])  # body origin height when resting on the table
         self.teleports = 0  # times pose mode put a diverged block back at the measurement
         self._follow: tuple[np.ndarray, np.ndarray, float] | None = None  # collect mode: measured q, qdot, twin time
+        self.tally = CorrectionTally()  # the wrench applied and the pusher contact since the last take (episode logs)
+        self._pusher_geom = env.model.geom("pusher").id
+        self._block_geoms = {env.model.geom(name).id for name in ("block_bar", "block_stem")}
 
     @property
     def forces(self) -> CorrectionForces:
@@ -181,6 +184,20 @@ class DigitalTwin:
         if estimate is not None:
             self._set_target(estimate)
         return int(estimate is not None)
+
+    @property
+    def measured_pose(self) -> np.ndarray | None:
+        """The latest accepted measurement of the block pose (x, y, theta; m, rad), or None before any (pose mode)."""
+        return None if self._target is None else self._target.copy()
+
+    def pusher_in_contact(self) -> bool:
+        """Whether the twin's pusher touches its block now."""
+        data = self.env.data
+        for i in range(data.ncon):
+            pair = {int(data.contact[i].geom1), int(data.contact[i].geom2)}
+            if self._pusher_geom in pair and pair & self._block_geoms:
+                return True
+        return False
 
     def measure_block_pose(self, frames: list[Frame]) -> np.ndarray | None:
         """The block pose (x, y, theta) measured in ``frames`` alone by the twin's estimator (the same tracking as pose
@@ -286,13 +303,15 @@ class DigitalTwin:
             if self._measure is not None and data.time >= self._next_measurement - 1e-9:
                 self.ingest(self._measure())
                 self._next_measurement = data.time + period
-            self.apply_correction()
+            wrench = self.apply_correction()
+            n = min(k, n_steps - start)
             if self._follow is None:
-                inner(min(k, n_steps - start))
-                continue
-            for _ in range(min(k, n_steps - start)):
-                self._drive_arm()
-                inner(1)
+                inner(n)
+            else:
+                for _ in range(n):
+                    self._drive_arm()
+                    inner(1)
+            self.tally.add(wrench, n, self.pusher_in_contact())
 
     def follow_joints(self, joint_positions: np.ndarray, joint_velocities: np.ndarray | None = None,
                       measured_at: float | None = None) -> None:
@@ -337,6 +356,28 @@ class DigitalTwin:
         """Advances the twin's physics by ``duration`` s with its controls, correcting as it goes (measuring too when
         attached); the env's other physics wrappers (a deployment's pacing) are not involved."""
         self._advance(self.env.mj_step, max(1, int(round(duration / self.env.model.opt.timestep))))
+
+
+class CorrectionTally:
+    """Accumulates the correction wrench applied to the block (planar: fx, fy in N, tz in N m) over physics steps and
+    whether the pusher touched the block, between two :meth:`take` calls (one per control step in episode logs)."""
+
+    def __init__(self) -> None:
+        self._sum, self._steps, self._contact = np.zeros(3), 0, False
+
+    def add(self, wrench: np.ndarray, n_steps: int, contact: bool) -> None:
+        """Adds ``wrench`` (6-vector of ``xfrc_applied``) held for ``n_steps`` physics steps, and the contact flag."""
+        self._sum += np.asarray(wrench)[[0, 1, 5]] * n_steps
+        self._steps += n_steps
+        self._contact = self._contact or bool(contact)
+
+    def take(self) -> tuple[np.ndarray, bool]:
+        """The mean wrench (fx, fy, tz) over the steps since the last take, and whether the pusher touched the block
+        meanwhile; then starts afresh."""
+        mean = self._sum / max(self._steps, 1)
+        contact = self._contact
+        self.__init__()
+        return mean, contact
 
 
 def _rot2(theta: float) -> np.ndarray:

@@ -1,0 +1,185 @@
+"""Identify reality's block friction and its disturbances from a deployed twin's own logs (``sim.episode_log``).
+
+Method (chosen over re-simulating candidate parameters, which costs minutes of MuJoCo per candidate): the twin's
+correction keeps its block on the measured trajectory, so the twin's logged block velocity *is* reality's, and its
+correction wrench is the force reality applied that the twin's physics lacks. Per log step ``i`` (20 ms) the block's
+acceleration is ``a_i = (v_i - v_{i-1}) / dt``.
+
+* **friction** (block-table, sliding): in free slides (moving, pusher not touching, decelerating, not a push) reality's
+  block obeys ``a . v_hat = -mu_eff g``; the median over those steps gives ``mu_eff``. MuJoCo's effective sliding
+  friction is not exactly the geom's coefficient (soft contacts, elliptic cone), so ``mu_eff`` is turned into a
+  scale of the MJCF's friction by the twin's own free slide at nominal friction (:func:`twin_sliding_friction`,
+  simulated once). The correction wrench checks it: ``W . v_hat / (m g)`` is the twin's minus reality's friction.
+* **pushes**: steps without contact whose specific force not explained by friction, ``|a + mu_eff g v_hat|``, is above
+  a robust threshold (median + ``k`` MAD, and at least ``min_push_accel``) form events; runs of such steps merge.
+  Rate = events / logged time with a Poisson 95% interval (its std reported as ``(hi - lo) / 3.92``); size = the
+  mean specific force of the events' steps (m/s^2), its standard error over events; duration = steps x dt.
+* **mass**: with Coulomb friction and a stiff pusher, every force reality applies to the block is proportional to
+  its mass (friction, pusher contact) except the pushes, whose size is unknown. Block kinematics therefore identify
+  ``push_force / block_mass`` but not each: the mass is reported as the twin's nominal with the prior's spread unless
+  a reference push force is known (``reference_push_force``, e.g. a calibrated push), which fixes the mass.
+* **pusher-block and table friction**: MuJoCo combines two geoms' friction by their maximum; the block's (0.4)
+  dominates both the table's (0.4) and the pusher's (0.3) in every contact, so they are not distinguishable from the
+  block's: the identified scale applies to all of them (as the env's ``friction_scale`` does).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from sim.episode_log import EpisodeLogError, load_log
+
+MIN_SPEED = 0.02  # m/s; slower blocks are at rest (static friction holds them, the wrench says nothing)
+MAX_EPISODES = 10
+
+
+@dataclass
+class Identification:
+    """Identified physics with 1-sigma uncertainty (SI units; scales are factors on the MJCF's nominal values)."""
+
+    friction_scale: float
+    friction_scale_std: float
+    block_friction: float  # effective block-table sliding friction coefficient
+    block_friction_std: float
+    block_mass: float  # kg
+    block_mass_std: float
+    mass_identified: bool  # False: the nominal mass with the prior's spread (no reference push force)
+    push_rate_hz: float
+    push_rate_hz_std: float
+    push_accel: float  # m/s^2, push force / block mass
+    push_accel_std: float
+    push_force_n: float
+    push_force_n_std: float
+    push_duration_s: float
+    n_pushes: int
+    duration_s: float
+    n_episodes: int
+
+    def figures(self) -> dict[str, float]:
+        """The ``name: value`` figures (``block_friction``, ``block_mass``, ``push_rate_hz``, ``push_force_n``, each
+        with ``_std``, and the rest)."""
+        return {key: float(value) for key, value in vars(self).items()}
+
+
+def log_paths(run_dir: str | Path) -> list[Path]:
+    """The episode logs of a run: ``<run_dir>/episodes/episode_*.npz`` (or ``<run_dir>/*.npz``).
+
+    Raises:
+        EpisodeLogError: none found.
+    """
+    run_dir = Path(run_dir)
+    paths = sorted((run_dir / "episodes").glob("episode_*.npz")) or sorted(run_dir.glob("*.npz"))
+    if not paths:
+        raise EpisodeLogError(f"{run_dir}: no episode logs (episodes/episode_*.npz); deploy with the twin first")
+    return paths
+
+
+@functools.lru_cache(maxsize=1)
+def twin_sliding_friction(speed: float = 0.3) -> float:
+    """The twin's effective sliding friction at nominal physics: ``-a . v_hat / g`` of its block launched at ``speed``
+    (m/s) with no pusher near, averaged while it slides faster than ``MIN_SPEED``."""
+    import mujoco
+
+    from sim.pusht_env import PushTEnv
+
+    env = PushTEnv(render_mode=None)
+    env.reset(seed=0, options={"pusher_xy": np.array([0.8, 0.3]), "block_pose": np.array([0.5, 0.0, 0.0])})
+    env.data.qvel[env.block_dof.start] = speed
+    speeds, dt = [], env.model.opt.timestep
+    while env.data.qvel[env.block_dof.start] > MIN_SPEED:
+        mujoco.mj_step(env.model, env.data)
+        speeds.append(env.data.qvel[env.block_dof.start])
+    return float((speeds[0] - speeds[-1]) / (dt * (len(speeds) - 1)) / -env.model.opt.gravity[2])
+
+
+def _kinematics(arrays: dict[str, np.ndarray], dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per log step (from the second): acceleration (m/s^2), mid-step velocity, its speed, and no-contact mask."""
+    v = arrays["twin_velocity"][:, :2]
+    accel = np.diff(v, axis=0) / dt
+    mid = 0.5 * (v[1:] + v[:-1])
+    free = ~(arrays["contact"][1:] | arrays["contact"][:-1])
+    return accel, mid, np.linalg.norm(mid, axis=1), free
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of every run of True in ``mask``."""
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def _poisson_ci(n: int, exposure: float) -> tuple[float, float]:
+    """Exact (Garwood) 95% interval of a Poisson rate from ``n`` events in ``exposure`` s."""
+    lo = 0.0 if n == 0 else stats.chi2.ppf(0.025, 2 * n) / 2
+    hi = stats.chi2.ppf(0.975, 2 * n + 2) / 2
+    return lo / exposure, hi / exposure
+
+
+def identify(paths: list[str | Path], reference_push_force: float | None = None, mad_k: float = 6.0,
+             min_push_accel: float = 1.5) -> Identification:
+    """Identifies friction, pushes (and the mass, given a reference push force) from <= 10 episode logs.
+
+    Args:
+        paths: episode logs (``sim.episode_log`` format).
+        reference_push_force: N; a known push size, which makes the mass identifiable (module docstring).
+        mad_k: push threshold in robust standard deviations (1.4826 MAD) of the unexplained specific force.
+        min_push_accel: m/s^2; no push is weaker than this (below: contact noise and correction lag).
+
+    Raises:
+        EpisodeLogError: a bad log (naming the file and field), no log, more than ``MAX_EPISODES``, or no free slide
+            to measure friction from.
+    """
+    if not paths or len(paths) > MAX_EPISODES:
+        raise EpisodeLogError(f"identify needs 1 to {MAX_EPISODES} episode logs, got {len(paths)}")
+    logs = [load_log(path) for path in paths]
+    meta = logs[0][1]
+    g, mass = meta["gravity"], meta["block_mass"]
+    kin = [_kinematics(arrays, m["log_dt"]) for arrays, m in logs]
+    mu, mu_std = _sliding_friction(kin, g, paths)
+    unexplained = [np.linalg.norm(a + mu * g * m / np.maximum(s, 1e-9)[:, None] * (s > MIN_SPEED)[:, None], axis=1)
+                   for a, m, s, _ in kin]
+    pooled = np.concatenate([u[f] for u, (_, _, _, f) in zip(unexplained, kin)])
+    threshold = max(np.median(pooled) + mad_k * 1.4826 * stats.median_abs_deviation(pooled), min_push_accel)
+    sizes, steps = [], 0
+    for u, (_, _, _, free) in zip(unexplained, kin):
+        for start, stop in _runs((u > threshold) & free):
+            sizes.append(float(u[start:stop].mean()))
+            steps += stop - start
+    exposure = float(sum(arrays["time"][-1] - arrays["time"][0] for arrays, _ in logs))
+    dt = meta["log_dt"]
+    lo, hi = _poisson_ci(len(sizes), exposure)
+    accel = float(np.mean(sizes)) if sizes else 0.0
+    accel_std = float(np.std(sizes, ddof=1) / np.sqrt(len(sizes))) if len(sizes) > 1 else accel
+    nominal_mu = twin_sliding_friction()
+    block_mass, mass_std, identified = mass, 0.25 * mass, False  # the prior: nominal +- 25%
+    if reference_push_force is not None and accel > 0:
+        block_mass = reference_push_force / accel
+        mass_std, identified = block_mass * accel_std / accel, True
+    return Identification(
+        friction_scale=mu / nominal_mu, friction_scale_std=mu_std / nominal_mu,
+        block_friction=mu, block_friction_std=mu_std, block_mass=block_mass, block_mass_std=mass_std,
+        mass_identified=identified, push_rate_hz=len(sizes) / exposure, push_rate_hz_std=(hi - lo) / 3.92,
+        push_accel=accel, push_accel_std=accel_std, push_force_n=accel * block_mass,
+        push_force_n_std=float(np.hypot(accel_std * block_mass, accel * (0 if identified else mass_std))),
+        push_duration_s=steps * dt / max(len(sizes), 1), n_pushes=len(sizes), duration_s=exposure,
+        n_episodes=len(logs))
+
+
+def _sliding_friction(kin: list, g: float, paths: list) -> tuple[float, float]:
+    """Median of ``-a . v_hat / g`` over free slides (moving, no contact, decelerating) and its bootstrap std."""
+    samples = []
+    for accel, mid, speed, free in kin:
+        moving = free & (speed > MIN_SPEED)
+        along = -(accel[moving] * mid[moving]).sum(axis=1) / speed[moving] / g
+        samples.append(along[along > 0])
+    samples = np.concatenate(samples)
+    if len(samples) < 3:
+        raise EpisodeLogError(f"{[str(p) for p in paths]}: field 'twin_velocity' shows fewer than 3 free slides "
+                              f"(moving, no contact): nothing to measure friction from")
+    rng = np.random.default_rng(0)
+    boot = [np.median(rng.choice(samples, len(samples))) for _ in range(200)]
+    return float(np.median(samples)), float(np.std(boot))
