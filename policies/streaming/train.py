@@ -6,8 +6,8 @@ causal pass (:meth:`StreamingModel.forward`, each frame seeing exactly its strea
 
 Budget (DESIGN.md 4b; ``conf/streaming/streaming_tiny.yaml``): the tiny model costs ~6.9 MFLOP per frame forward
 (:func:`perception.streaming.model.forward_flops_per_frame`), ~21 MFLOP with backward; a step of 12 clips x 48 frames
-is 576 frames ~ 12 GFLOP, ~0.5 s on 2 cores at the ~25 GFLOP/s these convs reach, so 1500 steps ~ 12 min
-(864k frames, ~6 passes over 150 episodes of ~100 frames).
+is 576 frames ~ 12 GFLOP. Measured 1.06 s a step on this machine's 2 cores while they were shared (load 4.5), so
+~0.5 s idle: the preset's 1200 steps ~10 min idle (~21 min shared), 690k frames, several passes over 150 episodes.
 
 Run directory::
 
@@ -44,7 +44,7 @@ MODEL_DIR = "model"
 class StreamTrainConfig:
     """Optimisation of the streaming model."""
 
-    steps: int = 1500  # optimizer steps
+    steps: int = 1200  # optimizer steps
     batch_size: int = 12  # clips per step
     lr: float = 2.0e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10%)
     weight_decay: float = 0.01
