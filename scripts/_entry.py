@@ -56,6 +56,8 @@ from policies.rewards import config as reward_config
 from policies.rewards import run_config as reward_run_config
 from policies.rewards.rollouts import RolloutConfig, build_agents
 from policies.runtime import print_figures
+from policies.streaming import run_config as streaming_run_config
+from policies.streaming.data import StreamDataConfig
 from policies.tracking import Tracker
 from policies.trainer import EnvFactories
 from real.bridge import serve_run
@@ -65,7 +67,7 @@ from real.sim2real import evaluation as sim2real
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
            "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main",
            "print_figures", "register_configs", "reward_rollout_factories", "run_policy_bench", "stop_on_signals",
-           "tracker", "write_figures"]
+           "stream_factories", "tracker", "write_figures"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -83,6 +85,7 @@ def register_configs() -> None:
     sim2real.register_configs()
     reward_config.register_configs()
     reward_run_config.register_configs()
+    streaming_run_config.register_configs()
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
@@ -195,6 +198,24 @@ def reward_rollout_factories(env_cfg: sim.EnvConfig, rollouts: RolloutConfig) ->
         return build_agents(env, lambda e: sim.make_expert(e, env_cfg), lambda e: sim.make_expert(e, noisy), rollouts)
 
     return make_envs, make_agents, float(env_cfg.kwargs.control_hz)
+
+
+def stream_factories(env_cfg: sim.EnvConfig, data: StreamDataConfig) -> tuple[Callable, Callable, float]:
+    """What :func:`policies.streaming.data.collect_streams` needs from the twin: ``make_env(shove)`` (``env_cfg``, or
+    with its pushes at ``data.labels.shove_force`` N), the agent mix (its degraded expert with the rollouts'
+    ``noise_std`` / ``random_contact_prob``) and the control rate (fps)."""
+    shove = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(env_cfg), {"kwargs": {"randomization": {
+        "push_force": data.labels.shove_force}}}))
+    noisy = _noisy_env(env_cfg, data.rollouts.noise_std, data.rollouts.random_contact_prob)
+
+    def make_env(shoved: bool) -> Any:
+        return sim.make_env(shove if shoved else env_cfg)
+
+    def make_agents(env: Any) -> dict:
+        return build_agents(env, lambda e: sim.make_expert(e, env_cfg), lambda e: sim.make_expert(e, noisy),
+                            data.rollouts)
+
+    return make_env, make_agents, float(env_cfg.kwargs.control_hz)
 
 
 def exit_on_interrupt(task: Callable[[Callable[[], bool]], None], message: str) -> None:

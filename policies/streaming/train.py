@@ -1,0 +1,178 @@
+"""Trains the streaming video model (:mod:`perception.streaming`) on clips of labelled twin videos.
+
+One step: ``batch_size`` clips of ``clips.clip_frames`` frames (:func:`policies.streaming.clips.sample_clip`), one
+causal pass (:meth:`StreamingModel.forward`, each frame seeing exactly its streaming context), every head's loss
+(:func:`perception.streaming.loss.streaming_loss`), AdamW with warm-up and cosine decay to 10%.
+
+Budget (DESIGN.md 4b; ``conf/streaming/streaming_tiny.yaml``): the tiny model costs ~6.9 MFLOP per frame forward
+(:func:`perception.streaming.model.forward_flops_per_frame`), ~21 MFLOP with backward; a step of 12 clips x 48 frames
+is 576 frames ~ 12 GFLOP. Measured 1.06 s a step on this machine's 2 cores while they were shared (load 4.5), so
+~0.5 s idle: the preset's 1200 steps ~10 min idle (~21 min shared), 690k frames, several passes over 150 episodes.
+
+Run directory::
+
+    <out_dir>/checkpoints/last.pt     weights, optimizer, scheduler, step, RNGs, model config (atomic; resumed from)
+    <out_dir>/model/                  the final model (perception.streaming.save_streaming: model.safetensors,
+                                      config.json), what scripts/eval_streaming.py and StreamingEstimator load
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from perception.streaming import StreamingConfig, StreamingModel, save_streaming, streaming_loss
+from policies.datasets.atomic import atomic_path
+from policies.runtime import resolve_device
+from policies.streaming.clips import ClipConfig, collate, sample_clip
+from policies.streaming.data import StreamEpisode
+from policies.tracking import Tracker
+
+CHECKPOINT = Path("checkpoints") / "last.pt"
+MODEL_DIR = "model"
+
+
+@dataclass
+class StreamTrainConfig:
+    """Optimisation of the streaming model."""
+
+    steps: int = 1200  # optimizer steps
+    batch_size: int = 12  # clips per step
+    lr: float = 2.0e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10%)
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0  # max gradient norm
+    loss_weights: dict[str, float] = field(default_factory=dict)  # streaming_loss term -> weight (1 when absent)
+    log_every: int = 25  # steps between train/ logs
+    checkpoint_every: int = 100  # steps between checkpoints (and one at the end)
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 0  # torch threads; 0: torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.threads < 0:
+            raise ValueError("train.lr and train.grad_clip must be > 0; weight_decay, warmup_steps, threads >= 0")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"train.device must be cpu, cuda or auto, got {self.device!r}")
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run continues from."""
+
+    model: StreamingModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rng: np.random.Generator
+    step: int = 0
+
+
+def build_state(model_cfg: StreamingConfig, t: StreamTrainConfig, device: torch.device) -> TrainState:
+    """A fresh model (seeded by ``t.seed``), AdamW and its warm-up + cosine (to 10%) schedule."""
+    torch.manual_seed(t.seed)
+    model = StreamingModel(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        done = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return TrainState(model, optimizer, scheduler, np.random.default_rng(t.seed))
+
+
+def save_checkpoint(state: TrainState, path: Path) -> None:
+    """Writes the resumable state to ``path`` atomically (weights, optimizer, schedule, step, RNGs, model config)."""
+    payload = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+               "scheduler": state.scheduler.state_dict(), "step": state.step,
+               "config": dataclasses.asdict(state.model.config), "numpy_rng": state.rng.bit_generator.state,
+               "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def restore_state(model_cfg: StreamingConfig, t: StreamTrainConfig, path: Path, device: torch.device) -> TrainState:
+    """The state saved at ``path``.
+
+    Raises:
+        ValueError: the checkpoint holds another model config (names both).
+    """
+    payload = torch.load(path, map_location=device, weights_only=False)
+    if payload["config"] != dataclasses.asdict(model_cfg):
+        raise ValueError(f"cannot resume {path}: it holds model config {payload['config']}, this run asks for "
+                         f"{dataclasses.asdict(model_cfg)}")
+    state = build_state(model_cfg, t, device)
+    state.model.load_state_dict(payload["model"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    state.step = int(payload["step"])
+    state.rng.bit_generator.state = payload["numpy_rng"]
+    torch.set_rng_state(payload["torch_rng"])
+    random.setstate(payload["python_rng"])
+    return state
+
+
+def train_step(state: TrainState, episodes: Sequence[StreamEpisode], t: StreamTrainConfig,
+               clips: ClipConfig) -> dict[str, float]:
+    """One AdamW step on a batch of sampled clips; returns ``train/loss`` and the ``losses/<term>`` figures."""
+    config = state.model.config
+    batch = [sample_clip(episodes, clips, state.rng) for _ in range(t.batch_size)]
+    frames, tokens, targets = collate(batch, config.max_instruction_tokens)
+    device = state.model.embed.weight.device
+    targets = dataclasses.replace(targets, **{k: v.to(device) for k, v in vars(targets).items() if v is not None})
+    state.model.train()
+    outputs = state.model(frames.to(device), tokens.to(device))
+    loss, terms = streaming_loss(outputs, targets, config.pose_scale, t.loss_weights)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    return {"train/loss": float(loss.detach()), **terms}
+
+
+def train_streaming(model_cfg: StreamingConfig, t: StreamTrainConfig, clips: ClipConfig,
+                    episodes: Sequence[StreamEpisode], out_dir: str | Path,
+                    tracker: Tracker | None = None) -> StreamingModel:
+    """Trains (or resumes from ``<out_dir>/checkpoints/last.pt``) and saves the final model in ``<out_dir>/model``;
+    returns it (eval mode).
+
+    Raises:
+        ValueError: no training episodes, or a checkpoint of another model config.
+    """
+    if not episodes:
+        raise ValueError("train_streaming needs at least one training episode")
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    out_dir, device = Path(out_dir), resolve_device(t.device)
+    ckpt = out_dir / CHECKPOINT
+    state = restore_state(model_cfg, t, ckpt, device) if ckpt.is_file() else build_state(model_cfg, t, device)
+    logged: list[dict[str, float]] = []
+    start = time.perf_counter()
+    while state.step < t.steps:
+        logged.append(train_step(state, episodes, t, clips))
+        state.step += 1
+        if state.step % t.log_every == 0 or state.step == t.steps:
+            metrics = {k: float(np.mean([m[k] for m in logged])) for k in logged[0]}
+            metrics |= {"train/lr": state.scheduler.get_last_lr()[0],
+                        "train/steps_per_s": len(logged) / (time.perf_counter() - start)}
+            logged, start = [], time.perf_counter()
+            if tracker is not None:
+                tracker.log(metrics, step=state.step)
+        if state.step % t.checkpoint_every == 0 or state.step == t.steps:
+            save_checkpoint(state, ckpt)
+    save_streaming(state.model, out_dir / MODEL_DIR)
+    return state.model.eval()
