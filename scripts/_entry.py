@@ -47,6 +47,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import sim
+from perception.recon.config import ReconConfig
 from policies import train_config
 from policies.checkpoint import load_policy, load_train_config
 from policies.datasets.atomic import atomic_write_json
@@ -74,7 +75,7 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 def register_configs() -> None:
     """Registers every config schema in Hydra's ConfigStore: each primary config's (``<name>_schema``, e.g.
     ``train_schema``) and each group's (``env/pusht_schema``, ``policy/flow_matching_schema``, ``robot/*_schema``,
-    ``reward/reward_schema``)."""
+    ``reward/reward_schema``, ``recon/recon_schema``)."""
     sim.register_configs()
     train_config.register_configs()
     deploy_run.register_configs()
@@ -83,6 +84,7 @@ def register_configs() -> None:
     sim2real.register_configs()
     reward_config.register_configs()
     reward_run_config.register_configs()
+    ConfigStore.instance().store(group="recon", name="recon_schema", node=ReconConfig)
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
