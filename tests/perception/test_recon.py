@@ -30,6 +30,7 @@ from perception.recon import (
     splat_points,
     views_from_frames,
 )
+from perception.recon.bench import run_recon_benchmarks
 
 SIZE = 16  # px: tests run the tiny preset's network on 16x16 views (4 tokens each)
 
@@ -285,3 +286,10 @@ def test_the_loss_on_one_scene_falls_when_the_model_fits_it():
         losses.append(loss.item())
     assert set(terms) == {"losses/rgb_mse", "losses/depth_l1_log", "losses/opacity"}
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:3])
+
+
+def test_the_bench_streams_in_flat_memory_while_one_update_over_all_views_grows():
+    figures = run_recon_benchmarks(dataclasses.replace(ReconConfig(), image_size=SIZE), [8, 64], chunk_views=4)
+    assert figures["peak_mem_ratio_64_vs_8"] < 1.1
+    assert figures["stream_mem_delta_mb_64"] < figures["allatonce_mem_delta_mb_64"]
+    assert figures["chunk_ms_8"] > 0 and figures["mflop_per_chunk"] > 0
