@@ -47,6 +47,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import sim
+from perception.recon.config import ReconConfig
 from policies import train_config
 from policies.checkpoint import load_policy, load_train_config
 from policies.datasets.atomic import atomic_write_json
@@ -66,8 +67,8 @@ from real.sim2real import evaluation as sim2real
 
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
            "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main",
-           "print_figures", "register_configs", "reward_rollout_factories", "run_policy_bench", "stop_on_signals",
-           "stream_factories", "tracker", "write_figures"]
+           "print_figures", "recon_preset", "register_configs", "reward_rollout_factories", "run_perception_bench",
+           "run_policy_bench", "stop_on_signals", "stream_factories", "tracker", "write_figures"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -76,7 +77,7 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 def register_configs() -> None:
     """Registers every config schema in Hydra's ConfigStore: each primary config's (``<name>_schema``, e.g.
     ``train_schema``) and each group's (``env/pusht_schema``, ``policy/flow_matching_schema``, ``robot/*_schema``,
-    ``reward/reward_schema``)."""
+    ``reward/reward_schema``, ``recon/recon_schema``)."""
     sim.register_configs()
     train_config.register_configs()
     deploy_run.register_configs()
@@ -86,6 +87,7 @@ def register_configs() -> None:
     reward_config.register_configs()
     reward_run_config.register_configs()
     streaming_run_config.register_configs()
+    ConfigStore.instance().store(group="recon", name="recon_schema", node=ReconConfig)
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
@@ -278,8 +280,29 @@ def run_policy_bench(envs: dict[str, str], default_env: str, policy_dir: str = "
                                  policy_dir=policy_dir or CONF_DIR / "policy", **options)
 
 
+def recon_preset(preset: str, recon_dir: str | os.PathLike = "") -> ReconConfig:
+    """The :class:`ReconConfig` of ``conf/recon/<preset>.yaml`` (or of ``recon_dir``), built through its schema.
+
+    Raises:
+        FileNotFoundError: no such preset. ValueError: a bad value in it (naming the field).
+    """
+    path = Path(recon_dir or CONF_DIR / "recon") / f"{preset}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no reconstruction preset {path}")
+    node = OmegaConf.load(path)
+    node.pop("defaults", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ReconConfig), node))
+
+
+def run_perception_bench(preset: str, recon_dir: str = "", **options: Any) -> dict:
+    """``bench.py perception``: :func:`perception.recon.bench.run_recon_benchmarks` of ``conf/recon/<preset>.yaml``."""
+    from perception.recon.bench import run_recon_benchmarks
+
+    return run_recon_benchmarks(recon_preset(preset, recon_dir), **options)
+
+
 # ------------------------------------------------------------------------------------------- scripts/bench.py's schema
-BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy", "reward", "streaming")
+BENCH_AREAS = ("sim", "kernels", "bridge", "sync", "policy", "reward", "streaming", "perception")
 
 
 @dataclass
@@ -378,10 +401,28 @@ class StreamingBench:
 
 
 @dataclass
+class PerceptionBench:
+    """``bench.py perception``: streaming reconstruction's peak memory and per-chunk latency as views arrive, and the
+    memory of the all-at-once mode on the same views (perception.recon.bench.run_recon_benchmarks)."""
+
+    preset: str = "recon_tiny"  # conf/recon/<preset>.yaml
+    view_counts: list[int] = field(default_factory=lambda: [16, 64, 256])  # input views streamed per measurement
+    chunk_views: int = 4  # views per fast-weight update
+    seed: int = 0
+    n_threads: int = 1  # torch threads while measuring; 0: torch's default
+    recon_dir: str = ""  # folder of the presets; "": conf/recon
+
+    def __post_init__(self) -> None:
+        if not self.view_counts or min(self.view_counts) < 1 or self.chunk_views < 1 or self.n_threads < 0:
+            raise ValueError(f"perception.view_counts must be >= 1 each, perception.chunk_views >= 1, "
+                             f"perception.n_threads >= 0; got {self.view_counts}, {self.chunk_views}, {self.n_threads}")
+
+
+@dataclass
 class BenchConfig:
     """``scripts/bench.py <area> [key=value ...]``: one benchmark area and its options (``<area>.<key>``)."""
 
-    area: str = MISSING  # sim | kernels | bridge | sync | policy | reward | streaming
+    area: str = MISSING  # sim | kernels | bridge | sync | policy | reward | streaming | perception
     out: str = ""  # JSON file of the figures; "": outputs/bench/<area>.json
     sim: SimBench = field(default_factory=SimBench)
     kernels: KernelsBench = field(default_factory=KernelsBench)
@@ -390,6 +431,7 @@ class BenchConfig:
     policy: PolicyBench = field(default_factory=PolicyBench)
     reward: RewardBench = field(default_factory=RewardBench)
     streaming: StreamingBench = field(default_factory=StreamingBench)
+    perception: PerceptionBench = field(default_factory=PerceptionBench)
 
     def __post_init__(self) -> None:
         if self.area not in BENCH_AREAS:
@@ -428,5 +470,6 @@ def bench_overrides(argv: list[str], usage: str = "") -> list[str]:
 
 
 _AREA_OPTIONS = {"sim": SimBench, "kernels": KernelsBench, "bridge": BridgeBench, "sync": SyncBench,
-                 "policy": PolicyBench, "reward": RewardBench, "streaming": StreamingBench}
+                 "policy": PolicyBench, "reward": RewardBench, "streaming": StreamingBench,
+                 "perception": PerceptionBench}
 _OPTION_ALIASES = {("policy", "preset"): "presets"}

@@ -12,6 +12,8 @@ Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2]`
        (TOPReward: KV-cache path vs per-prefix scoring, kv_speedup and frames_per_s; path "": a tiny random Qwen2.5-VL)
        `python scripts/bench.py streaming [n_frames=10000] [full_frames=2000] [n_threads=1]`
        (streaming video model: ms_per_frame and rss_mb at frame 100 and n_frames, fps; full_* without eviction)
+       `python scripts/bench.py perception [preset=recon_tiny] [view_counts=16,64,256] [chunk_views=4]`
+       (streaming reconstruction: peak_mem_mb_<n> and chunk_ms_<n> as n views arrive; allatonce_* in one update)
 Options are overrides of conf/bench.yaml (`sim n_steps=10` is `area=sim sim.n_steps=10`). Figures are printed as
 `name: value` lines at the end (ratios > 1 mean realsim is faster) and written to `outputs/bench/<area>.json`.
 """
@@ -38,6 +40,8 @@ def main(run, config: dict) -> None:
         from policies.rewards.bench import run_reward_benchmarks as bench
     elif run.area == "streaming":
         from perception.streaming.bench import run_streaming_benchmarks as bench
+    elif run.area == "perception":
+        bench = _entry.run_perception_bench
     else:
         from real.sim2real.sync_bench import run_sync_benchmarks as bench
     _entry.write_figures(bench(**config[run.area]), run.out)

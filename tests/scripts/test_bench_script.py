@@ -27,6 +27,7 @@ from tests.test_config_defaults import compose_entry
     (["kernels", "sizes=3000"], ["area=kernels", "kernels.sizes=[3000]"]),  # one value of a list option
     (["reward", "k=5", "path=/m"], ["area=reward", "reward.k=5", "reward.path=/m"]),
     (["streaming", "n_frames=500"], ["area=streaming", "streaming.n_frames=500"]),
+    (["perception", "view_counts=16"], ["area=perception", "perception.view_counts=[16]"]),
 ])
 def test_the_area_word_and_plain_options_become_overrides_of_that_area(argv, overrides):
     assert _entry.bench_overrides(argv) == overrides
@@ -71,6 +72,17 @@ def test_streaming_options_reach_the_typed_config():
         "streaming", 10_000, 300, 1, "outputs/bench/streaming.json")
     with pytest.raises(Exception, match="streaming.n_frames"):
         OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["streaming", "n_frames=0"])))
+
+
+def test_perception_options_reach_the_typed_config_and_presets_build_their_schema():
+    run = OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["perception", "view_counts=8,32"])))
+    assert (run.area, run.perception.preset, run.perception.view_counts, run.perception.chunk_views, run.out) == (
+        "perception", "recon_tiny", [8, 32], 4, "outputs/bench/perception.json")
+    with pytest.raises(Exception, match="perception.view_counts"):
+        OmegaConf.to_object(compose_entry("bench", _entry.bench_overrides(["perception", "view_counts=0"])))
+    assert _entry.recon_preset("recon_base").d_model == 512 and _entry.recon_preset("recon_tiny").d_model == 64
+    with pytest.raises(FileNotFoundError, match="no reconstruction preset"):
+        _entry.recon_preset("recon_huge")
 
 
 def test_env_features_are_the_envs_observations():
