@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -10,6 +12,8 @@ from hydra.core.config_store import ConfigStore
 from sim.expert import ExpertConfig, PushTExpert
 from sim.pusht_config import PushTConfig
 from sim.pusht_targets_config import PushTTargetsConfig
+
+log = logging.getLogger(__name__)
 
 ENV_ID = "realsim/PushT-v0"
 # make_vector_env's backends: worker processes, one process in turn, or batched worlds on a thread pool (sim.vector)
@@ -36,7 +40,10 @@ class EnvConfig:
     # batched: camera observations by MuJoCo's renderer per world (the single env's images) or by
     # kernels.render.BatchRenderer in one launch for all worlds (Warp ray-caster: other shading than MuJoCo's)
     vector_renderer: str = "mujoco"
-    backend: str = "mujoco"  # physics engine: mujoco (C) | mjwarp (MuJoCo Warp worlds, sim.mjwarp)
+    # physics engine of make_vector_env: mujoco (C) | mjwarp (MuJoCo Warp worlds, sim.mjwarp_env; where it cannot
+    # run, make_vector_env warns why and falls back to MuJoCo C). make_env is always MuJoCo C.
+    backend: str = "mujoco"
+    mjwarp_device: str = "auto"  # Warp device of backend=mjwarp: auto (CUDA when present, else cpu) | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
         if self.vector not in VECTOR_BACKENDS:
@@ -91,6 +98,16 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True,
         raise ValueError(f"backend must be one of {VECTOR_BACKENDS}, got {backend!r}")
     kwargs = _env_kwargs(cfg)
     mode = gym.vector.AutoresetMode.NEXT_STEP
+    if getattr(cfg, "backend", "mujoco") == "mjwarp":
+        from sim.mjwarp import WarpUnavailable
+        from sim.mjwarp_env import WarpVectorEnv
+
+        try:
+            return WarpVectorEnv(kwargs, num_envs, device=cfg.mjwarp_device)
+        except WarpUnavailable as err:
+            message = f"{err}; running the {num_envs} envs on MuJoCo C instead (env.vector={backend})"
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
     if backend == "batched":
         from sim.vector import BatchedVectorEnv, strip_cameras
 

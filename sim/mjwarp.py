@@ -17,6 +17,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+# The MjData fields that make a world's state for WarpWorlds.set_worlds (the solver warm start included, so a world
+# continues as MuJoCo C would from the same MjData).
+STATE_FIELDS = ("time", "qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "xfrc_applied", "qacc_warmstart")
+
+
+def state_of(datas: Sequence[mujoco.MjData]) -> dict[str, np.ndarray]:
+    """The :data:`STATE_FIELDS` of host ``datas``, stacked (one row per MjData), for ``WarpWorlds.set_worlds``."""
+    return {name: np.stack([np.array(getattr(d, name), dtype=float) for d in datas]) for name in STATE_FIELDS}
+
+
 class WarpUnavailable(RuntimeError):
     """MuJoCo Warp cannot run this model or configuration here (the message says what and why)."""
 
@@ -75,24 +85,23 @@ class WarpWorlds:
             self.data = mjw.make_data(model, nworld=n_worlds, nconmax=nconmax, njmax=njmax)
         self._graphs: dict[int, object] = {}
 
-    def set_worlds(self, indices: Sequence[int], datas: Sequence[mujoco.MjData]) -> None:
-        """Resets worlds ``indices`` and copies the state of the host ``datas`` into them (time, qpos, qvel, act,
-        ctrl, mocap poses, applied forces and the solver warm start)."""
+    def set_worlds(self, indices: Sequence[int], state: dict[str, np.ndarray]) -> None:
+        """Resets worlds ``indices`` and sets their state: ``state[name]`` holds one row per index for each of
+        :data:`STATE_FIELDS` (see :func:`state_of`); their kinematics are then recomputed (every world's; the others'
+        are unchanged by it)."""
         idx = np.asarray(indices, dtype=int)
-        if len(idx) != len(datas):
-            raise ValueError(f"{len(idx)} world indices for {len(datas)} MjData")
         mask = np.zeros(self.n_worlds, bool)
         mask[idx] = True
         with self.wp.ScopedDevice(self.device):
             self.mjw.reset_data(self.model, self.data, reset=self.wp.array(mask, dtype=bool))
-            for name in ("time", "qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "xfrc_applied",
-                         "qacc_warmstart"):
+            for name in STATE_FIELDS:
                 dev = getattr(self.data, name)
                 if dev.size == 0:
                     continue
                 host = dev.numpy()
-                host[idx] = np.stack([np.asarray(getattr(d, name)).reshape(host.shape[1:]) for d in datas])
+                host[idx] = np.asarray(state[name]).reshape((len(idx), *host.shape[1:]))
                 dev.assign(host)
+            self.mjw.kinematics(self.model, self.data)
 
     def set_ctrl(self, ctrl: np.ndarray) -> None:
         """Actuator controls of all worlds, ``(n_worlds, nu)``."""
