@@ -12,9 +12,9 @@ ray-caster whose shading differs from MuJoCo's OpenGL images; depth and geometry
 from __future__ import annotations
 
 import os
-from copy import deepcopy
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
 from dataclasses import replace
 from typing import Any
 
