@@ -27,8 +27,10 @@ RENDERERS = ("mujoco", "batch")
 
 
 def strip_cameras(config: Any) -> Any:
-    """``config`` (a PushTConfig or subclass) without camera observations: the worlds' own steps then render nothing."""
-    return replace(config, cameras=(), depth=False)
+    """``config`` (a PushTConfig or subclass) without camera observations: the worlds' own steps then render nothing.
+    A camera-only config keeps the pusher state so the world observes something (the vector env drops that key)."""
+    keep_state = config.state or not (config.environment_state or config.joints)
+    return replace(config, cameras=(), depth=False, state=keep_state)
 
 
 class BatchedVectorEnv(SyncVectorEnv):

@@ -52,10 +52,11 @@ def test_batched_worlds_give_the_results_of_n_sequential_single_envs(cameras):
 
 
 def test_batch_renderer_images_come_through_the_batched_path():
-    kwargs = PushTConfig(state=True, environment_state=False, cameras=("overhead",), image_size=(32, 32), depth=True)
+    kwargs = PushTConfig(state=False, environment_state=False, cameras=("overhead",), image_size=(32, 32), depth=True)
     envs = make_vector_env(EnvConfig(kwargs=kwargs, vector_renderer="batch"), 4, backend="batched")
     obs, _ = envs.reset(seed=0)
     envs.close()
+    assert set(obs) == {"observation.images.overhead", "observation.depth.overhead"}
     assert obs["observation.images.overhead"].shape == (4, 32, 32, 3)
     assert obs["observation.images.overhead"].dtype == np.uint8
     depth = obs["observation.depth.overhead"]
