@@ -84,8 +84,9 @@ def run_sim_benchmarks(n_steps: int = 1000, n_envs: int = 2, n_worlds: int = 0, 
         for suffix in ("1env", f"{n_envs}env"):
             ratio = figures[f"{label}_realsim_{suffix}_steps_per_s"] / figures[f"{label}_gym_pusht_{suffix}_steps_per_s"]
             figures[f"{label}_{suffix}_ratio_vs_gym_pusht"] = float(np.round(ratio, 4))
-        ours = max(v for k, v in figures.items() if k.startswith(f"{label}_realsim_") and "1env" not in k)
-        theirs = max(v for k, v in figures.items() if k.startswith(f"{label}_gym_pusht_") and "1env" not in k)
+        ours = max(figures[f"{label}_{name}_steps_per_s"] for name in runs
+                   if name.startswith("realsim_") and name != "realsim_1env" or name == f"realsim_{n_envs}env")
+        theirs = max(figures[f"{label}_gym_pusht_{name}_steps_per_s"] for name in (f"{n_envs}env", f"sync_{n_envs}env"))
         figures[f"{label}_batched_ratio_vs_gym_pusht"] = float(np.round(ours / theirs, 4))
     return figures
 
