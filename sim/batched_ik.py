@@ -20,11 +20,8 @@ def _quat_to_mat(q: np.ndarray) -> np.ndarray:
     return mat.reshape(3, 3)
 
 
-def _axis_rotations(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) rotations by ``angle`` (N,) rad about the unit ``axis`` (Rodrigues)."""
-    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
-    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
-    return np.eye(3) + s * k + (1.0 - c) * (k @ k)
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
 
 class BatchedIK:
@@ -50,19 +47,24 @@ class BatchedIK:
             chain.append(body)
             body = int(model.body_parentid[body])
         chain.reverse()
-        self._links: list[tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]] = []
+        # Per link: body offset, and for a hinge its slot, the axis and anchor in the parent-after-offset frame and
+        # the rotation body_rot @ R(axis, angle) = A + sin(angle) B + (1 - cos(angle)) C (Rodrigues, premultiplied).
+        self._links: list[tuple] = []
         for b in chain:
             adr, num = int(model.body_jntadr[b]), int(model.body_jntnum[b])
             if num > 1 or (num == 1 and adr not in joint_ids):
                 raise ValueError(f"body {model.body(b).name!r} of the IK chain has joints the solver does not move")
-            slot = joint_ids.index(adr) if num else -1
-            if num and model.jnt_type[adr] != mujoco.mjtJoint.mjJNT_HINGE:
+            body_rot = _quat_to_mat(model.body_quat[b])
+            if not num:
+                self._links.append((model.body_pos[b].copy(), body_rot, -1, None, None, 0.0, None))
+                continue
+            if model.jnt_type[adr] != mujoco.mjtJoint.mjJNT_HINGE:
                 raise ValueError(f"joint {model.joint(adr).name!r} is not a hinge")
-            axis = model.jnt_axis[adr].copy() if num else np.zeros(3)
-            anchor = model.jnt_pos[adr].copy() if num else np.zeros(3)
-            offset = float(model.qpos0[model.jnt_qposadr[adr]]) if num else 0.0
-            self._links.append((model.body_pos[b].copy(), _quat_to_mat(model.body_quat[b]), slot, axis,
-                                np.array([offset, *anchor])))
+            k = _skew(model.jnt_axis[adr])
+            anchor = model.jnt_pos[adr].copy()
+            self._links.append((model.body_pos[b].copy(), np.stack([body_rot, body_rot @ k, body_rot @ k @ k]),
+                                joint_ids.index(adr), body_rot @ model.jnt_axis[adr], anchor,
+                                float(model.qpos0[model.jnt_qposadr[adr]]), body_rot @ anchor))
         self._site_pos = model.site_pos[site_id].copy()
         self._site_rot = _quat_to_mat(model.site_quat[site_id])
         self.lower = model.jnt_range[joint_ids, 0].copy()
@@ -77,15 +79,18 @@ class BatchedIK:
         n = len(q)
         pos, rot = np.zeros((n, 3)), np.broadcast_to(np.eye(3), (n, 3, 3))
         axes, anchors = np.zeros((n, q.shape[1], 3)), np.zeros((n, q.shape[1], 3))
-        for body_pos, body_rot, slot, axis, joint in self._links:
+        for body_pos, rots, slot, axis, anchor, offset, parent_anchor in self._links:
             pos = pos + rot @ body_pos
-            rot = rot @ body_rot
-            if slot >= 0:
-                anchor = pos + rot @ joint[1:]
-                axes[:, slot] = rot @ axis
-                anchors[:, slot] = anchor
-                rot = rot @ _axis_rotations(axis, q[:, slot] - joint[0])
-                pos = anchor - rot @ joint[1:]
+            if slot < 0:
+                rot = rot @ rots
+                continue
+            axes[:, slot] = rot @ axis
+            anchors[:, slot] = pos + rot @ parent_anchor
+            angle = q[:, slot] - offset
+            local = rots[0] + np.sin(angle)[:, None, None] * rots[1] + (1.0 - np.cos(angle))[:, None, None] * rots[2]
+            rot = rot @ local
+            if anchor.any():
+                pos = anchors[:, slot] - rot @ anchor
         site = pos + rot @ self._site_pos
         site_rot = rot @ self._site_rot
         jac = np.concatenate([np.cross(axes, site[:, None] - anchors), axes], axis=2).transpose(0, 2, 1)

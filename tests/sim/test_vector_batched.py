@@ -19,23 +19,28 @@ def _rollout(envs, actions: np.ndarray, seed: int) -> list:
     return out
 
 
-def _assert_same(a, b) -> None:
+def _assert_same(a, b, atol: float) -> None:
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         for key in a:
-            _assert_same(a[key], b[key])
+            _assert_same(a[key], b[key], 0.0 if "images" in key else atol)
     elif isinstance(a, (tuple, list)):
         assert len(a) == len(b)
         for x, y in zip(a, b):
-            _assert_same(x, y)
+            _assert_same(x, y, atol)
+    elif np.asarray(a).dtype.kind in "fc":
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=atol)
     else:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("cameras", [(), ("overhead",)])
-def test_batched_worlds_give_the_results_of_n_sequential_single_envs(cameras):
+@pytest.mark.parametrize(("cameras", "vectorised_ik"), [((), True), ((), False), (("overhead",), True)])
+def test_batched_worlds_give_the_results_of_n_sequential_single_envs(cameras, vectorised_ik):
     # Each world is a full PushTEnv with its own MjModel (randomised), MjData and IK data; the threads only decide
-    # which core steps it, and MuJoCo is deterministic, so the results must be bit-identical (tolerance 0), through
+    # which core steps it, and MuJoCo is deterministic. Without vectorised IK the results must be bit-identical
+    # (tolerance 0). With it, the batched solve sums in another order (~1e-15 rad in the joint targets, see
+    # test_batched_ik), which the physics carries over 8 steps to far below the float32 observations' resolution:
+    # 1e-6 (m, and reward units) is ~10 float32 ulps at these magnitudes; images must still be identical. Through
     # terminations, truncations and NEXT_STEP autoresets (max_episode_steps=3 forces two of them in 8 steps).
     kwargs = PushTConfig(max_episode_steps=3, cameras=cameras, image_size=(24, 24), joints=True,
                          randomization=DomainRandomizationConfig(friction_scale=(0.6, 1.0), push_force=1.5))
@@ -43,10 +48,12 @@ def test_batched_worlds_give_the_results_of_n_sequential_single_envs(cameras):
     rng = np.random.default_rng(0)
     actions = rng.uniform(kwargs.workspace_low, kwargs.workspace_high, (8, 3, 2)).astype(np.float32)
     batched = make_vector_env(cfg, 3, backend="batched")
+    if not vectorised_ik:
+        batched = BatchedVectorEnv(batched.env_fns[0], 3, kwargs, n_threads=2, vectorised_ik=False)
     assert isinstance(batched, BatchedVectorEnv) and batched.n_threads == 2
     got = _rollout(batched, actions, seed=5)
     want = _rollout(make_vector_env(cfg, 3, backend="sync"), actions, seed=5)
-    _assert_same(got, want)
+    _assert_same(got, want, 0.0 if not vectorised_ik else 1e-6)
     truncations = np.array([step[3] for step in got[1:]])
     assert truncations[:, 0].tolist() == [False, False, True, False, False, False, True, False]
 
