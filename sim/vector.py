@@ -26,7 +26,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from sim.batched_ik import BatchedIK
-from sim.pusht_env import ARM_JOINTS, PUSHER_DOWN
+from sim.pusht_env import ARM_JOINTS, PUSHER_DOWN, PushTEnv
 
 RENDERERS = ("mujoco", "batch")
 
@@ -87,7 +87,8 @@ class BatchedVectorEnv(SyncVectorEnv):
         self._chunks = [c.tolist() for c in chunks if len(c)]
         self._pool = ThreadPoolExecutor(self.n_threads, thread_name_prefix="pusht-world") if self.n_threads > 1 else None
         self._ik = None
-        if vectorised_ik and full_config.action_mode == "pusher_xy":
+        # (only for envs that keep PushTEnv's step, whose control _move_pushers reproduces)
+        if vectorised_ik and full_config.action_mode == "pusher_xy" and type(self.worlds[0]).step is PushTEnv.step:
             ik = self.worlds[0].ik
             self._ik = BatchedIK(self.worlds[0].model, "pusher_tip", ARM_JOINTS, damping=ik.damping,
                                  posture=ik.posture, posture_gain=ik.posture_gain)

@@ -58,6 +58,17 @@ def test_batched_worlds_give_the_results_of_n_sequential_single_envs(cameras, ve
     assert truncations[:, 0].tolist() == [False, False, True, False, False, False, True, False]
 
 
+def test_the_targets_task_goes_through_the_batched_path():
+    # the language task observes its instruction (a Text space) and has its own outcome; same tolerance as above
+    cfg = sim.env_config_from_dict({"id": sim.TARGETS_ENV_ID, "kwargs": {"max_episode_steps": 3, "image_size": [16, 16]}})
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(cfg.kwargs.workspace_low, cfg.kwargs.workspace_high, (5, 2, 2)).astype(np.float32)
+    got = _rollout(make_vector_env(cfg, 2, backend="batched"), actions, seed=2)
+    want = _rollout(make_vector_env(cfg, 2, backend="sync"), actions, seed=2)
+    _assert_same(got, want, 1e-6)
+    assert len(set(got[0][0]["task"])) >= 1 and all(isinstance(s, str) for s in got[-1][0]["task"])
+
+
 def test_batch_renderer_images_come_through_the_batched_path():
     kwargs = PushTConfig(state=False, environment_state=False, cameras=("overhead",), image_size=(32, 32), depth=True)
     envs = make_vector_env(EnvConfig(kwargs=kwargs, vector_renderer="batch"), 4, backend="batched")
