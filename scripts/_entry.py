@@ -311,6 +311,16 @@ class SimBench:
 
     n_steps: int = 1000  # env steps timed per configuration
     n_envs: int = 2  # parallel envs of the vector-env measurement
+    n_worlds: int = 0  # batched worlds (0: 4 * n_envs; mjwarp: 4)
+    backend: str = "mujoco"  # mujoco: against gym-pusht | mjwarp: MuJoCo Warp worlds beside MuJoCo C's
+    device: str = "auto"  # mjwarp's Warp device: auto (CUDA when present) | cpu | cuda
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("mujoco", "mjwarp"):
+            raise ValueError(f"sim.backend must be mujoco or mjwarp, got {self.backend!r}")
+        if self.n_steps < 1 or self.n_envs < 1 or self.n_worlds < 0:
+            raise ValueError(f"sim.n_steps and sim.n_envs must be >= 1 and sim.n_worlds >= 0, got {self.n_steps}, "
+                             f"{self.n_envs}, {self.n_worlds}")
 
 
 @dataclass

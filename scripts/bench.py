@@ -1,6 +1,7 @@
 """Benchmarks that run our code and the reference on the same data in one process and print each ratio.
 
-Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2]`
+Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2] [n_worlds=0]`
+       `python scripts/bench.py sim backend=mjwarp n_worlds=4096 [device=auto]` (MuJoCo Warp beside MuJoCo C)
        `python scripts/bench.py kernels [device=cpu|cuda] [sizes=[100000,1000000]]`
        `python scripts/bench.py bridge [rate_hz=500] [duration_s=5]`
        `python scripts/bench.py sync [n_episodes=3] [max_steps=100] [time_scale=0.5] [sources=[twin,open_loop,raw]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -11,7 +13,13 @@ from sim.expert import ExpertConfig, PushTExpert
 from sim.pusht_config import PushTConfig
 from sim.pusht_targets_config import PushTTargetsConfig
 
+log = logging.getLogger(__name__)
+
 ENV_ID = "realsim/PushT-v0"
+# make_vector_env's backends: worker processes, one process in turn, or batched worlds on a thread pool (sim.vector)
+VECTOR_BACKENDS = ("async", "sync", "batched")
+# physics engines: MuJoCo C (the gymnasium envs) or MuJoCo Warp (sim.mjwarp: N worlds on a GPU or Warp's CPU device)
+PHYSICS_BACKENDS = ("mujoco", "mjwarp")
 TARGETS_ENV_ID = "realsim/PushTTargets-v0"
 
 
@@ -25,6 +33,27 @@ class EnvConfig:
     # info keys evaluation reports per episode (last value as mean_<key>, best as max_<key>); success itself is
     # info["is_success"] (coverage >= kwargs.success_threshold)
     metric_keys: list[str] = field(default_factory=lambda: ["coverage"])
+    # make_vector_env's default backend: async (a process per env), sync (one process) or batched (N worlds stepped
+    # in one call on a thread pool, sim.vector.BatchedVectorEnv)
+    vector: str = "async"
+    vector_threads: int = 0  # batched: worker threads; 0 = one per CPU core
+    # batched: camera observations by MuJoCo's renderer per world (the single env's images) or by
+    # kernels.render.BatchRenderer in one launch for all worlds (Warp ray-caster: other shading than MuJoCo's)
+    vector_renderer: str = "mujoco"
+    # physics engine of make_vector_env: mujoco (C) | mjwarp (MuJoCo Warp worlds, sim.mjwarp_env; where it cannot
+    # run, make_vector_env warns why and falls back to MuJoCo C). make_env is always MuJoCo C.
+    backend: str = "mujoco"
+    mjwarp_device: str = "auto"  # Warp device of backend=mjwarp: auto (CUDA when present, else cpu) | cpu | cuda[:N]
+
+    def __post_init__(self) -> None:
+        if self.vector not in VECTOR_BACKENDS:
+            raise ValueError(f"env.vector must be one of {VECTOR_BACKENDS}, got {self.vector!r}")
+        if self.vector_threads < 0:
+            raise ValueError(f"env.vector_threads must be >= 0 (0: one per core), got {self.vector_threads}")
+        if self.vector_renderer not in ("mujoco", "batch"):
+            raise ValueError(f"env.vector_renderer must be mujoco or batch, got {self.vector_renderer!r}")
+        if self.backend not in PHYSICS_BACKENDS:
+            raise ValueError(f"env.backend must be one of {PHYSICS_BACKENDS}, got {self.backend!r}")
 
 
 @dataclass
@@ -49,18 +78,43 @@ def make_env(cfg: EnvConfig, render_mode: str | None = "rgb_array") -> gym.Env:
     return gym.make(cfg.id, config=_env_kwargs(cfg), render_mode=render_mode, disable_env_checker=True)
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of the env, in worker processes when ``asynchronous`` (one per core is the sweet spot).
+def make_vector_env(cfg: EnvConfig, num_envs: int, asynchronous: bool = True,
+                    backend: str | None = None) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of the env behind gymnasium's VectorEnv API.
 
-    Uses gymnasium's NEXT_STEP autoreset: the step after the one that ended a sub-env's episode resets it (its
-    action is ignored), so the last frame of an episode can still be rendered.
+    ``backend`` (default ``cfg.vector``): ``async`` runs each env in a worker process (one per core is the sweet
+    spot), ``sync`` all in this process, ``batched`` steps all worlds in one call on a thread pool
+    (:class:`sim.vector.BatchedVectorEnv`, ``cfg.vector_threads`` threads). ``asynchronous=False`` turns ``async``
+    into ``sync`` (as before). All use gymnasium's NEXT_STEP autoreset: the step after the one that ended a
+    sub-env's episode resets it (its action is ignored), so the last frame of an episode can still be rendered.
+
+    Raises:
+        ValueError: on ``num_envs < 1`` or an unknown backend.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    backend = backend or getattr(cfg, "vector", "async")
+    if backend not in VECTOR_BACKENDS:
+        raise ValueError(f"backend must be one of {VECTOR_BACKENDS}, got {backend!r}")
     kwargs = _env_kwargs(cfg)
-    fns = [_EnvMaker(cfg.id, kwargs)] * num_envs
     mode = gym.vector.AutoresetMode.NEXT_STEP
-    if asynchronous and num_envs > 1:
+    if getattr(cfg, "backend", "mujoco") == "mjwarp":
+        from sim.mjwarp import WarpUnavailable
+        from sim.mjwarp_env import WarpVectorEnv
+
+        try:
+            return WarpVectorEnv(kwargs, num_envs, device=cfg.mjwarp_device)
+        except WarpUnavailable as err:
+            message = f"{err}; running the {num_envs} envs on MuJoCo C instead (env.vector={backend})"
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    if backend == "batched":
+        from sim.vector import BatchedVectorEnv, strip_cameras
+
+        return BatchedVectorEnv(_EnvMaker(cfg.id, strip_cameras(kwargs)), num_envs, kwargs,
+                                n_threads=cfg.vector_threads, renderer=cfg.vector_renderer)
+    fns = [_EnvMaker(cfg.id, kwargs)] * num_envs
+    if backend == "async" and asynchronous and num_envs > 1:
         # spawn, not fork: a parent that already rendered holds an EGL context that a forked child cannot use.
         # An env that observes text (the instruction) sends observations through the pipes: gymnasium 1.x reads a
         # Text space's shared memory once, at construction, so every later instruction would come back stale.

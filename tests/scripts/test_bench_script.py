@@ -127,6 +127,7 @@ def test_bench_sim_prints_and_writes_its_ratios(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert figures["state_1env_ratio_vs_gym_pusht"] > 0
+    assert figures["state_batched_ratio_vs_gym_pusht"] > 0 and figures["pixels96_batched_ratio_vs_gym_pusht"] > 0
     lines = proc.stdout.strip().splitlines()
     assert f"figures written to {out}" in lines
     assert f"state_1env_ratio_vs_gym_pusht: {figures['state_1env_ratio_vs_gym_pusht']:.4f}" in lines
