@@ -54,6 +54,7 @@ from policies.datasets.atomic import atomic_write_json
 from policies.evaluation import EvalEnvs
 from policies.resume import restore_run_config
 from policies.rewards import config as reward_config
+from policies.rewards import improve_config
 from policies.rewards import run_config as reward_run_config
 from policies.rewards.rollouts import RolloutConfig, build_agents
 from policies.runtime import print_figures
@@ -85,26 +86,28 @@ def register_configs() -> None:
     serve_run.register_configs()
     sim2real.register_configs()
     reward_config.register_configs()
+    improve_config.register_configs()
     reward_run_config.register_configs()
     streaming_run_config.register_configs()
     ConfigStore.instance().store(group="recon", name="recon_schema", node=ReconConfig)
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
-def main(config_name: str) -> Callable[[Callable[[Any, dict], None]], Callable[[], None]]:
+def main(config_name: str, restore_on_resume: bool = True) -> Callable[[Callable[[Any, dict], None]], Callable[[], None]]:
     """Decorator: ``task(run, config)`` becomes the Hydra app of ``conf/<config_name>.yaml``.
 
     ``run`` is the typed config (dataclasses: an unknown key or a wrong type fails at start-up naming it, and each
     ``__post_init__`` raises ValueError naming the field); ``config`` is the resolved config as a plain dict (what a
     tracker logs and a checkpoint saves). Hydra's output dir, job name and command line are the script's own. A
-    config with ``resume: true`` (train) is first replaced by the run's saved config (:mod:`policies.resume`).
+    config with ``resume: true`` (train) is first replaced by the run's saved config (:mod:`policies.resume`), unless
+    ``restore_on_resume`` is false (a script that checks its resume itself, e.g. improve).
     """
     register_configs()
 
     def decorate(task: Callable[[Any, dict], None]) -> Callable[[], None]:
         @functools.wraps(task)  # Hydra names the job and its log after the wrapped script function
         def hydra_task(cfg: DictConfig) -> None:
-            if cfg.get("resume") is True:  # the run's own saved config; overrides that change it are refused
+            if restore_on_resume and cfg.get("resume") is True:  # the run's saved config; changes are refused
                 cfg = restore_run_config(cfg, HydraConfig.get().overrides.task)
             run = OmegaConf.to_object(cfg)
             task(run, OmegaConf.to_container(cfg, resolve=True))
