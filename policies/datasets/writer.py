@@ -148,6 +148,7 @@ class LeRobotDatasetWriter:
         self._lock_fd: int | None = None
         self._buffer: dict[str, list[Any]] = {}
         self._buffer_tasks: list[str] = []
+        self._meta_table: pa.Table | None = None  # the current meta/episodes file's table, kept to append to
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> Self:
@@ -464,10 +465,16 @@ class LeRobotDatasetWriter:
         """Rewrite the current meta/episodes file with the new row (or start the next file)."""
         shard, rows = self._meta, self._meta_rows
         chunk, file = (shard.chunk, shard.file) if shard else (0, 0)
-        if rows and episodes_table(rows).nbytes / _MB >= self._limits[1]:
-            (chunk, file), rows = next_chunk_file(chunk, file, self._limits[0]), []
-        rows = [*rows, {**row, "meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file}]
-        write_parquet(episodes_table(rows), self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file))
+        table = self._meta_table if self._meta_table is not None and self._meta_table.num_rows == len(rows) else None
+        if rows and table is None:
+            table = episodes_table(rows)
+        if table is not None and table.nbytes / _MB >= self._limits[1]:
+            (chunk, file), rows, table = next_chunk_file(chunk, file, self._limits[0]), [], None
+        row = {**row, "meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file}
+        rows = [*rows, row]
+        table = _append_row(table, row, rows)
+        write_parquet(table, self.root / EPISODES_PATH.format(chunk_index=chunk, file_index=file))
+        self._meta_table = table  # a cache, valid while its row count matches the committed rows
         return _Shard(chunk, file, len(rows)), rows
 
     def _next_info(self, num_frames: int, num_tasks: int, videos: dict[str, _Shard]) -> dict[str, Any]:
@@ -510,6 +517,22 @@ class LeRobotDatasetWriter:
             (self.root / LOCK_NAME).unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _append_row(table: pa.Table | None, row: Mapping[str, Any], rows: list[dict[str, Any]]) -> pa.Table:
+    """``table`` with ``row`` appended, or the table of all ``rows`` when the row's columns do not fit it.
+
+    Rebuilding the episodes table from every row on each save made a 1000-episode collection quadratic (0.13 s per
+    build at 400 episodes, twice per save); appending one cast row keeps each save's cost flat.
+    """
+    if table is not None:
+        new = episodes_table([row])
+        if new.schema.names == table.schema.names:
+            try:
+                return pa.concat_tables([table, new.cast(table.schema)])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+                pass
+    return episodes_table(rows)
 
 
 def _coerce(key: str, value: Any, ft: Mapping[str, Any]) -> Any:
