@@ -6,9 +6,10 @@ inputs and reads the queries' pixels; :func:`perception.recon.loss.recon_loss` (
 AdamW with warm-up and cosine decay to 10%.
 
 Budget (DESIGN.md 4b; recon_tiny, :func:`perception.recon.model.forward_flops`): a sample of 5 inputs (the mean k)
-+ 2 queries at 32x32 is ~65 MFLOP forward, ~0.2 GFLOP with the backward pass; a step of 16 scenes ~3.1 GFLOP. At the
-~10 GFLOP/s these small matrices reach on 2 cores that is ~0.3 s a step; the preset's 3000 steps ~15 min (48k scenes
-seen, ~24 passes over 2000 training scenes). :func:`step_gflops` recomputes the count for any config.
++ 2 queries at 32x32 is ~65 MFLOP forward, ~0.2 GFLOP with the backward pass; a step of 16 scenes ~3.1 GFLOP
+(:func:`step_gflops`). Measured 0.73 s a step at nice 19 while a timed job held both cores (load 4.8); at the ~10
+GFLOP/s these small matrices reach on 2 idle cores ~0.3 s, so the preset's 3000 steps ~15 min idle (~37 min shared;
+48k scenes seen, ~24 passes over 2000 training scenes).
 
 Run directory::
 
