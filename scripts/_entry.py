@@ -52,6 +52,7 @@ from policies import train_config
 from policies.checkpoint import load_policy, load_train_config
 from policies.datasets.atomic import atomic_write_json
 from policies.evaluation import EvalEnvs
+from policies.recon import run_config as recon_run_config
 from policies.resume import restore_run_config
 from policies.rewards import config as reward_config
 from policies.rewards import improve_config
@@ -65,6 +66,7 @@ from policies.trainer import EnvFactories
 from real.bridge import serve_run
 from real.modes import collect_run, deploy_run
 from real.sim2real import evaluation as sim2real
+from sim.recon_scenes import SceneConfig
 
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
            "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main",
@@ -78,7 +80,7 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 def register_configs() -> None:
     """Registers every config schema in Hydra's ConfigStore: each primary config's (``<name>_schema``, e.g.
     ``train_schema``) and each group's (``env/pusht_schema``, ``policy/flow_matching_schema``, ``robot/*_schema``,
-    ``reward/reward_schema``, ``recon/recon_schema``)."""
+    ``reward/reward_schema``, ``recon/recon_schema``, ``scenes/scenes_schema``)."""
     sim.register_configs()
     train_config.register_configs()
     deploy_run.register_configs()
@@ -89,7 +91,9 @@ def register_configs() -> None:
     improve_config.register_configs()
     reward_run_config.register_configs()
     streaming_run_config.register_configs()
+    recon_run_config.register_configs()
     ConfigStore.instance().store(group="recon", name="recon_schema", node=ReconConfig)
+    ConfigStore.instance().store(group="scenes", name="scenes_schema", node=SceneConfig)
     ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 

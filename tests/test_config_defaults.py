@@ -33,10 +33,9 @@ MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "ar
              "path": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}  # path: policy=vla_hf's backbone.path
 EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"]}  # it needs run_dir or checkpoints
 # groups no primary config composes yet, with why
-STANDALONE_GROUPS: dict[str, str] = {
-    "recon": "scripts/train_recon.py (issue 18) will compose it; bench.py perception reads a preset by its file"}
+STANDALONE_GROUPS: dict[str, str] = {}
 # the option of a standalone group that restates its schema's defaults, of which the group's other options are variants
-STANDALONE_BASES = {"recon": "recon_tiny"}
+STANDALONE_BASES: dict[str, str] = {}
 # groups a primary config leaves off by default (`- reward: null`): the option that restates its schema's defaults,
 # of which the group's other options are variants
 NULL_DEFAULT_BASES = {"reward": "topreward"}
