@@ -213,6 +213,9 @@ class EvalRunConfig:
     ablations: list[str] = field(default_factory=lambda: ["none"])
     # env kwargs that the heldout_paraphrases run overrides (merged into the checkpoint's env.kwargs)
     heldout_env_kwargs: dict[str, Any] = field(default_factory=lambda: {"instructions": "heldout"})
+    # env group option (env=identified_<name>, scripts/identify.py) whose physics (kwargs.randomization) replaces the
+    # checkpoint env's; its observation features must be the checkpoint's. None: the checkpoint's env as trained.
+    env: Any = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

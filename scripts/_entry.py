@@ -66,6 +66,7 @@ from policies.trainer import EnvFactories
 from real.bridge import serve_run
 from real.modes import collect_run, deploy_run
 from real.sim2real import evaluation as sim2real
+from real.sim2real import identified_env
 from sim.recon_scenes import SceneConfig
 
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
@@ -87,6 +88,7 @@ def register_configs() -> None:
     collect_run.register_configs()
     serve_run.register_configs()
     sim2real.register_configs()
+    identified_env.register_configs()
     reward_config.register_configs()
     improve_config.register_configs()
     reward_run_config.register_configs()
@@ -137,15 +139,18 @@ def tracker(run: Any, config: dict) -> Tracker:
     return Tracker(project=run.logger.project, mode=run.logger.mode, run_dir=run.output_dir, config=config)
 
 
-def load_checkpoint(policy_path: str, device: Any) -> tuple[Any, sim.EnvConfig]:
+def load_checkpoint(policy_path: str, device: Any, physics_of: Any = None) -> tuple[Any, sim.EnvConfig]:
     """The policy saved at ``policy_path`` (run dir, checkpoint dir or its ``pretrained_model``), on ``device``, and
-    the env config it was trained in.
+    the env config it was trained in; with ``physics_of`` (an env config, e.g. ``eval.py env=identified_<name>``)
+    that env's physics replaces the trained env's (:func:`sim.with_physics_of`).
 
     Raises:
         policies.checkpoint.CheckpointError: nothing loadable at ``policy_path``.
+        ValueError: ``physics_of`` would change the policy's observation features (naming the key).
     """
     policy = load_policy(policy_path, device=device)
-    return policy, sim.env_config_from_dict(load_train_config(policy_path)["env"])
+    env_cfg = sim.env_config_from_dict(load_train_config(policy_path)["env"])
+    return policy, env_cfg if physics_of is None else sim.with_physics_of(env_cfg, physics_of)
 
 
 def eval_envs(env_cfg: sim.EnvConfig) -> EvalEnvs:

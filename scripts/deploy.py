@@ -3,8 +3,10 @@
 The policy acts only in the digital twin; the robot (conf/robot/*.yaml: the emulated reality or a hardware arm,
 served behind the safety layer in its own process, or a robot server already running) tracks the twin's joints, and
 the twin is corrected from the robot's depth cameras. A robot whose joints are not the twin's arm is refused before
-anything moves. Ctrl-C, an exception or a lost connection leaves the robot holding (Ctrl-C exits with status 130);
-if this process is killed, the robot server holds the robot on its own. Prints `name: value` figures.
+anything moves. The twin's episode logs (its state, correction wrenches, measured poses) go to
+<output_dir>/episodes/episode_<i>.npz beside the deployed env (env.yaml), for scripts/identify.py
+(deploy.episode_log=false: none). Ctrl-C, an exception or a lost connection leaves the robot holding (Ctrl-C exits
+with status 130); if this process is killed, the robot server holds the robot on its own. Prints `name: value` figures.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import _entry
 import numpy as np
 
 from policies.runtime import resolve_device
-from real.modes.deploy_run import deploy_episodes
+from real.modes.deploy_run import deploy_episodes, prepare_episode_logs
 
 FIGURES = ("success_real", "success_twin", "coverage_real", "peak_coverage_real", "sync_rms_mm", "sync_rms_deg",
            "tracking_rms_rad", "correction_hz", "stream_hz")
@@ -24,8 +26,9 @@ def main(run, config: dict) -> None:
     """Deploys ``run.n_episodes`` episodes and prints the mean figures; Ctrl-C exits with status 130."""
     def deploy(stop_requested) -> None:
         policy, env_cfg = _entry.load_checkpoint(run.policy_path, resolve_device(run.device))
+        log_dir = prepare_episode_logs(run, env_cfg)  # <output_dir>/episodes: the twin's logs, for identify.py
         with _entry.tracker(run, config) as tracker:
-            results = deploy_episodes(run, env_cfg.kwargs, policy, tracker, stop_requested)
+            results = deploy_episodes(run, env_cfg.kwargs, policy, tracker, stop_requested, log_dir)
         _entry.print_figures({f"mean_{k}": float(np.nanmean([r[k] for r in results])) for k in FIGURES})
 
     _entry.exit_on_interrupt(deploy, "interrupted (Ctrl-C): the robot was left holding")

@@ -1,10 +1,10 @@
 """Evaluate a checkpoint in the twin: `python scripts/eval.py policy_path=<run or checkpoint> n_episodes=50`.
 
-Rebuilds the env from the config saved with the checkpoint, runs episodes on the listed seeds (episode i uses seed
-start_seed + i) in parallel envs, and writes eval_info.json and videos to the output dir. Prints `name: value`
-figures: the success rate with its 95% Wilson interval and the mean final metrics (coverage for PushT). Ablations on the
-same seeds (`ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]`) add success_rate_<ablation>.
-"""
+Rebuilds the env saved with the checkpoint (`env=identified_<name>`: with that option's physics, scripts/identify.py),
+runs episodes on the listed seeds (episode i uses seed start_seed + i) in parallel envs, writes eval_info.json and
+videos to the output dir and prints `name: value` figures: the success rate with its 95% Wilson interval and the mean
+final metrics (coverage for PushT); `ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]` adds
+success_rate_<ablation> on the same seeds."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main(run, config: dict) -> None:
     """Loads the policy and its env config, evaluates it under each ablation, saves and prints the figures."""
     device = resolve_device(run.device)
     seed_everything(run.seed)
-    policy, env_cfg = _entry.load_checkpoint(run.policy_path, device)
+    policy, env_cfg = _entry.load_checkpoint(run.policy_path, device, physics_of=run.env)  # env=<option>'s physics
     envs = {a: _entry.eval_envs(_entry.ablation_env(env_cfg, a, run.heldout_env_kwargs)) for a in run.ablations}
     out = Path(run.output_dir)
     results = run_ablations(policy, run.ablations, lambda a: Evaluator.from_config(

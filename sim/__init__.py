@@ -20,6 +20,7 @@ from sim.factory import (  # noqa: E402
     make_expert,
     make_vector_env,
     register_configs,
+    with_physics_of,
 )
 from sim.pusht_config import DomainRandomizationConfig, PushTConfig  # noqa: E402
 from sim.pusht_targets_config import PushTTargetsConfig  # noqa: E402
@@ -39,6 +40,7 @@ __all__ = [
     "make_expert",
     "make_vector_env",
     "register_configs",
+    "with_physics_of",
 ]
 
 if ENV_ID not in gym.registry:

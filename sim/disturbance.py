@@ -29,6 +29,11 @@ class PushSchedule:
         self._current = np.zeros(2)
         self.n_pushes = 0
 
+    @property
+    def force(self) -> float:
+        """The size of every push of this schedule (N)."""
+        return self._force
+
     def force_at(self, t: float) -> np.ndarray:
         """The planar force (N, x and y) at time ``t``; call with non-decreasing ``t``."""
         if t >= self._next:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -162,6 +163,35 @@ def env_config_from_dict(values: dict) -> EnvConfig:
 
     schema = ENV_SCHEMAS.get(values.get("id", ENV_ID), (EnvConfig,))[0]
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+# the env kwargs that decide a policy's observation and action features: an env whose physics replaces another's
+# must keep them
+FEATURE_KEYS = ("action_mode", "state", "environment_state", "joints", "cameras", "depth", "image_size")
+
+
+def with_physics_of(env_cfg: EnvConfig, source: EnvConfig | dict) -> EnvConfig:
+    """``env_cfg`` with the physics of ``source``: its domain randomisation (friction, mass, damping, disturbances,
+    initial-pose noise: ``kwargs.randomization``) replaces ``env_cfg``'s; everything else is ``env_cfg``'s.
+
+    Raises:
+        ValueError: ``source`` is another env (``id``) or would change an observation or action feature
+            (:data:`FEATURE_KEYS`); the message names the key and both values.
+    """
+    source = source if isinstance(source, EnvConfig) else env_config_from_dict(dict(source))
+    if source.id != env_cfg.id:
+        raise ValueError(f"env.id: the override is {source.id!r}, the checkpoint's env is {env_cfg.id!r}")
+    own, other = _env_kwargs(env_cfg), _env_kwargs(source)
+    for key in FEATURE_KEYS:
+        if tuple(_listed(getattr(own, key))) != tuple(_listed(getattr(other, key))):
+            raise ValueError(f"env.kwargs.{key}: the override has {getattr(other, key)!r}, the checkpoint's env "
+                             f"{getattr(own, key)!r}; an env override may change physics, not the policy's features")
+    return dataclasses.replace(env_cfg, kwargs=dataclasses.replace(own, randomization=other.randomization))
+
+
+def _listed(value: object) -> list:
+    """A scalar as a one-item list, a sequence as a list (to compare tuples with OmegaConf's lists)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _env_kwargs(cfg: EnvConfig) -> PushTConfig:

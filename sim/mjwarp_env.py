@@ -37,6 +37,10 @@ def check_supported(config: PushTConfig) -> None:
         if tuple(getattr(dr, name)) != (1.0, 1.0):
             raise WarpUnavailable(f"env.backend=mjwarp has no per-world domain randomisation yet "
                                   f"(env.kwargs.randomization.{name}={tuple(getattr(dr, name))})")
+    for name in ("friction_scale_mean", "block_mass_scale_mean"):
+        if getattr(dr, name) is not None:
+            raise WarpUnavailable(f"env.backend=mjwarp has no per-world domain randomisation yet "
+                                  f"(env.kwargs.randomization.{name}={getattr(dr, name)})")
     if dr.push_force > 0:
         raise WarpUnavailable("env.backend=mjwarp has no disturbance pushes yet (randomization.push_force > 0)")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 ACTION_MODES = ("pusher_xy", "joint_pos")
 CAMERAS = ("overhead", "wrist", "side")
 
@@ -19,11 +21,18 @@ def _check_range(name: str, value: tuple[float, float], low: float | None = None
 class DomainRandomizationConfig:
     """Per-episode randomisation of the twin's physics, sampled at reset from the reset seed.
 
-    Scales multiply the nominal values of the MJCF; ``(1, 1)`` switches a term off.
+    Scales multiply the nominal values of the MJCF; ``(1, 1)`` switches a term off. Friction and block mass are drawn
+    uniformly from their range, or, when their ``*_mean`` is set (e.g. from an identified posterior,
+    ``real.sim2real.identified_env``), from a normal ``N(mean, std)`` clipped to the range.
     """
 
     friction_scale: tuple[float, float] = (1.0, 1.0)  # block-table and pusher-block sliding friction
     block_mass_scale: tuple[float, float] = (1.0, 1.0)  # T-block mass and inertia
+    # per-episode normal draws instead of uniform ones (None: uniform over the range, as before); clipped to the range
+    friction_scale_mean: float | None = None
+    friction_scale_std: float = 0.0
+    block_mass_scale_mean: float | None = None
+    block_mass_scale_std: float = 0.0
     joint_damping_scale: tuple[float, float] = (1.0, 1.0)  # arm joint damping
     init_pose_noise: tuple[float, float] = (0.0, 0.0)  # std of noise added to the block's initial (xy m, theta rad)
     # Disturbance model (sim.disturbance.PushSchedule): every push_interval s (uniform) a push_force N planar force in
@@ -31,17 +40,38 @@ class DomainRandomizationConfig:
     push_force: float = 0.0
     push_interval: tuple[float, float] = (2.0, 4.0)
     push_duration: float = 0.1
+    push_force_std: float = 0.0  # N; > 0: each episode's push force ~ N(push_force, push_force_std), clipped at 0
 
     def __post_init__(self) -> None:
         _check_range("randomization.friction_scale", self.friction_scale, low=0.0)
         _check_range("randomization.block_mass_scale", self.block_mass_scale, low=1e-3)
+        for name in ("friction_scale", "block_mass_scale"):
+            _check_normal(name, getattr(self, name), getattr(self, f"{name}_mean"), getattr(self, f"{name}_std"))
         _check_range("randomization.joint_damping_scale", self.joint_damping_scale, low=0.0)
         if min(self.init_pose_noise) < 0:
             raise ValueError(f"randomization.init_pose_noise must be >= 0, got {self.init_pose_noise!r}")
         _check_range("randomization.push_interval", self.push_interval, low=0.0)
-        if self.push_force < 0 or self.push_duration < 0:
-            raise ValueError(f"randomization.push_force and push_duration must be >= 0, got {self.push_force} and "
-                             f"{self.push_duration}")
+        if self.push_force < 0 or self.push_duration < 0 or self.push_force_std < 0:
+            raise ValueError(f"randomization.push_force, push_duration and push_force_std must be >= 0, got "
+                             f"{self.push_force}, {self.push_duration} and {self.push_force_std}")
+
+    def draw_scale(self, name: str, rng: np.random.Generator) -> float:
+        """One episode's ``friction_scale`` or ``block_mass_scale``: uniform over its range, or normal around its
+        ``*_mean`` (``*_std``) clipped to the range when the mean is set."""
+        low, high = getattr(self, name)
+        mean = getattr(self, f"{name}_mean")
+        if mean is None:
+            return float(rng.uniform(low, high))
+        return float(np.clip(rng.normal(mean, getattr(self, f"{name}_std")), low, high))
+
+
+def _check_normal(name: str, value: tuple[float, float], mean: float | None, std: float) -> None:
+    """A normal draw's mean must lie in the clipping range ``value`` and its std be >= 0 (ValueError naming them)."""
+    if std < 0:
+        raise ValueError(f"randomization.{name}_std must be >= 0, got {std}")
+    if mean is not None and not value[0] <= mean <= value[1]:
+        raise ValueError(f"randomization.{name}_mean ({mean}) must lie in randomization.{name} {tuple(value)!r}, the "
+                         f"range its draws are clipped to")
 
 
 @dataclass

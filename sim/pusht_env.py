@@ -232,7 +232,8 @@ class PushTEnv(gym.Env):
         if dr.push_force <= 0:
             return None
         rng = np.random.default_rng(self.np_random.integers(2**63))
-        return PushSchedule(rng, dr.push_interval, dr.push_force, dr.push_duration)
+        force = max(rng.normal(dr.push_force, dr.push_force_std), 0.0) if dr.push_force_std > 0 else dr.push_force
+        return PushSchedule(rng, dr.push_interval, force, dr.push_duration)
 
     @property
     def n_pushes(self) -> int:
@@ -254,8 +255,8 @@ class PushTEnv(gym.Env):
         m.body_mass[:] = nominal["body_mass"]
         m.body_inertia[:] = nominal["body_inertia"]
         m.dof_damping[:] = nominal["dof_damping"]
-        friction = self.np_random.uniform(*dr.friction_scale)
-        mass = self.np_random.uniform(*dr.block_mass_scale)
+        friction = dr.draw_scale("friction_scale", self.np_random)
+        mass = dr.draw_scale("block_mass_scale", self.np_random)
         damping = self.np_random.uniform(*dr.joint_damping_scale)
         for name in ("block_bar", "block_stem", "table", "pusher"):
             m.geom_friction[m.geom(name).id, 0] *= friction

@@ -29,16 +29,17 @@ from scripts import _entry
 from tests.conftest import CONF_DIR
 
 # values for `???` keys (by their last name) so that every entry can be built into its dataclasses
-MANDATORY = {"policy_path": "checkpoint", "port": 5555, "host": "127.0.0.1", "area": "sim",
+MANDATORY = {"policy_path": "checkpoint", "run_dir": "run", "port": 5555, "host": "127.0.0.1", "area": "sim",
              "path": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}  # path: policy=vla_hf's backbone.path
-EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"]}  # it needs run_dir or checkpoints
+# eval_sim2real needs run_dir or checkpoints; identify a name (or out) for the file it writes
+EXTRA_OVERRIDES = {"eval_sim2real": ["checkpoints=[checkpoint]"], "identify": ["name=check"]}
 # groups no primary config composes yet, with why
 STANDALONE_GROUPS: dict[str, str] = {}
 # the option of a standalone group that restates its schema's defaults, of which the group's other options are variants
 STANDALONE_BASES: dict[str, str] = {}
 # groups a primary config leaves off by default (`- reward: null`): the option that restates its schema's defaults,
 # of which the group's other options are variants
-NULL_DEFAULT_BASES = {"reward": "topreward"}
+NULL_DEFAULT_BASES = {"reward": "topreward", "env": "pusht"}  # env: eval.py's physics override
 REFUSED = {("serve_robot", "robot", "remote"): "robot=remote"}  # entries a schema refuses by design, with why
 
 _entry.register_configs()

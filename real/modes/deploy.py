@@ -30,8 +30,10 @@ makes the server hold on its own). Killing this process is covered by the server
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mujoco
@@ -69,6 +71,11 @@ class DeployConfig:
     # s; the robot is sent the twin's joints from this far ahead, its servo lag (actuator delay + kv/kp), so the real
     # arm is where the twin's arm is at the same time (twin mode; at most lookahead_s)
     servo_lag_s: float = 0.04
+    # write the twin's episode log (sim.episode_log: its state, correction wrenches, measured poses; what
+    # scripts/identify.py reads) to the Deployer's log_path; twin observation only (the raw baseline has no twin)
+    episode_log: bool = True
+    # s of twin time between log rows: a multiple of the pacing chunk (time_scale / stream_hz, in physics steps)
+    log_dt: float = 0.02
 
     def __post_init__(self) -> None:
         if self.observation not in OBSERVATION_SOURCES:
@@ -76,6 +83,8 @@ class DeployConfig:
         if self.time_scale <= 0 or not 0 <= self.servo_lag_s <= self.lookahead_s:
             raise ValueError(f"deploy: need time_scale > 0 and 0 <= servo_lag_s <= lookahead_s, got {self.time_scale}, "
                              f"{self.servo_lag_s} and {self.lookahead_s}")
+        if self.log_dt <= 0:
+            raise ValueError(f"deploy.log_dt must be > 0, got {self.log_dt}")
         if self.max_steps < 1 or self.stream_hz < 40 or self.start_tolerance <= 0 or self.confirm_s < 0:
             raise ValueError(f"deploy: need max_steps >= 1, stream_hz >= 40 (the watchdog holds the robot below), "
                              f"start_tolerance > 0 and confirm_s >= 0, got {self.max_steps}, {self.stream_hz}, "
@@ -95,16 +104,19 @@ class Deployer:
         act: optional ``act(obs) -> action`` used instead of ``policy`` (e.g. a scripted expert).
         stop_requested: polled every policy step; when true the episode ends as on Ctrl-C (``KeyboardInterrupt``),
             even if a native callback swallowed the real one.
+        log_path: where a finished episode's log is written (``.npz``, ``sim.episode_log``) when
+            ``config.episode_log`` and the twin observes (``observation="twin"``); None: no log.
 
     Raises:
-        ValueError: from ``run()``, if the robot starts far from the twin's initial joints (the message says how
-            far), or the twin is not in deploy mode.
+        ValueError: ``config.log_dt`` is not a multiple of the pacing chunk (naming ``deploy.log_dt``); from
+            ``run()``, if the robot starts far from the twin's initial joints (the message says how far), or the
+            twin is not in deploy mode.
         ConnectionError: from ``run()``, if the robot connection is lost (the robot is left holding).
     """
 
     def __init__(self, twin: Any, robot: Robot, policy: Any = None, config: DeployConfig | None = None,
                  tracker: Any = None, act: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
-                 stop_requested: Callable[[], bool] | None = None) -> None:
+                 stop_requested: Callable[[], bool] | None = None, log_path: str | os.PathLike | None = None) -> None:
         if policy is None and act is None:
             raise ValueError("Deployer needs a policy or an act function")
         self.twin, self.robot, self.policy = twin, robot, policy
@@ -115,6 +127,10 @@ class Deployer:
                                    lead_s=cfg.servo_lag_s if cfg.observation == "twin" else 0.0,
                                    lookahead_s=cfg.lookahead_s)
         self.sync, self.clock, self.streamer = self.session.sync, self.session.clock, self.session.streamer
+        logging = log_path is not None and cfg.episode_log and cfg.observation == "twin"
+        self.log_path = Path(log_path) if logging else None
+        if logging:
+            self.session.check_log_dt(cfg.log_dt, "deploy.log_dt")
         self.peak_coverage_twin = 0.0
         self._last_frame_stamp = -np.inf
         self._next_raw_measurement = -np.inf
@@ -144,7 +160,8 @@ class Deployer:
         episode = self.session.episode(info["joint_targets"], cfg.seed, cfg.start_tolerance, "deploy.start_tolerance",
                                        correct=not raw, stand_in=self._observe_raw if raw else None,
                                        before_chunk=self._stream_ik_target if raw else None,
-                                       after_chunk=None if raw else self._stream_twin_joints)
+                                       after_chunk=None if raw else self._stream_twin_joints,
+                                       log_dt=cfg.log_dt if self.log_path is not None else None)
         with episode:
             self.session.start_streaming(self._joint_targets())
             steps = 0
@@ -162,6 +179,8 @@ class Deployer:
                 if truncated:
                     break
             self._read_last_truth()
+        if self.session.recorder is not None:
+            self.session.recorder.save(self.log_path)
         return self._summary(steps, info)
 
     def _after_step(self, steps: int, info: dict[str, Any]) -> None:

@@ -4,18 +4,24 @@ tracking it."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from real.modes.deploy import DeployConfig, Deployer
 from real.robot_choice import EmulatedRobotChoice, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 
-__all__ = ["DeployRunConfig", "LoggerChoice", "deploy_episodes", "register_configs", "robot_session"]
+__all__ = ["DEPLOYED_ENV", "EPISODES_DIR", "DeployRunConfig", "LoggerChoice", "deploy_episodes",
+           "prepare_episode_logs", "register_configs", "robot_session"]
+
+EPISODES_DIR = "episodes"  # <output_dir>/episodes/episode_<i>.npz: the twin's episode logs
+DEPLOYED_ENV = "env.yaml"  # <output_dir>/episodes/env.yaml: the env config the policy was deployed in
 
 
 @dataclass
@@ -52,9 +58,23 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="deploy_schema", node=DeployRunConfig)
 
 
+def prepare_episode_logs(run: DeployRunConfig, env_cfg: Any) -> Path | None:
+    """The folder of the run's episode logs, ``<run.output_dir>/episodes``, with the deployed env config written
+    there as ``env.yaml`` (what ``scripts/identify.py`` extends); None when ``run.deploy.episode_log`` is false."""
+    if not run.deploy.episode_log:
+        return None
+    log_dir = Path(run.output_dir) / EPISODES_DIR
+    log_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.structured(env_cfg), log_dir / DEPLOYED_ENV)
+    return log_dir
+
+
 def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker: Any = None,
-                    stop_requested: Callable[[], bool] | None = None) -> list[dict[str, float]]:
+                    stop_requested: Callable[[], bool] | None = None,
+                    log_dir: str | os.PathLike | None = None) -> list[dict[str, float]]:
     """Deploys ``policy`` for ``run.n_episodes`` episodes; returns each episode's metrics (see ``Deployer.run``).
+    With ``log_dir`` (and ``run.deploy.episode_log``) episode ``i``'s twin log is written to
+    ``<log_dir>/episode_<i>.npz`` (``sim.episode_log``).
 
     Before anything moves the robot's joints are checked against the twin's arm. The robot is left holding and
     disconnected after every episode, whatever ends it (success, Ctrl-C, an exception, a lost connection).
@@ -69,6 +89,7 @@ def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker:
         with robot_session(run.robot, seed) as robot:
             twin = DigitalTwin(following_env(env_kwargs), run.twin)
             deployer = Deployer(twin, robot, policy=policy, config=dataclasses.replace(run.deploy, seed=seed),
-                                tracker=tracker, stop_requested=stop_requested)
+                                tracker=tracker, stop_requested=stop_requested,
+                                log_path=None if log_dir is None else Path(log_dir) / f"episode_{episode}.npz")
             results.append(deployer.run())
     return results

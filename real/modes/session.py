@@ -23,6 +23,7 @@ from real.modes.smoother import JointSmoother
 from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_CLAMPED, SAFETY_STATUS, Robot
 from real.safety import SafetyConfig, Status
 from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+from sim.episode_log import EpisodeRecorder
 
 GIL_SWITCH_S = 0.0005  # s; with Python's default 5 ms a busy twin thread delays every reply the streamer waits for
 LATE_FRACTION = 0.8  # x the watchdog timeout: a command this late first asks whether the robot held meanwhile
@@ -354,13 +355,34 @@ class TwinSession:
         self.calibration: dict[str, np.ndarray] = {}
         self.readings: dict[str, SensorReading] = {}  # the latest sensor readings
         self.n_measurements = 0
+        self.recorder: EpisodeRecorder | None = None  # the episode's log, when :meth:`episode` was given ``log_dt``
         self._chunk = max(1, int(round(time_scale / (stream_hz * twin.env.model.opt.timestep))))
+
+    @property
+    def chunk_s(self) -> float:
+        """Twin seconds of one paced chunk (one stream period of wall time, rounded to whole physics steps)."""
+        return self._chunk * self.twin.env.model.opt.timestep
+
+    def check_log_dt(self, log_dt: float, key: str) -> None:
+        """Refuses an episode-log period that is not a whole number of paced chunks (config key ``key``), so every
+        log row falls at the end of a chunk and logging never splits the pacing.
+
+        Raises:
+            ValueError: naming ``key``, the chunk and the nearest valid periods.
+        """
+        n = log_dt / self.chunk_s
+        if log_dt <= 0 or abs(n - round(n)) > 1e-6 or round(n) < 1:
+            below, above = max(1, int(n)) * self.chunk_s, (int(n) + 1) * self.chunk_s
+            raise ValueError(f"{key} ({log_dt} s) must be a positive multiple of the pacing chunk ({self._chunk} "
+                             f"physics steps = {self.chunk_s:g} s of twin time: time_scale / stream_hz, rounded to "
+                             f"physics steps): e.g. {below:g} or {above:g}")
 
     @contextlib.contextmanager
     def episode(self, initial_joints: np.ndarray, seed: int, tolerance: float, key: str, *, correct: bool = True,
                 stand_in: Callable[[Callable[[int], None], int], None] | None = None,
                 before_chunk: Callable[[int], None] | None = None,
-                after_chunk: Callable[[float], None] | None = None) -> Iterator[TwinSession]:
+                after_chunk: Callable[[float], None] | None = None,
+                log_dt: float | None = None) -> Iterator[TwinSession]:
         """Connects the robot, checks it starts at ``initial_joints`` (:func:`check_start`), reads the calibration
         and the first readings, hooks the twin's physics and starts the clock; on leaving, whatever ends the episode,
         stops the streamer, unhooks the physics and lets the robot hold and disconnect.
@@ -370,6 +392,9 @@ class TwinSession:
             stand_in: a physics wrapper inside the pacing (the raw baseline's kinematic stand-in for physics).
             before_chunk: called with the chunk's first physics step (0 for the first chunk of an advance).
             after_chunk: called with the wall stamp the chunk's end stands for.
+            log_dt: s of twin time; the corrected twin's episode is logged every ``log_dt`` into :attr:`recorder`
+                (``sim.episode_log.EpisodeRecorder``, inside the pacing, so rows fall at chunk ends); needs
+                ``correct`` and a multiple of :attr:`chunk_s` (:meth:`check_log_dt`). None: no log.
         """
         env = self.twin.env
         with self.robot:
@@ -379,6 +404,11 @@ class TwinSession:
             unwraps = [env.wrap_physics(stand_in)] if stand_in is not None else []
             if correct:
                 self.twin.attach(self.measure, sim_time_of=self.clock.sim_time_of)
+            self.recorder = None
+            if log_dt is not None and correct:
+                self.recorder = EpisodeRecorder(self.twin, log_dt)
+                self.recorder.attach()
+                unwraps.append(self.recorder.detach)
             unwraps.append(env.wrap_physics(functools.partial(self._paced, before_chunk, after_chunk)))
             self.clock.start(env.data.time)
             try:

@@ -82,3 +82,18 @@ def test_raw_observation_baseline_acts_on_measurements_without_a_twin(reality, m
     # The robot is sent IK targets, which lead its servoed joints (0.11 rad RMS measured), not a servoed trajectory.
     assert result["tracking_rms_rad"] < 0.25 and not robot.is_connected, result
 
+
+
+def test_a_log_period_off_the_pacing_chunk_is_refused_naming_the_key(tmp_path):
+    # at time_scale 0.6 and 100 Hz streaming a paced chunk is 0.6 / 100 / 0.002 = 3 physics steps (6 ms of twin time)
+    twin = DigitalTwin(PushTEnv(render_mode=None), TwinConfig(rate_hz=30, depth_size=(96, 96)))
+    robot = RemoteRobot(RemoteRobotConfig(port=1))  # never connected: refused at construction
+    config = DeployConfig(seed=SEED, max_steps=5, time_scale=0.6, log_dt=0.02)
+    with pytest.raises(ValueError, match=r"deploy.log_dt \(0.02 s\) must be a positive multiple of the pacing chunk "
+                                         r"\(3 physics steps = 0.006 s.*e.g. 0.018 or 0.024"):
+        Deployer(twin, robot, act=lambda obs: obs["observation.state"], config=config, log_path=tmp_path / "e.npz")
+    # without a log path, or with episode_log=false, nothing is logged and nothing is checked
+    Deployer(twin, robot, act=lambda obs: obs["observation.state"], config=config)
+    quiet = Deployer(twin, robot, act=lambda obs: obs["observation.state"], log_path=tmp_path / "e.npz",
+                     config=DeployConfig(seed=SEED, time_scale=0.6, log_dt=0.02, episode_log=False))
+    assert quiet.log_path is None

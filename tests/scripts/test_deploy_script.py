@@ -186,3 +186,35 @@ def test_a_mistyped_robot_key_fails_at_start_naming_it(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "calibraton" in stderr and "SO100RobotChoice" in stderr, stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_deployed_episode_writes_the_twins_log_beside_the_deployed_env(tiny_checkpoint, tmp_path):
+    from omegaconf import OmegaConf
+
+    from sim.episode_log import load_log
+
+    proc = _deploy(f"policy_path={tiny_checkpoint}", "robot=emulated", "deploy.max_steps=8", "n_episodes=1",
+                   "deploy.log_dt=0.02", tmp_path=tmp_path)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    arrays, meta = load_log(tmp_path / "episodes" / "episode_0.npz")
+    # 8 control steps (0.8 s of twin time) logged every 20 ms: ~40 rows at chunk ends, the twin's nominal physics
+    assert meta["log_dt"] == pytest.approx(0.02) and 38 <= len(arrays["time"]) <= 42, len(arrays["time"])
+    assert np.allclose(np.diff(arrays["time"]), 0.02) and meta["block_mass"] == pytest.approx(0.2)
+    assert np.isfinite(arrays["measured_pose"]).any()  # the twin was corrected from reality's depth frames
+    env = OmegaConf.load(tmp_path / "episodes" / "env.yaml")
+    assert env.id == "realsim/PushT-v0" and env.kwargs.max_episode_steps == 300
+    assert "mean_success_real" in stdout
+
+
+def test_deploy_without_episode_log_writes_none(tmp_path):
+    from real.modes.deploy_run import prepare_episode_logs
+
+    class Run:
+        output_dir = str(tmp_path)
+
+        class deploy:  # noqa: N801  (the config's attribute)
+            episode_log = False
+
+    assert prepare_episode_logs(Run(), None) is None and not (tmp_path / "episodes").exists()

@@ -110,6 +110,42 @@ def test_domain_randomization_scales_physics_within_ranges_and_restores():
         DomainRandomizationConfig(friction_scale=(1.0, 0.5))
 
 
+def test_normal_draws_follow_their_mean_and_std_clipped_to_the_range():
+    dr = DomainRandomizationConfig(friction_scale=(0.5, 0.9), friction_scale_mean=0.7, friction_scale_std=0.05,
+                                   block_mass_scale=(1.0, 1.2), block_mass_scale_mean=1.1, block_mass_scale_std=0.5)
+    rng = np.random.default_rng(0)
+    friction = np.array([dr.draw_scale("friction_scale", rng) for _ in range(4000)])
+    mass = np.array([dr.draw_scale("block_mass_scale", rng) for _ in range(4000)])
+    assert friction.mean() == pytest.approx(0.7, abs=0.005) and friction.std() == pytest.approx(0.05, rel=0.05)
+    assert mass.min() == 1.0 and mass.max() == 1.2  # a wide normal, clipped to its range
+    assert np.mean(mass == 1.2) == pytest.approx(0.42, abs=0.03)  # P(N(1.1, 0.5) > 1.2) = 0.42
+    env = PushTEnv(PushTConfig(randomization=dr), render_mode=None)
+    drawn = []
+    for seed in range(20):
+        env.reset(seed=seed)
+        drawn.append(env.physics_params["friction_scale"])
+    assert 0.6 < np.mean(drawn) < 0.8 and np.std(drawn) > 0.02
+    uniform = DomainRandomizationConfig(friction_scale=(0.5, 0.9))  # without a mean: uniform, as before
+    assert uniform.draw_scale("friction_scale", np.random.default_rng(3)) == np.random.default_rng(3).uniform(0.5, 0.9)
+    with pytest.raises(ValueError, match=r"randomization.friction_scale_mean \(1.5\) must lie in"):
+        DomainRandomizationConfig(friction_scale=(0.5, 0.9), friction_scale_mean=1.5)
+    with pytest.raises(ValueError, match="randomization.block_mass_scale_std"):
+        DomainRandomizationConfig(block_mass_scale_std=-0.1)
+
+
+def test_push_force_std_draws_each_episode_its_push_size():
+    dr = DomainRandomizationConfig(push_force=1.5, push_force_std=0.3)
+    env = PushTEnv(PushTConfig(randomization=dr), render_mode=None)
+    forces = []
+    for seed in range(30):
+        env.reset(seed=seed)
+        forces.append(env._pushes.force)
+    assert np.mean(forces) == pytest.approx(1.5, abs=0.2) and np.std(forces) == pytest.approx(0.3, rel=0.35)
+    env = PushTEnv(PushTConfig(randomization=DomainRandomizationConfig(push_force=1.5)), render_mode=None)
+    env.reset(seed=0)
+    assert env._pushes.force == 1.5
+
+
 def test_pushes_move_the_block_without_changing_the_initial_state():
     pushed = PushTEnv(PushTConfig(randomization=DomainRandomizationConfig(push_force=1.5, push_interval=(0.5, 0.5))),
                       render_mode=None)
