@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import mujoco
@@ -49,6 +50,15 @@ class DifferentialIK:
         self.posture_gain = posture_gain
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
+        # Solver scratch, allocated once: contiguous joint addresses become slices (views, no fancy-index copies).
+        self._qpos_index = _as_slice(self.qpos_adr)
+        self._dof_index = _as_slice(self.dof_adr)
+        self._site_xpos = self.data.site_xpos[self.site_id]
+        self._site_xmat = self.data.site_xmat[self.site_id].reshape(3, 3)
+        self._eye_q = np.eye(len(joint_ids))
+        self._eye_task = np.eye(6)
+        self._err = np.zeros(6)
+        self._jac = np.zeros((6, len(joint_ids)))
 
     def site_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Forward kinematics: the site's world position (m) and 3x3 rotation matrix for joint positions ``q``."""
@@ -69,20 +79,33 @@ class DifferentialIK:
         Starts from ``q_init`` and stops early once the position error is below ``tolerance`` (m) and the
         orientation error below ``10 * tolerance`` (rad).
         """
-        q = np.clip(np.asarray(q_init, dtype=float).copy(), self.lower, self.upper)
-        eye = np.eye(len(q))
+        q = np.minimum(np.maximum(np.asarray(q_init, dtype=float), self.lower), self.upper)
+        target_pos = np.asarray(target_pos, dtype=float)
+        target_rot = np.asarray(target_rot, dtype=float)
+        # Rows of the target rotation as the rotation error pairs them with the site's (see below), taken once.
+        target_a, target_b = target_rot[[2, 0, 1]], target_rot[[1, 2, 0]]
+        model, data, qpos, xpos, xmat = self.model, self.data, self.data.qpos, self._site_xpos, self._site_xmat
+        err, jac, damp = self._err, self._jac, self.damping * self._eye_task
         for _ in range(iterations):
-            pos, rot = self.site_pose(q)
-            err_pos = target_pos - pos
+            qpos[self._qpos_index] = q
+            mujoco.mj_kinematics(model, data)
+            err[:3] = target_pos - xpos
             # Small-angle world-frame rotation error: 0.5 * sum_i r_i x t_i over the frame axes (columns).
-            err_rot = 0.5 * (rot[[1, 2, 0]] * target_rot[[2, 0, 1]] - rot[[2, 0, 1]] * target_rot[[1, 2, 0]]).sum(1)
-            if np.linalg.norm(err_pos) < tolerance and np.linalg.norm(err_rot) < 10 * tolerance:
+            err[3:] = 0.5 * (xmat[[1, 2, 0]] * target_a - xmat[[2, 0, 1]] * target_b).sum(1)
+            if math.sqrt(err[:3] @ err[:3]) < tolerance and math.sqrt(err[3:] @ err[3:]) < 10 * tolerance:
                 break
-            mujoco.mj_comPos(self.model, self.data)
-            mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site_id)
-            jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])
-            err = np.concatenate([err_pos, err_rot])
-            pinv = jac.T @ np.linalg.inv(jac @ jac.T + self.damping * np.eye(6))
-            dq = pinv @ err + (eye - pinv @ jac) @ (self.posture_gain * (self.posture - q))
-            q = np.clip(q + dq, self.lower, self.upper)
+            mujoco.mj_comPos(model, data)
+            mujoco.mj_jacSite(model, data, self._jacp, self._jacr, self.site_id)
+            jac[:3] = self._jacp[:, self._dof_index]
+            jac[3:] = self._jacr[:, self._dof_index]
+            pinv = jac.T @ np.linalg.inv(jac @ jac.T + damp)
+            dq = pinv @ err + (self._eye_q - pinv @ jac) @ (self.posture_gain * (self.posture - q))
+            q = np.minimum(np.maximum(q + dq, self.lower), self.upper)
         return q
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """``index`` as a slice when it is a contiguous ascending run (a view then), else unchanged."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import mujoco
@@ -52,11 +54,36 @@ class TShape:
         return [(c + signs * h) @ rot.T + (x, y) for c, h in zip(self.centers, self.half_sizes)]
 
     def coverage(self, pose: np.ndarray, goal: np.ndarray) -> float:
-        """Fraction of the goal T's area covered by the T at ``pose``; both poses planar ``(x, y, theta)``."""
-        overlap = sum(
-            polygon_area(clip_convex(a, b)) for a in self.polygons(pose) for b in self.polygons(goal)
-        )
-        return float(np.clip(overlap / self.area, 0.0, 1.0))
+        """Fraction of the goal T's area covered by the T at ``pose``; both poses planar ``(x, y, theta)``.
+
+        Exact polygon clipping (Sutherland-Hodgman) of each block rectangle against each goal rectangle, done in the
+        goal's frame, where the goal rectangles are axis-aligned boxes, on Python floats (a few microseconds; the
+        same area as :func:`clip_convex` of the world-frame polygons to float rounding).
+        """
+        gx, gy, gtheta = float(goal[0]), float(goal[1]), float(goal[2])
+        cg, sg = math.cos(gtheta), math.sin(gtheta)
+        dx, dy = float(pose[0]) - gx, float(pose[1]) - gy
+        x, y = cg * dx + sg * dy, -sg * dx + cg * dy  # the block's frame origin in the goal frame
+        theta = float(pose[2]) - gtheta
+        c, s = math.cos(theta), math.sin(theta)
+        overlap = 0.0
+        for (cx, cy), (hx, hy) in self._rectangles:
+            quad = [(x + c * px - s * py, y + s * px + c * py)
+                    for px, py in ((cx - hx, cy - hy), (cx + hx, cy - hy), (cx + hx, cy + hy), (cx - hx, cy + hy))]
+            for box in self._boxes:
+                overlap += _box_overlap(quad, box)
+        return min(max(overlap / self.area, 0.0), 1.0)
+
+    @functools.cached_property
+    def _rectangles(self) -> tuple[tuple[tuple[float, float], tuple[float, float]], ...]:
+        """(centre, half size) of each rectangle as Python floats (block frame, m)."""
+        return tuple(((float(c[0]), float(c[1])), (float(h[0]), float(h[1])))
+                     for c, h in zip(self.centers, self.half_sizes))
+
+    @functools.cached_property
+    def _boxes(self) -> tuple[tuple[float, float, float, float], ...]:
+        """Each rectangle as an axis-aligned box ``(x_min, x_max, y_min, y_max)`` in the block frame (m)."""
+        return tuple((cx - hx, cx + hx, cy - hy, cy + hy) for (cx, cy), (hx, hy) in self._rectangles)
 
     def boundary_points(self, spacing: float) -> tuple[np.ndarray, np.ndarray]:
         """Points on the T's outline (block frame) about ``spacing`` m apart, with their outward unit normals.
@@ -108,6 +135,35 @@ def clip_convex(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
                 kept.append(p + (q - p) * (sp / (sp - sq)))
         output = np.array(kept) if kept else np.zeros((0, 2))
     return output
+
+
+def _box_overlap(quad: list[tuple[float, float]], box: tuple[float, float, float, float]) -> float:
+    """Area (m^2) of a convex counter-clockwise polygon (list of (x, y)) inside an axis-aligned box
+    ``(x_min, x_max, y_min, y_max)``: Sutherland-Hodgman against the box's four sides, then the shoelace formula."""
+    x_min, x_max, y_min, y_max = box
+    xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+    if min(xs) >= x_max or max(xs) <= x_min or min(ys) >= y_max or max(ys) <= y_min:
+        return 0.0
+    polygon = quad
+    for axis, bound, sign in ((0, x_min, 1.0), (0, x_max, -1.0), (1, y_min, 1.0), (1, y_max, -1.0)):
+        sides = [sign * (p[axis] - bound) for p in polygon]  # >= 0: inside
+        if min(sides) >= 0:
+            continue
+        kept = []
+        n = len(polygon)
+        for j in range(n):
+            p, sp, sq = polygon[j], sides[j], sides[(j + 1) % n]
+            if sp >= 0:
+                kept.append(p)
+            if (sp >= 0) != (sq >= 0):
+                q, t = polygon[(j + 1) % n], sp / (sp - sq)
+                kept.append((p[0] + (q[0] - p[0]) * t, p[1] + (q[1] - p[1]) * t))
+        if len(kept) < 3:
+            return 0.0
+        polygon = kept
+    n = len(polygon)
+    twice = sum(polygon[j][0] * polygon[(j + 1) % n][1] - polygon[(j + 1) % n][0] * polygon[j][1] for j in range(n))
+    return abs(twice) / 2
 
 
 def polygon_area(polygon: np.ndarray) -> float:
