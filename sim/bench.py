@@ -30,6 +30,24 @@ def steps_per_second(env: gym.Env | gym.vector.VectorEnv, n_steps: int, seed: in
     return n_steps * n_envs / (time.perf_counter() - start)
 
 
+def mj_step_floor_steps_per_s(cfg: EnvConfig, n_steps: int, seed: int = 0) -> float:
+    """The floor of one env step: control steps per second of bare ``mujoco.mj_step`` x the env's physics substeps
+    per control step, on the env's own model and data after a reset (controls held; no IK, reward or observation)."""
+    import mujoco
+
+    env = make_env(cfg, render_mode=None)
+    try:
+        env.reset(seed=seed)
+        world = env.unwrapped
+        model, data, substeps = world.model, world.data, world._n_substeps
+        start = time.perf_counter()
+        for _ in range(n_steps):
+            mujoco.mj_step(model, data, nstep=substeps)
+        return n_steps / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
 def _gym_pusht(obs_type: str) -> gym.Env:
     import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)
 
@@ -49,7 +67,9 @@ def run_sim_benchmarks(n_steps: int = 1000, n_envs: int = 2, n_worlds: int = 0, 
 
     ``backend=mjwarp`` measures MuJoCo Warp instead: ``n_worlds`` worlds on ``device`` beside MuJoCo C's batched
     worlds (:func:`run_mjwarp_benchmarks`). Returns the figures, including ``*_ratio_vs_gym_pusht`` = ours /
-    gym-pusht (> 1: we are faster). Raises ImportError when gym-pusht is not installed (``pip install -e .[dev]``).
+    gym-pusht (> 1: we are faster), ``mj_step_floor_steps_per_s`` (bare physics, :func:`mj_step_floor_steps_per_s`) and
+    ``env_step_vs_floor`` = one state env's steps/s / the floor (1.0: a step costs no more than its physics).
+    Raises ImportError when gym-pusht is not installed (``pip install -e .[dev]``).
     """
     if backend == "mjwarp":
         return run_mjwarp_benchmarks(n_worlds or 4, n_steps, device, log)
@@ -88,6 +108,11 @@ def run_sim_benchmarks(n_steps: int = 1000, n_envs: int = 2, n_worlds: int = 0, 
                    if name.startswith("realsim_") and name != "realsim_1env" or name == f"realsim_{n_envs}env")
         theirs = max(figures[f"{label}_gym_pusht_{name}_steps_per_s"] for name in (f"{n_envs}env", f"sync_{n_envs}env"))
         figures[f"{label}_batched_ratio_vs_gym_pusht"] = float(np.round(ours / theirs, 4))
+    floor = mj_step_floor_steps_per_s(cases["state"][0], n_steps)
+    figures["mj_step_floor_steps_per_s"] = floor
+    # A full state-observation env step (IK, physics, reward, observation) against bare physics: 1.0 is the floor.
+    figures["env_step_vs_floor"] = float(np.round(figures["state_realsim_1env_steps_per_s"] / floor, 4))
+    log(f"{'floor':9s} {'bare mj_step x substeps':34s} {floor:9.1f} steps/s")
     return figures
 
 

@@ -128,6 +128,8 @@ def test_bench_sim_prints_and_writes_its_ratios(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["state_1env_ratio_vs_gym_pusht"] > 0
     assert figures["state_batched_ratio_vs_gym_pusht"] > 0 and figures["pixels96_batched_ratio_vs_gym_pusht"] > 0
+    # The floor (bare mj_step x substeps) bounds a full env step: the ratio is positive and, up to timing noise, <= 1.
+    assert figures["mj_step_floor_steps_per_s"] > 0 and 0 < figures["env_step_vs_floor"] < 1.5
     lines = proc.stdout.strip().splitlines()
     assert f"figures written to {out}" in lines
     assert f"state_1env_ratio_vs_gym_pusht: {figures['state_1env_ratio_vs_gym_pusht']:.4f}" in lines
