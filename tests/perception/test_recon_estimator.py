@@ -13,29 +13,12 @@ import torch
 from perception.frames import ColorFrame
 from perception.object_points import Segmentation
 from perception.protocol import Estimator, Prior
-from perception.recon import Cameras, ReconConfig, ReconModel, ReconOutput, Views, pixel_rays, z_to_ray_depth
+from perception.recon import ReconConfig, ReconModel
 from perception.recon_estimator import ReconEstimator, ReconEstimatorConfig, downsampled, scaled_intrinsics
 from sim.block_perception import SURFACE_SPACING, block_surface
 from sim.pusht_geometry import wrap_angle
 from sim.recon_scenes import SceneConfig, SceneRenderer
-
-
-class DepthOracle:
-    """A stand-in reconstruction model that speaks ``ReconModel``'s interface: the query cameras' points are the
-    true rendered depth back-projected (opacity 1 where there is a surface, 0 elsewhere); the views are ignored."""
-
-    def __init__(self, depth: np.ndarray) -> None:
-        self.depth = torch.as_tensor(depth, dtype=torch.float32)[None]  # (1, V, H, W) z-depth, m
-        self.calls = 0
-
-    def __call__(self, views: Views, queries: Cameras) -> ReconOutput:
-        self.calls += 1
-        assert tuple(self.depth.shape[-2:]) == (queries.height, queries.width)
-        ray = z_to_ray_depth(self.depth, queries)
-        origins, directions = pixel_rays(queries)
-        opacity = (self.depth > 0).float()
-        rgb = torch.full((*self.depth.shape[:2], 3, *self.depth.shape[2:]), 0.5)
-        return ReconOutput(ray, rgb, opacity, origins + ray[..., None] * directions)
+from tests.perception.recon_oracle import DepthOracle
 
 
 @pytest.fixture(scope="module")
