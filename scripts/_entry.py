@@ -360,6 +360,7 @@ class SyncBench:
     time_scale: float = 0.5  # the emulated world's speed (conf/robot/emulated.yaml: 2 cores cannot keep real time)
     sources: list[str] = field(default_factory=lambda: ["twin", "open_loop", "raw"])
     lookahead_s: float = 0.06  # s the twin's joint trajectory is computed ahead of the robot
+    recon_model: str = ""  # the recon source's reconstruction model directory (sources=[twin,recon] recon_model=<dir>)
 
 
 @dataclass
