@@ -64,7 +64,7 @@ from policies.streaming.data import StreamDataConfig
 from policies.tracking import Tracker
 from policies.trainer import EnvFactories
 from real.bridge import serve_run
-from real.modes import collect_run, deploy_run
+from real.modes import collect_run, deploy_run, viewer
 from real.sim2real import evaluation as sim2real
 from real.sim2real import identified_env
 from sim.recon_scenes import SceneConfig
@@ -86,6 +86,7 @@ def register_configs() -> None:
     train_config.register_configs()
     deploy_run.register_configs()
     collect_run.register_configs()
+    viewer.register_configs()
     serve_run.register_configs()
     sim2real.register_configs()
     identified_env.register_configs()
