@@ -96,9 +96,27 @@ class BlockTracker:
         accepted, there are too few object points, or the frames are no newer than the last accepted fit."""
         depth = [frame for frame in frames if isinstance(frame, DepthFrame)]
         captured = newest_stamp(depth) if depth else prior.time
-        if self._pose is not None and captured <= self._time:
+        if self.seen(captured):
             return None  # the same frames again: already fitted
-        points = object_points(depth, self.segmentation, prior.robot_xy)
+        return self.track(object_points(depth, self.segmentation, prior.robot_xy), captured, prior)
+
+    @property
+    def pose(self) -> np.ndarray | None:
+        """The last accepted pose (x, y, theta; m, rad), or None since the last reset."""
+        return None if self._pose is None else self._pose.copy()
+
+    def seen(self, captured: float) -> bool:
+        """Whether frames captured at ``captured`` (s) are no newer than the last accepted fit (already fitted)."""
+        return self._pose is not None and captured <= self._time
+
+    def track(self, points: np.ndarray, captured: float, prior: Prior) -> Estimate | None:
+        """Fits the block to object ``points`` (N, 3) world m, captured at ``captured`` s, and advances the track:
+        the estimate (with the velocity since the last accepted fit), or None when there are fewer than
+        ``min_points`` points, no fit is accepted, or the points are no newer than the last accepted fit. The shared
+        step of every estimator that turns its sensor into block points (depth here, a reconstruction in
+        :mod:`perception.recon_estimator`)."""
+        if self.seen(captured):
+            return None
         fit = self.locate(points, prior) if len(points) >= self.config.min_points else None
         if fit is None:
             return None

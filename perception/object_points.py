@@ -55,7 +55,12 @@ def object_points(frames: Sequence[DepthFrame], segmentation: Segmentation,
     """World points (N, 3) of the object seen in ``frames``: points outside ``segmentation.height_band`` (the table,
     the air above the object) and within ``segmentation.robot_radius`` of any of ``robot_xy`` ((2,) or (K, 2) m,
     where the robot's vertical tool is) removed."""
-    points = world_points(frames)
+    return segmented(world_points(frames), segmentation, robot_xy)
+
+
+def segmented(points: np.ndarray, segmentation: Segmentation, robot_xy: np.ndarray | None = None) -> np.ndarray:
+    """The object's points among world ``points`` (N, 3) m, by ``segmentation`` and ``robot_xy`` as
+    :func:`object_points` (from any sensor's points: depth, a reconstruction)."""
     if not len(points):
         return points
     low, high = segmentation.height_band

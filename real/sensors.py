@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from perception.frames import DepthFrame
+from perception.frames import ColorFrame, DepthFrame
 
 DEPTH_PREFIX = "observation.depth."
 IMAGE_PREFIX = "observation.images."
@@ -46,6 +46,11 @@ class SensorReading:
 def depth_key(camera: str) -> str:
     """``observation.depth.<camera>``."""
     return DEPTH_PREFIX + camera
+
+
+def image_key(camera: str) -> str:
+    """``observation.images.<camera>``."""
+    return IMAGE_PREFIX + camera
 
 
 def intrinsics_key(camera: str) -> str:
@@ -92,5 +97,26 @@ def depth_frames(readings: Mapping[str, SensorReading], calibration: Mapping[str
             if key not in calibration:
                 raise KeyError(f"depth of camera {camera!r} arrived but its calibration {key!r} did not")
         frames.append(DepthFrame(camera, reading.data, calibration[intrinsics_key(camera)],
+                                 calibration[extrinsics_key(camera)], reading.timestamp))
+    return frames
+
+
+def color_frames(readings: Mapping[str, SensorReading], calibration: Mapping[str, np.ndarray],
+                 cameras: tuple[str, ...] | list[str]) -> list[ColorFrame]:
+    """The :class:`perception.frames.ColorFrame` list for ``cameras`` (RGB ``observation.images.<camera>`` readings,
+    calibrated at the image size); a camera without an RGB reading this time is skipped.
+
+    Raises:
+        KeyError: a camera has an image but no calibration (the message names the missing key).
+    """
+    frames = []
+    for camera in cameras:
+        reading = readings.get(image_key(camera))
+        if reading is None:
+            continue
+        for key in (intrinsics_key(camera), extrinsics_key(camera)):
+            if key not in calibration:
+                raise KeyError(f"image of camera {camera!r} arrived but its calibration {key!r} did not")
+        frames.append(ColorFrame(camera, reading.data, calibration[intrinsics_key(camera)],
                                  calibration[extrinsics_key(camera)], reading.timestamp))
     return frames

@@ -64,7 +64,7 @@ from policies.streaming.data import StreamDataConfig
 from policies.tracking import Tracker
 from policies.trainer import EnvFactories
 from real.bridge import serve_run
-from real.modes import collect_run, deploy_run
+from real.modes import collect_run, deploy_run, viewer
 from real.sim2real import evaluation as sim2real
 from real.sim2real import identified_env
 from sim.recon_scenes import SceneConfig
@@ -86,6 +86,7 @@ def register_configs() -> None:
     train_config.register_configs()
     deploy_run.register_configs()
     collect_run.register_configs()
+    viewer.register_configs()
     serve_run.register_configs()
     sim2real.register_configs()
     identified_env.register_configs()
@@ -360,6 +361,7 @@ class SyncBench:
     time_scale: float = 0.5  # the emulated world's speed (conf/robot/emulated.yaml: 2 cores cannot keep real time)
     sources: list[str] = field(default_factory=lambda: ["twin", "open_loop", "raw"])
     lookahead_s: float = 0.06  # s the twin's joint trajectory is computed ahead of the robot
+    recon_model: str = ""  # the recon source's reconstruction model directory (sources=[twin,recon] recon_model=<dir>)
 
 
 @dataclass

@@ -5,7 +5,8 @@ Usage: `python scripts/bench.py sim [n_steps=1000] [n_envs=2] [n_worlds=0]`
        `python scripts/bench.py kernels [device=cpu|cuda] [sizes=[100000,1000000]]`
        `python scripts/bench.py bridge [rate_hz=500] [duration_s=5]`
        `python scripts/bench.py sync [n_episodes=3] [max_steps=100] [time_scale=0.5] [sources=[twin,open_loop,raw]]
-                                     [lookahead_s=0.06]`
+                                     [lookahead_s=0.06] [recon_model=<dir>]`
+       (sources=[twin,recon] recon_model=<dir>: the twin corrected from RGB only; recon_rms_mm, recon_rms_deg, recon_hz)
        (sync runs at half speed by default, as conf/robot/emulated.yaml: on 2 cores the twin cannot keep real time)
        `python scripts/bench.py policy [preset=flow_matching] [n_iters=100] [control_steps=200]`
        (action-chunk latency p50/p99 on all threads and on 1, control rate and peak memory of each conf/policy preset)

@@ -1,4 +1,5 @@
-"""What the PushT scene gives perception: the T-block's surface model, and the default depth tracker of a twin.
+"""What the PushT scene gives perception: the T-block's surface model, and the default estimators of a twin (the depth
+ICP tracker; with ``twin.correction=recon`` the RGB reconstruction estimator).
 
 ``perception/`` never reads the simulator; this module is where the MuJoCo model's geometry becomes the plain arrays
 and numbers the estimators take (surface points and normals, the pusher's radius).
@@ -16,6 +17,8 @@ from perception.object_points import Segmentation
 from sim.pusht_geometry import BLOCK_GEOMS
 
 if TYPE_CHECKING:
+    from perception.protocol import Estimator
+    from perception.recon_estimator import ReconEstimator
     from sim.pusht_env import PushTEnv
     from sim.twin import TwinConfig
 
@@ -38,6 +41,48 @@ def depth_block_tracker(env: PushTEnv, config: TwinConfig) -> BlockTracker:
                                         max_correspondence=config.cutoff / 2, relocalize_after=RELOCALIZE_AFTER,
                                         relocalize_yaws=RELOCALIZE_YAWS)
     return BlockTracker(points, normals, tracker_config, segmentation(env, config))
+
+
+def default_estimator(env: PushTEnv, config: TwinConfig) -> Estimator:
+    """The twin's estimator for ``config.correction``: :func:`recon_block_estimator` for ``recon``, else
+    :func:`depth_block_tracker`.
+
+    Raises:
+        ValueError / FileNotFoundError: ``recon`` without a loadable ``twin.recon_model`` (naming the key).
+    """
+    if config.correction == "recon":
+        return recon_block_estimator(env, config)
+    return depth_block_tracker(env, config)
+
+
+def recon_block_estimator(env: PushTEnv, config: TwinConfig, model: object | None = None) -> ReconEstimator:
+    """The twin's RGB estimator: ``model`` (default: loaded from ``config.recon_model``, seen at its training
+    resolution) on the colour frames, its points registered to ``env``'s T-block with the depth tracker's
+    thresholds and segmentation.
+
+    Raises:
+        ValueError: no ``model`` and an empty ``twin.recon_model``. FileNotFoundError: no model in that directory
+            (the message names ``twin.recon_model``).
+    """
+    from perception.recon import load_recon
+    from perception.recon_estimator import ReconEstimator, ReconEstimatorConfig
+
+    if model is None:
+        if not config.recon_model:
+            raise ValueError("twin.correction=recon needs twin.recon_model: the directory of a trained "
+                             "reconstruction model (model.safetensors + config.json, e.g. from scripts/train_recon.py)")
+        try:
+            model = load_recon(config.recon_model)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"twin.recon_model={config.recon_model!r}: {error}") from error
+    input_size = int(getattr(getattr(model, "config", None), "image_size", 0))
+    tracker = depth_block_tracker(env, config)
+    # points farther from the prior's block origin than the block's farthest point plus the twin's cutoff are not its
+    reach = float(np.linalg.norm(tracker.surface_points[:, :2], axis=1).max()) + config.cutoff
+    estimator_config = ReconEstimatorConfig(min_opacity=config.recon_min_opacity, crop_radius=reach,
+                                            input_size=input_size, query_scale=config.recon_query_scale)
+    return ReconEstimator(model, tracker.surface_points, tracker.surface_normals, estimator_config, tracker.config,
+                          tracker.segmentation)
 
 
 def block_surface(model: mujoco.MjModel, spacing: float) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from kernels.forces import CorrectionForces
 from perception.frames import CameraModel, DepthFrame, Frame, restamped
 from perception.object_points import object_points
 from perception.protocol import Estimate, Estimator, Prior
-from sim.block_perception import depth_block_tracker, segmentation
+from sim.block_perception import default_estimator, segmentation
 from sim.pusht_config import DomainRandomizationConfig, PushTConfig
 from sim.pusht_env import PushTEnv
 from sim.pusht_geometry import wrap_angle
@@ -39,7 +39,8 @@ from sim.pusht_geometry import wrap_angle
 TWIN_MODES = ("collect", "deploy", "evaluate")
 MAX_ANGLE_ERROR = 0.5  # rad; pose mode pulls no harder on the block's yaw than for this error
 TELEPORT_LIFT = 0.01  # m; a twin block this far above or below its resting height has left the table
-CORRECTIONS = ("pose", "forces", "none")
+CORRECTIONS = ("pose", "forces", "recon", "none")
+ESTIMATOR_CORRECTIONS = ("pose", "recon")  # corrections that pull the block towards an estimator's pose
 MAX_FOLLOW_LEAD = 0.05  # s; collect mode carries measured joints forward at most this long (a stalled feed: the arm stops)
 
 
@@ -51,7 +52,9 @@ class TwinConfig:
     # pose: point-to-plane ICP (kernels) estimates the real block pose from the depth points, and a critically
     #       damped spring-damper wrench pulls the twin's block towards it (extrapolated with its velocity);
     # forces: each depth point pulls on the nearest block surface point (kernels.CorrectionForces), the depth
-    #       analogue of Real-is-Sim's visual forces; none: open loop.
+    #       analogue of Real-is-Sim's visual forces;
+    # recon: as pose, but the pose comes from RGB cameras only: a reconstruction model's points (twin.recon_model)
+    #       registered by the same ICP (perception.recon_estimator); none: open loop.
     correction: str = "pose"
     gain: float = 3000.0  # forces mode: spring stiffness (N/m), averaged over the attracting points
     damping: float = 40.0  # forces mode: dashpot on the block surface velocity (N s/m)
@@ -67,6 +70,10 @@ class TwinConfig:
     height_band: tuple[float, float] = (0.004, 0.045)  # object points lie between these heights above the table (m)
     pusher_clearance: float = 0.006  # points this close to the pusher's surface belong to the robot (m)
     device: str = "cpu"  # Warp device of the correction kernels
+    # recon mode: the reconstruction model (perception.recon.load_recon directory, e.g. a train_recon.py checkpoint)
+    recon_model: str = ""
+    recon_min_opacity: float = 0.5  # reconstructed points below this opacity are not the block's
+    recon_query_scale: int = 1  # the model is read at the input cameras at this many times their resolution
 
     def __post_init__(self) -> None:
         if self.mode not in TWIN_MODES:
@@ -77,6 +84,9 @@ class TwinConfig:
             raise ValueError("twin.gain, twin.cutoff and twin.rate_hz must be > 0 and twin.damping >= 0")
         if not self.cameras:
             raise ValueError("twin.cameras must name at least one depth camera")
+        if not 0 <= self.recon_min_opacity <= 1 or self.recon_query_scale < 1:
+            raise ValueError(f"twin.recon_min_opacity must be in [0, 1] and twin.recon_query_scale >= 1, got "
+                             f"{self.recon_min_opacity} and {self.recon_query_scale}")
 
 
 def following_env(config: PushTConfig | dict) -> PushTEnv:
@@ -92,13 +102,15 @@ class DigitalTwin:
     Args:
         env: the twin's simulation (its own physics: nominal parameters, never the real ones).
         config: correction gains, rate and cameras.
-        estimator: measures the real block's pose for ``pose`` correction and :meth:`measure_block_pose`; default
-            :func:`sim.block_perception.depth_block_tracker` (ICP on depth, built from ``env``'s block and ``config``).
+        estimator: measures the real block's pose for ``pose`` / ``recon`` correction and :meth:`measure_block_pose`;
+            default :func:`sim.block_perception.default_estimator`: ICP on depth, or with ``correction=recon`` the
+            reconstruction model ``recon_model`` on RGB (built from ``env``'s block and ``config``).
             Any :class:`perception.protocol.Estimator` (an RGB reconstruction, a streaming video model) plugs in here.
 
     Raises:
-        ValueError: bad config, a camera the scene does not have, or a twin that follows reality (collect, deploy)
-            on an env with a disturbance model (its pushes would fight the corrections; see :func:`following_env`).
+        ValueError: bad config, a camera the scene does not have, ``correction=recon`` without ``recon_model``, or a
+            twin that follows reality (collect, deploy) on an env with a disturbance model (its pushes would fight
+            the corrections; see :func:`following_env`).
         TypeError: an ``estimator`` without ``reset()`` and ``update()``.
     """
 
@@ -113,7 +125,7 @@ class DigitalTwin:
                 raise ValueError(f"twin.cameras: the scene has no camera {camera!r}")
         if estimator is not None and not isinstance(estimator, Estimator):
             raise TypeError(f"DigitalTwin's estimator must implement perception.protocol.Estimator, got {estimator!r}")
-        self.estimator: Estimator = estimator if estimator is not None else depth_block_tracker(env, self.config)
+        self.estimator: Estimator = estimator if estimator is not None else default_estimator(env, self.config)
         self._segmentation = segmentation(env, self.config)  # forces mode: which depth points pull on the block
         self._forces: CorrectionForces | None = None
         self._points = np.zeros((0, 3), np.float32)
@@ -218,7 +230,7 @@ class DigitalTwin:
         wrench = np.zeros(6)
         if self.config.correction == "forces" and len(self._points):
             wrench = self.forces.wrench_from_data(data, self._points)[self._block]
-        elif self.config.correction == "pose" and self._target is not None:
+        elif self.config.correction in ESTIMATOR_CORRECTIONS and self._target is not None:
             if self._diverged():
                 self._teleport_to_target()
             wrench = self._pose_wrench()

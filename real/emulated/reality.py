@@ -6,7 +6,8 @@ it has
 
 * friction, block mass and arm joint damping scaled by factors drawn from config ranges (seeded);
 * actuator delay (a command is applied ``actuator_delay`` s after it arrives) and Gaussian noise on applied targets;
-* depth cameras with Gaussian noise (mm) and random missing pixels (value 0, as a real sensor reports no return);
+* depth cameras with Gaussian noise (mm) and random missing pixels (value 0, as a real sensor reports no return),
+  and with ``color`` RGB images of the same cameras at the same size (for RGB-only correction, ``twin.correction=recon``);
 * unmodelled pushes: every ``push_interval`` s (drawn uniformly) a force of ``push_force`` N in a random planar
   direction acts on the block for ``push_duration`` s (1.5 N for 0.1 s moves the block a few cm; much more
   sends it flying).
@@ -37,7 +38,7 @@ import numpy as np
 
 from real.connection import requires_connected, requires_disconnected
 from real.robot import JOINT_POS, JOINT_TARGET, Robot, RobotConfig, joint_action, joint_features, joint_state
-from real.sensors import TRUTH_BLOCK_POSE, SensorReading, calibration_arrays, depth_key
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading, calibration_arrays, depth_key, image_key
 from sim.disturbance import PushSchedule
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class EmulatedRealityConfig(RobotConfig):
     depth_noise_mm: float = 1.0  # std of Gaussian depth noise (mm)
     depth_dropout: float = 0.02  # fraction of pixels missing (0) in each frame
     max_depth: float = 2.0  # m; farther returns (the background) read 0
+    color: bool = False  # also render RGB (observation.images.<camera>, uint8, depth_size) with every depth frame
     # --- real-time loop --------------------------------------------------------------------------------------------
     physics_batch: int = 5  # physics steps per batch (5 x 2 ms = 10 ms)
     # simulated seconds per wall-clock second: 1 is real time; below 1 runs the world in slow motion (a loaded CPU
@@ -130,6 +132,9 @@ class EmulatedRealityRobot(Robot):
         height, width = cfg.depth_size
         for camera in cfg.cameras:
             obs[depth_key(camera)] = {"dtype": "float32", "shape": [height, width], "names": ["height", "width"]}
+            if cfg.color:
+                obs[image_key(camera)] = {"dtype": "uint8", "shape": [height, width, 3],
+                                          "names": ["height", "width", "channel"]}
         super().__init__(cfg, obs, action)
         self.config: EmulatedRealityConfig
         self._joint_names = ARM_JOINTS
@@ -323,7 +328,8 @@ class EmulatedRealityRobot(Robot):
             self._snapshot = joint_state(q, v, self._target, stamp)
 
     def _render(self, env: Any, rng: np.random.Generator) -> None:
-        """Render every depth camera with noise and dropouts, and record the block's true pose at that instant."""
+        """Render every depth camera with noise and dropouts (and RGB with ``color``), and record the block's true pose
+        at that instant."""
         cfg = self.config
         stamp = time.monotonic()
         truth = env.block_pose.astype(np.float64)
@@ -336,5 +342,7 @@ class EmulatedRealityRobot(Robot):
             if cfg.depth_dropout:
                 depth[rng.random(depth.shape) < cfg.depth_dropout] = 0.0
             readings[depth_key(camera)] = SensorReading(depth.astype(np.float32), stamp)
+            if cfg.color:
+                readings[image_key(camera)] = SensorReading(env.render_camera(camera, cfg.depth_size), stamp)
         with self._lock:
             self._readings = readings

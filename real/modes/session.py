@@ -22,7 +22,7 @@ from real.modes.block_sync import BlockSyncMeter
 from real.modes.smoother import JointSmoother
 from real.robot import JOINT_POS, JOINT_TARGET, SAFETY_CLAMPED, SAFETY_STATUS, Robot
 from real.safety import SafetyConfig, Status
-from real.sensors import TRUTH_BLOCK_POSE, SensorReading, depth_frames
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading, color_frames, depth_frames
 from sim.episode_log import EpisodeRecorder
 
 GIL_SWITCH_S = 0.0005  # s; with Python's default 5 ms a busy twin thread delays every reply the streamer waits for
@@ -425,11 +425,14 @@ class TwinSession:
         self.streamer.start()
 
     def measure(self) -> list:
-        """The twin's measurement: the robot's latest depth frames (truth goes to the sync meter, never the twin)."""
+        """The twin's measurement: the robot's latest depth frames and RGB frames, where its cameras send them (truth
+        goes to the sync meter, never the twin)."""
         self.readings = self.robot.read_sensors()
         self.n_measurements += 1
         self.sync.compare(self.readings.get(TRUTH_BLOCK_POSE))
-        return depth_frames(self.readings, self.calibration, self.twin.config.cameras)
+        cameras = self.twin.config.cameras
+        return (depth_frames(self.readings, self.calibration, cameras)
+                + color_frames(self.readings, self.calibration, cameras))
 
     def wall_stamp(self) -> float:
         """The wall time the twin's current state stands for."""

@@ -6,7 +6,10 @@ observations:
 
 * ``twin``: Real-is-Sim, the corrected twin (ICP pose correction from the depth frames);
 * ``open_loop``: the twin without correction (what plain simulation would believe);
-* ``raw``: no twin, the block pose estimated from each depth frame alone (``Deployer`` ``observation="raw"``).
+* ``raw``: no twin, the block pose estimated from each depth frame alone (``Deployer`` ``observation="raw"``);
+* ``recon``: the twin corrected from RGB cameras only (``twin.correction=recon``: the reconstruction model in
+  ``recon_model`` registered by ICP; the emulated reality also renders RGB). Not in the default sources: it needs a
+  trained model. Its figures are also printed as ``recon_rms_mm``, ``recon_rms_deg`` and ``recon_hz``.
 
 The figures are the RMS distance and angle between that view and reality's true block pose at the same instant
 (the truth's capture time), corrections per second, the expert's success on the real block, and the fraction of the
@@ -26,23 +29,28 @@ from real.bridge.server import ServerProcess
 from real.emulated.reality import EmulatedRealityConfig, EmulatedRealityRobot
 from real.modes.deploy import DeployConfig, Deployer
 
-SOURCES = {"twin": ("twin", "pose"), "open_loop": ("twin", "none"), "raw": ("raw", "pose")}
+SOURCES = {"twin": ("twin", "pose"), "open_loop": ("twin", "none"), "raw": ("raw", "pose"), "recon": ("twin", "recon")}
+DEFAULT_SOURCES = ("twin", "open_loop", "raw")
 
 
 def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: int = 100000, time_scale: float = 0.5,
-                        camera_hz: float = 45.0, sources: tuple[str, ...] = tuple(SOURCES), lookahead_s: float = 0.06,
-                        log: Callable[[str], None] = print) -> dict[str, float]:
+                        camera_hz: float = 45.0, sources: tuple[str, ...] = DEFAULT_SOURCES, lookahead_s: float = 0.06,
+                        recon_model: str = "", log: Callable[[str], None] = print) -> dict[str, float]:
     """Deploys the expert ``n_episodes`` times per source; returns ``<source>_sync_rms_mm`` / ``_deg`` (RMS over all
     compared instants of all episodes), ``<source>_success_real``, ``<source>_correction_hz``,
     ``<source>_safety_clamp_fraction`` (clamped commands / commands sent, over all episodes), ``safety_clamp_fraction``
-    (the same over every source) and ``time_scale``.
+    (the same over every source) and ``time_scale``; with the ``recon`` source (``recon_model``: its model's
+    directory) also ``recon_rms_mm``, ``recon_rms_deg`` and ``recon_hz`` (corrections per second).
 
     Raises:
-        ValueError: a source not in ``SOURCES``.
+        ValueError: a source not in ``SOURCES``; the ``recon`` source without ``recon_model`` (naming
+            ``sync.recon_model``).
     """
     unknown = set(sources) - set(SOURCES)
     if unknown:
         raise ValueError(f"sources must be among {tuple(SOURCES)}, got {sorted(unknown)}")
+    if "recon" in sources and not recon_model:
+        raise ValueError("the recon source needs sync.recon_model: the directory of a trained reconstruction model")
     import sim  # noqa: F401  (head-less rendering default)
     from sim.expert import PushTExpert
     from sim.pusht_env import PushTEnv
@@ -55,9 +63,11 @@ def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: i
         errors, successes, rates = [], [], []
         n_sent = n_clamped = 0
         for seed in range(start_seed, start_seed + n_episodes):
-            reality = EmulatedRealityConfig(seed=seed, camera_hz=camera_hz, time_scale=time_scale)
+            reality = EmulatedRealityConfig(seed=seed, camera_hz=camera_hz, time_scale=time_scale,
+                                            color=correction == "recon")
             with ServerProcess(functools.partial(EmulatedRealityRobot, reality)) as process:
-                twin = DigitalTwin(PushTEnv(), TwinConfig(correction=correction, rate_hz=camera_hz, depth_size=(96, 96)))
+                twin = DigitalTwin(PushTEnv(), TwinConfig(correction=correction, rate_hz=camera_hz, depth_size=(96, 96),
+                                                          recon_model=recon_model))
                 robot = RemoteRobot(RemoteRobotConfig(port=process.address[1]))
                 config = DeployConfig(seed=seed, max_steps=max_steps, observation=observation, time_scale=time_scale,
                                       lookahead_s=lookahead_s)
@@ -79,6 +89,9 @@ def run_sync_benchmarks(n_episodes: int = 3, max_steps: int = 100, start_seed: i
                         f"{name}_success_real": float(np.mean(successes)),
                         f"{name}_correction_hz": float(np.mean(rates)),
                         f"{name}_safety_clamp_fraction": float(n_clamped / max(n_sent, 1))})
+        if name == "recon":
+            figures.update({"recon_rms_mm": figures["recon_sync_rms_mm"], "recon_rms_deg": figures["recon_sync_rms_deg"],
+                            "recon_hz": figures["recon_correction_hz"]})
         n_sent_all, n_clamped_all = n_sent_all + n_sent, n_clamped_all + n_clamped
     figures["safety_clamp_fraction"] = float(n_clamped_all / max(n_sent_all, 1))
     return figures
