@@ -263,9 +263,11 @@ class Sim2RealRunConfig(DeployRunConfig):
 
     def settings(self) -> dict[str, Any]:
         """What makes two result files comparable (everything but the checkpoints, paths, logging and which
-        checkpoints get the raw baseline)."""
+        checkpoints get the raw baseline; a stored identification is kept whatever ``calibration.run_dir`` says)."""
         skip = {"policy_path", "run_dir", "checkpoints", "output_dir", "logger", "device", "raw_baseline"}
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+        settings = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+        settings["calibration"].pop("run_dir")  # the identification record names its logs
+        return settings
 
 
 def _plain(value: Any) -> Any:
@@ -279,52 +281,93 @@ def _plain(value: Any) -> Any:
 
 def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
                       echo: Callable[[str], None] = print) -> ResultsFile:
-    """Measures every checkpoint not yet in ``<run.output_dir>/sim2real.json`` (and, with ``run.calibration``, the
-    calibrated column of every row that lacks it); returns the results file.
+    """Measures every checkpoint not yet in ``<run.output_dir>/sim2real.json`` and, with ``run.calibration``, the
+    calibrated column of every row that lacks it; returns the results file.
+
+    Reality's physics are identified once, from ``calibration.run_dir`` or else from the first deployed checkpoint
+    whose logs show free slides of the block (an early policy may never move it): rows measured before that are
+    calibrated after the last checkpoint.
 
     Raises:
         CheckpointError: a checkpoint is missing or unreadable.
         ValueError: the existing results file was measured with other settings.
-        EpisodeLogError: the calibration's logs are missing, bad or show no free slide of the block.
+        EpisodeLogError: the calibration's logs are missing or bad, or none shows a free slide of the block.
     """
-    from policies.checkpoint import load_policy, load_train_config
-    from policies.train_config import EvalConfig
-
-    # the twin's columns: twin_episodes offline episodes on the deployed episodes' seeds, no videos
-    twin_settings = EvalConfig(n_episodes=run.twin_episodes, start_seed=run.deploy.seed, n_envs=run.n_envs,
-                               n_videos=0, every=0)
+    session = _Session(run, device, tracker, echo)
     checkpoints = run.checkpoint_dirs()
     with_raw = raw_checkpoints(checkpoints, run.raw_baseline)
-    results = ResultsFile(Path(run.output_dir) / RESULTS_FILE, run.settings())
-    source = run.calibration.run_dir or episodes_dir(run.output_dir, checkpoints[0])
+    sources = [episodes_dir(run.output_dir, c) for c in checkpoints]  # where each deployment logs its episodes
     for checkpoint in checkpoints:
-        calibrate = run.calibration.enabled and not _calibrated(results, checkpoint)
-        if results.done(checkpoint):
+        calibrate = run.calibration.enabled and not _calibrated(session.results, checkpoint)
+        if session.results.done(checkpoint):
             echo(f"{checkpoint}: already measured")
             if not calibrate:
                 continue
-        policy = load_policy(checkpoint, device=device)
-        env_cfg = _env_config(load_train_config(checkpoint)["env"])
-        if not results.done(checkpoint):
-            twin_eval = functools.partial(_offline_eval, twin_settings, run.deploy.max_steps, device, policy, env_cfg)
-            deploy = functools.partial(_deploy, run, policy, env_cfg)
-            result = measure_checkpoint(checkpoint, lambda _, f=twin_eval: f(), deploy, raw=checkpoint in with_raw)
-            results.add(result)
-            echo(f"{checkpoint}: twin {result.twin_success:.2f}  real {result.real_success:.2f}  raw "
-                 f"{result.raw_success:.2f}  sync {result.sync_rms_mm:.1f} mm / {result.sync_rms_deg:.1f} deg")
-            _track(tracker, result.step, {k: getattr(result, k) for k in (
-                "twin_success", "real_success", "raw_success", "twin_coverage", "real_coverage", "sync_rms_mm")})
+        policy, env_cfg = session.load(checkpoint)
+        if not session.results.done(checkpoint):
+            session.measure(checkpoint, policy, env_cfg, raw=checkpoint in with_raw)
         if calibrate:
-            calibrated_env = _calibrated_env(results, run, source, env_cfg, echo)
-            start = time.perf_counter()
-            calibrated = _offline_eval(twin_settings, run.deploy.max_steps, device, policy, calibrated_env)
-            values = {"calibrated_success": float(calibrated["success_rate"]),
-                      "calibrated_coverage": float(calibrated["mean_coverage"]),
-                      "calibrated_s_per_episode": (time.perf_counter() - start) / run.twin_episodes}
-            results.update(checkpoint, values)
-            echo(f"{checkpoint}: calibrated {values['calibrated_success']:.2f}")
-            _track(tracker, results.row(checkpoint)["step"], values)
-    return results
+            session.calibrate(checkpoint, policy, env_cfg, sources)
+    pending = [c for c in checkpoints if run.calibration.enabled and not _calibrated(session.results, c)]
+    for checkpoint in pending:  # measured before any deployed logs identified reality
+        session.calibrate(checkpoint, *session.load(checkpoint), sources, final=True)
+    return session.results
+
+
+class _Session:
+    """One ``evaluate_sim2real`` call: its settings, results file and the steps of a checkpoint."""
+
+    def __init__(self, run: Sim2RealRunConfig, device: str, tracker: Any, echo: Callable[[str], None]) -> None:
+        from policies.train_config import EvalConfig
+
+        self.run, self.device, self.tracker, self.echo = run, device, tracker, echo
+        # the twin's columns: twin_episodes offline episodes on the deployed episodes' seeds, no videos
+        self.twin_settings = EvalConfig(n_episodes=run.twin_episodes, start_seed=run.deploy.seed, n_envs=run.n_envs,
+                                        n_videos=0, every=0)
+        self.results = ResultsFile(Path(run.output_dir) / RESULTS_FILE, run.settings())
+
+    def load(self, checkpoint: Path) -> tuple[Any, Any]:
+        """The checkpoint's policy and training env config."""
+        from policies.checkpoint import load_policy, load_train_config
+
+        return load_policy(checkpoint, device=self.device), _env_config(load_train_config(checkpoint)["env"])
+
+    def measure(self, checkpoint: Path, policy: Any, env_cfg: Any, raw: bool) -> None:
+        """The twin, real (and ``raw``) columns of a checkpoint: a new row."""
+        twin_eval = functools.partial(self.offline_eval, policy, env_cfg)
+        deploy = functools.partial(_deploy, self.run, policy, env_cfg)
+        result = measure_checkpoint(checkpoint, lambda _: twin_eval(), deploy, raw=raw)
+        self.results.add(result)
+        self.echo(f"{checkpoint}: twin {result.twin_success:.2f}  real {result.real_success:.2f}  raw "
+                  f"{result.raw_success:.2f}  sync {result.sync_rms_mm:.1f} mm / {result.sync_rms_deg:.1f} deg")
+        _track(self.tracker, result.step, {k: getattr(result, k) for k in (
+            "twin_success", "real_success", "raw_success", "twin_coverage", "real_coverage", "sync_rms_mm")})
+
+    def calibrate(self, checkpoint: Path, policy: Any, env_cfg: Any, sources: list[Path], final: bool = False) -> None:
+        """The calibrated column of a measured checkpoint; identifies first if not yet done (from
+        ``calibration.run_dir``, else the first of ``sources`` with logs that identify; none yet: skipped, unless
+        ``final``)."""
+        calibrated_env = _calibrated_env(self.results, self.run, sources, env_cfg, self.echo, final)
+        if calibrated_env is None:
+            self.echo(f"{checkpoint}: not calibrated yet (no deployed logs with free slides of the block so far)")
+            return
+        start = time.perf_counter()
+        calibrated = self.offline_eval(policy, calibrated_env)
+        values = {"calibrated_success": float(calibrated["success_rate"]),
+                  "calibrated_coverage": float(calibrated["mean_coverage"]),
+                  "calibrated_s_per_episode": (time.perf_counter() - start) / self.run.twin_episodes}
+        self.results.update(checkpoint, values)
+        self.echo(f"{checkpoint}: calibrated {values['calibrated_success']:.2f}")
+        _track(self.tracker, self.results.row(checkpoint)["step"], values)
+
+    def offline_eval(self, policy: Any, env_cfg: Any) -> dict[str, Any]:
+        """``Evaluator.run`` of ``policy`` in parallel envs of ``env_cfg`` (as ``scripts/eval.py``)."""
+        import sim
+        from policies.evaluation import EvalEnvs, Evaluator
+
+        envs = EvalEnvs(functools.partial(sim.make_vector_env, env_cfg), self.run.deploy.max_steps,
+                        metric_keys=tuple(env_cfg.metric_keys))
+        return Evaluator.from_config(self.twin_settings, envs, device=self.device, progress=False).run(policy)
 
 
 def episodes_dir(output_dir: str | Path, checkpoint: Path) -> Path:
@@ -336,15 +379,6 @@ def _env_config(env: dict[str, Any]) -> Any:
     import sim
 
     return sim.env_config_from_dict(env)
-
-
-def _offline_eval(settings: Any, max_steps: int, device: str, policy: Any, env_cfg: Any) -> dict[str, Any]:
-    """``Evaluator.run`` of ``policy`` in parallel envs of ``env_cfg`` (as ``scripts/eval.py``)."""
-    import sim
-    from policies.evaluation import EvalEnvs, Evaluator
-
-    envs = EvalEnvs(functools.partial(sim.make_vector_env, env_cfg), max_steps, metric_keys=tuple(env_cfg.metric_keys))
-    return Evaluator.from_config(settings, envs, device=device, progress=False).run(policy)
 
 
 def _deploy(run: Sim2RealRunConfig, policy: Any, env_cfg: Any, path: Path, observation: str) -> list[dict[str, float]]:
@@ -365,25 +399,45 @@ def _calibrated(results: ResultsFile, checkpoint: Path) -> bool:
     return row is not None and row.get("calibrated_s_per_episode") is not None
 
 
-def _calibrated_env(results: ResultsFile, run: Sim2RealRunConfig, source: str | Path, env_cfg: Any,
-                    echo: Callable[[str], None]) -> Any:
-    """``env_cfg`` with its randomisation drawn around reality's identified physics; identifies from ``source``'s
-    logs (and keeps the record in the results file, and the env in ``<output_dir>/identified_env.yaml``) unless the
-    results file already holds an identification."""
-    from real.sim2real.calibration import IDENTIFIED_ENV, identification_of, identify_logs
+def _calibrated_env(results: ResultsFile, run: Sim2RealRunConfig, sources: list[Path], env_cfg: Any,
+                    echo: Callable[[str], None], final: bool) -> Any:
+    """``env_cfg`` with its randomisation drawn around reality's identified physics, or None while nothing identifies.
+
+    Unless the results file holds an identification already, identifies from ``calibration.run_dir`` (errors raise)
+    or the first of ``sources`` holding logs whose identification succeeds, keeping the record in the results file
+    and the env in ``<output_dir>/identified_env.yaml``.
+
+    Raises:
+        EpisodeLogError: ``calibration.run_dir``'s logs fail, or (``final``) no identification has succeeded.
+    """
+    from real.sim2real import calibration
     from real.sim2real.identified_env import identified_env, write_env_config
+    from sim.episode_log import EpisodeLogError
 
     if results.calibration is None:
-        record = identify_logs(source, run.calibration)
-        ident = identification_of(record)
+        record, errors = None, []
+        if run.calibration.run_dir:
+            record = calibration.identify_logs(run.calibration.run_dir, run.calibration)
+        for source in (s for s in sources if record is None and s.is_dir()):
+            try:
+                record = calibration.identify_logs(source, run.calibration)
+            except EpisodeLogError as err:
+                errors.append(str(err))
+        if record is None:
+            if final:
+                raise EpisodeLogError("no deployed episode logs identified reality's physics; set calibration.run_dir "
+                                      "to a deployment whose policy moves the block: " + "; ".join(errors))
+            return None
+        ident = calibration.identification_of(record)
         write_env_config(identified_env(ident, record["nominal_mass"], env_cfg),
-                         Path(run.output_dir) / IDENTIFIED_ENV,
-                         header=f"Identified by scripts/eval_sim2real.py from {len(record['logs'])} logs of {source}")
+                         Path(run.output_dir) / calibration.IDENTIFIED_ENV,
+                         header=f"Identified by scripts/eval_sim2real.py from {len(record['logs'])} logs of "
+                                f"{record['source']}")
         results.set_calibration(record)
-        echo(f"identified from {len(record['logs'])} episode logs of {source}: friction x{ident.friction_scale:.2f} "
-             f"+- {ident.friction_scale_std:.2f}, block mass {ident.block_mass:.3f} kg, pushes "
-             f"{ident.push_rate_hz:.2f} Hz of {ident.push_force_n:.2f} N")
-    ident = identification_of(results.calibration)
+        echo(f"identified from {len(record['logs'])} episode logs of {record['source']}: friction x"
+             f"{ident.friction_scale:.2f} +- {ident.friction_scale_std:.2f}, block mass {ident.block_mass:.3f} kg, "
+             f"pushes {ident.push_rate_hz:.2f} Hz of {ident.push_force_n:.2f} N")
+    ident = calibration.identification_of(results.calibration)
     return identified_env(ident, results.calibration["nominal_mass"], env_cfg)
 
 
