@@ -2,9 +2,12 @@
 
 For every checkpoint of the run (or `checkpoints=[...]`), the same seeded episodes are evaluated offline in the twin
 and deployed through the twin into the robot (by default the emulated reality, each episode in its own process);
-the last checkpoint is also deployed on reality's raw observations (no twin) as the baseline. Prints the columns,
-then `name: value` figures: the Pearson r of twin vs real success, and real success through the twin vs raw.
-Results go to `<output_dir>/sim2real.json`; rerun with `hydra.run.dir=<that dir>` to resume a crashed run.
+the last checkpoint is also deployed on reality's raw observations (no twin) as the baseline. Reality's physics are
+identified from <= 10 logged deployed episodes (the first checkpoint's, or calibration.run_dir=<deploy run>) and every
+checkpoint is evaluated offline again with them (the calibrated column). Prints the columns with the absolute errors,
+then `name: value` figures: uncalibrated_mae, calibrated_mae, pearson_r, pearson_r_calibrated, offline_speedup, and
+real success through the twin vs raw. Results (and the identification) go to `<output_dir>/sim2real.json`, the
+episode logs to `<output_dir>/episodes/<checkpoint>/`; rerun with `hydra.run.dir=<that dir>` to resume a crashed run.
 """
 
 from __future__ import annotations

@@ -7,11 +7,15 @@ For every checkpoint of a training run, the same seeded episodes are run twice:
 * **real**: deployed through the twin into the robot (the emulated reality in its own process, or hardware),
   success judged on the real block at the twin's control steps, as offline (``Deployer``, ``observation="twin"``);
 * optionally **raw**: the baseline without a twin, the policy acting on reality's raw measurements
-  (``observation="raw"``), for the checkpoints ``raw_baseline`` names.
+  (``observation="raw"``), for the checkpoints ``raw_baseline`` names;
+* **calibrated** (``calibration.enabled``): the twin offline again, in the checkpoint's env with reality's physics
+  identified from the deployed episodes' logs (:mod:`real.sim2real.calibration`; identified once per run).
 
-The Pearson correlation between the twin and real success rates over the checkpoints is the figure of merit.
-Results are kept in ``<output_dir>/sim2real.json`` (written atomically after every checkpoint; a rerun with the
-same output dir skips the checkpoints already measured, so a crashed run resumes).
+The Pearson correlation between the twin and real success rates over the checkpoints is the figure of merit; the
+calibrated column's mean absolute error against real success says whether the twin predicts the number itself.
+Results are kept in ``<output_dir>/sim2real.json`` (written atomically after every checkpoint and after the
+identification; a rerun with the same output dir skips the checkpoints already measured and the identification
+already made, so a crashed run resumes). Deployed episodes' logs go to ``<output_dir>/episodes/<checkpoint>/``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import functools
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,8 @@ import numpy as np
 
 from policies.checkpoint import CHECKPOINTS_DIR, CheckpointError
 from policies.datasets.atomic import atomic_write_json
-from real.modes.deploy_run import DeployRunConfig
+from real.modes.deploy_run import EPISODES_DIR, DeployRunConfig
+from real.sim2real.calibration import CalibrationConfig, mean_absolute_error, offline_speedup
 
 RAW_BASELINES = ("none", "last", "all")
 RESULTS_FILE = "sim2real.json"
@@ -82,6 +88,10 @@ class CheckpointResult:
     sync_rms_deg: float = float("nan")
     raw_sync_rms_mm: float = float("nan")  # raw block estimate vs truth, baseline episodes
     raw_sync_rms_deg: float = float("nan")
+    real_s_per_episode: float = float("nan")  # wall s per deployed episode through the twin
+    calibrated_success: float = float("nan")  # the twin offline with reality's identified physics
+    calibrated_coverage: float = float("nan")
+    calibrated_s_per_episode: float = float("nan")  # wall s of the calibrated offline evaluation per episode
     episodes: dict[str, list[dict[str, float]]] = dataclasses.field(default_factory=dict)
 
 
@@ -102,7 +112,8 @@ def summarize_deployments(episodes: list[dict[str, float]]) -> dict[str, float]:
 
 
 class ResultsFile:
-    """``sim2real.json``: the settings and one row per measured checkpoint; rewritten atomically after each.
+    """``sim2real.json``: the settings, one row per measured checkpoint and the calibration's identification record
+    (:func:`real.sim2real.calibration.identify_logs`); rewritten atomically after each change.
 
     Raises:
         ValueError: an existing file was written with other settings (the message names them), so its rows
@@ -113,6 +124,7 @@ class ResultsFile:
         self.path = Path(path)
         self.settings = settings
         self.rows: list[dict[str, Any]] = []
+        self.calibration: dict[str, Any] | None = None
         if self.path.is_file():
             stored = json.loads(self.path.read_text())
             changed = sorted(k for k in set(settings) | set(stored["settings"])
@@ -120,22 +132,52 @@ class ResultsFile:
             if changed:
                 raise ValueError(f"{self.path} was measured with other settings ({', '.join(changed)}); "
                                  f"use another output_dir")
-            self.rows = stored["rows"]
+            self.rows, self.calibration = stored["rows"], stored.get("calibration")
 
-    def done(self, checkpoint: Path) -> bool:
+    def done(self, checkpoint: str | Path) -> bool:
         """Whether ``checkpoint`` already has a row."""
-        return any(row["checkpoint"] == str(checkpoint) for row in self.rows)
+        return self.row(checkpoint) is not None
+
+    def row(self, checkpoint: str | Path) -> dict[str, Any] | None:
+        """The row of ``checkpoint``, or None."""
+        return next((row for row in self.rows if row["checkpoint"] == str(checkpoint)), None)
 
     def add(self, result: CheckpointResult) -> None:
         """Appends a row and rewrites the file atomically (NaN stored as null)."""
-        row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-               for k, v in dataclasses.asdict(result).items()}
-        self.rows.append(row)
-        atomic_write_json(self.path, {"settings": self.settings, "rows": self.rows})
+        self.rows.append(_nulled(dataclasses.asdict(result)))
+        self._write()
+
+    def update(self, checkpoint: str | Path, values: dict[str, float]) -> None:
+        """Sets ``values`` in the row of ``checkpoint`` and rewrites the file (NaN stored as null).
+
+        Raises:
+            KeyError: ``checkpoint`` has no row.
+        """
+        row = self.row(checkpoint)
+        if row is None:
+            raise KeyError(f"{checkpoint} has no row in {self.path}")
+        row.update(_nulled(values))
+        self._write()
+
+    def set_calibration(self, record: dict[str, Any]) -> None:
+        """Keeps the identification record and rewrites the file."""
+        self.calibration = record
+        self._write()
 
     def column(self, key: str) -> list[float]:
-        """One value per row (NaN where null)."""
-        return [float("nan") if row[key] is None else float(row[key]) for row in self.rows]
+        """One value per row (NaN where null or missing)."""
+        return [float("nan") if row.get(key) is None else float(row[key]) for row in self.rows]
+
+    def _write(self) -> None:
+        data = {"settings": self.settings, "rows": self.rows}
+        if self.calibration is not None:
+            data["calibration"] = self.calibration
+        atomic_write_json(self.path, data)
+
+
+def _nulled(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with non-finite floats as None (JSON null)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
 def measure_checkpoint(checkpoint: Path, twin_eval: Callable[[Path], dict[str, Any]],
@@ -145,16 +187,20 @@ def measure_checkpoint(checkpoint: Path, twin_eval: Callable[[Path], dict[str, A
     Args:
         checkpoint: a step checkpoint directory.
         twin_eval: ``twin_eval(checkpoint)`` -> ``Evaluator.run`` result.
-        deploy: ``deploy(checkpoint, observation)`` -> one ``Deployer.run`` dict per episode.
+        deploy: ``deploy(checkpoint, observation)`` -> one ``Deployer.run`` dict per episode (timed: the wall
+            seconds per episode through the twin are ``real_s_per_episode``).
         raw: also deploy on raw observations.
     """
     twin = twin_eval(checkpoint)
+    start = time.perf_counter()
     real_episodes = deploy(checkpoint, "twin")
+    real_s = (time.perf_counter() - start) / max(len(real_episodes), 1)
     real = summarize_deployments(real_episodes)
     result = CheckpointResult(
         checkpoint=str(checkpoint), step=int(checkpoint.name), twin_success=float(twin["success_rate"]),
         twin_coverage=float(twin["mean_coverage"]), real_success=real["success"], real_coverage=real["coverage"],
-        sync_rms_mm=real["sync_rms_mm"], sync_rms_deg=real["sync_rms_deg"], episodes={"real": real_episodes},
+        sync_rms_mm=real["sync_rms_mm"], sync_rms_deg=real["sync_rms_deg"], real_s_per_episode=real_s,
+        episodes={"real": real_episodes},
     )
     if raw:
         raw_episodes = deploy(checkpoint, "raw")
@@ -183,7 +229,8 @@ class Sim2RealRunConfig(DeployRunConfig):
     Episode i of every column uses seed ``deploy.seed + i``: ``n_episodes`` deployed episodes per checkpoint and
     column, and ``twin_episodes`` offline ones (default ``n_episodes``): the twin runs at simulation speed in
     parallel, ~1 s an episode here against a minute of (half-speed) wall time deployed, so its column can afford the
-    episodes that keep its binomial noise from diluting the correlation.
+    episodes that keep its binomial noise from diluting the correlation. The calibrated column runs the same
+    ``twin_episodes`` seeds in the checkpoint's env with reality's identified physics (``calibration``).
     """
 
     policy_path: str = ""  # unused: each checkpoint is deployed in turn
@@ -193,9 +240,14 @@ class Sim2RealRunConfig(DeployRunConfig):
     twin_episodes: int | None = None  # offline episodes per checkpoint; None: n_episodes
     n_envs: int = 2  # parallel envs of the twin's offline evaluation
     raw_baseline: str = "last"  # none | last | all: checkpoints also deployed on raw observations
+    # the calibrated column: reality's physics identified from deployed episodes' logs (real.sim2real.calibration)
+    calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.calibration.enabled and not self.calibration.run_dir and not self.deploy.episode_log:
+            raise ValueError("calibration.enabled identifies from the deployed episodes' logs: set "
+                             "deploy.episode_log=true, calibration.run_dir=<logs> or calibration.enabled=false")
         if not self.run_dir and not self.checkpoints:
             raise ValueError("eval_sim2real needs run_dir=<training run> or checkpoints=[<dir>, ...]")
         if self.twin_episodes is None:
@@ -211,9 +263,11 @@ class Sim2RealRunConfig(DeployRunConfig):
 
     def settings(self) -> dict[str, Any]:
         """What makes two result files comparable (everything but the checkpoints, paths, logging and which
-        checkpoints get the raw baseline)."""
+        checkpoints get the raw baseline; a stored identification is kept whatever ``calibration.run_dir`` says)."""
         skip = {"policy_path", "run_dir", "checkpoints", "output_dir", "logger", "device", "raw_baseline"}
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+        settings = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+        settings["calibration"].pop("run_dir")  # the identification record names its logs
+        return settings
 
 
 def _plain(value: Any) -> Any:
@@ -227,70 +281,202 @@ def _plain(value: Any) -> Any:
 
 def evaluate_sim2real(run: Sim2RealRunConfig, device: str, tracker: Any = None,
                       echo: Callable[[str], None] = print) -> ResultsFile:
-    """Measures every checkpoint not yet in ``<run.output_dir>/sim2real.json``; returns the results file.
+    """Measures every checkpoint not yet in ``<run.output_dir>/sim2real.json`` and, with ``run.calibration``, the
+    calibrated column of every row that lacks it; returns the results file.
+
+    Reality's physics are identified once, from ``calibration.run_dir`` or else from the first deployed checkpoint
+    whose logs show free slides of the block (an early policy may never move it): rows measured before that are
+    calibrated after the last checkpoint.
 
     Raises:
         CheckpointError: a checkpoint is missing or unreadable.
         ValueError: the existing results file was measured with other settings.
+        EpisodeLogError: the calibration's logs are missing or bad, or none shows a free slide of the block.
     """
-    import sim
-    from policies.checkpoint import load_policy, load_train_config
-    from policies.evaluation import EvalEnvs, Evaluator
-    from policies.train_config import EvalConfig
-    from real.modes.deploy_run import deploy_episodes
-
-    # the twin's column: twin_episodes offline episodes on the deployed episodes' seeds, no videos
-    twin_settings = EvalConfig(n_episodes=run.twin_episodes, start_seed=run.deploy.seed, n_envs=run.n_envs,
-                               n_videos=0, every=0)
+    session = _Session(run, device, tracker, echo)
     checkpoints = run.checkpoint_dirs()
     with_raw = raw_checkpoints(checkpoints, run.raw_baseline)
-    results = ResultsFile(Path(run.output_dir) / RESULTS_FILE, run.settings())
+    sources = [episodes_dir(run.output_dir, c) for c in checkpoints]  # where each deployment logs its episodes
     for checkpoint in checkpoints:
-        if results.done(checkpoint):
+        calibrate = run.calibration.enabled and not _calibrated(session.results, checkpoint)
+        if session.results.done(checkpoint):
             echo(f"{checkpoint}: already measured")
-            continue
-        policy = load_policy(checkpoint, device=device)
-        env_cfg = sim.env_config_from_dict(load_train_config(checkpoint)["env"])
+            if not calibrate:
+                continue
+        policy, env_cfg = session.load(checkpoint)
+        if not session.results.done(checkpoint):
+            session.measure(checkpoint, policy, env_cfg, raw=checkpoint in with_raw)
+        if calibrate:
+            session.calibrate(checkpoint, policy, env_cfg, sources)
+    pending = [c for c in checkpoints if run.calibration.enabled and not _calibrated(session.results, c)]
+    for checkpoint in pending:  # measured before any deployed logs identified reality
+        session.calibrate(checkpoint, *session.load(checkpoint), sources, final=True)
+    return session.results
 
-        def twin_eval(_: Path, policy: Any = policy, env_cfg: Any = env_cfg) -> dict[str, Any]:
-            envs = EvalEnvs(functools.partial(sim.make_vector_env, env_cfg), run.deploy.max_steps,
-                            metric_keys=tuple(env_cfg.metric_keys))
-            return Evaluator.from_config(twin_settings, envs, device=device, progress=False).run(policy)
 
-        def deploy(path: Path, observation: str, policy: Any = policy, env_cfg: Any = env_cfg) -> list[dict[str, float]]:
-            episode_run = dataclasses.replace(run, policy_path=str(path),
-                                              deploy=dataclasses.replace(run.deploy, observation=observation))
-            return deploy_episodes(episode_run, env_cfg.kwargs, policy)
+class _Session:
+    """One ``evaluate_sim2real`` call: its settings, results file and the steps of a checkpoint."""
 
-        result = measure_checkpoint(checkpoint, twin_eval, deploy, raw=checkpoint in with_raw)
-        results.add(result)
-        echo(f"{checkpoint}: twin {result.twin_success:.2f}  real {result.real_success:.2f}  raw {result.raw_success:.2f}"
-             f"  sync {result.sync_rms_mm:.1f} mm / {result.sync_rms_deg:.1f} deg")
-        if tracker is not None:
-            tracker.log({f"sim2real/{k}": getattr(result, k) for k in
-                         ("twin_success", "real_success", "raw_success", "twin_coverage", "real_coverage", "sync_rms_mm")},
-                        step=result.step)
-    return results
+    def __init__(self, run: Sim2RealRunConfig, device: str, tracker: Any, echo: Callable[[str], None]) -> None:
+        from policies.train_config import EvalConfig
+
+        self.run, self.device, self.tracker, self.echo = run, device, tracker, echo
+        # the twin's columns: twin_episodes offline episodes on the deployed episodes' seeds, no videos
+        self.twin_settings = EvalConfig(n_episodes=run.twin_episodes, start_seed=run.deploy.seed, n_envs=run.n_envs,
+                                        n_videos=0, every=0)
+        self.results = ResultsFile(Path(run.output_dir) / RESULTS_FILE, run.settings())
+
+    def load(self, checkpoint: Path) -> tuple[Any, Any]:
+        """The checkpoint's policy and training env config."""
+        from policies.checkpoint import load_policy, load_train_config
+
+        return load_policy(checkpoint, device=self.device), _env_config(load_train_config(checkpoint)["env"])
+
+    def measure(self, checkpoint: Path, policy: Any, env_cfg: Any, raw: bool) -> None:
+        """The twin, real (and ``raw``) columns of a checkpoint: a new row."""
+        twin_eval = functools.partial(self.offline_eval, policy, env_cfg)
+        deploy = functools.partial(_deploy, self.run, policy, env_cfg)
+        result = measure_checkpoint(checkpoint, lambda _: twin_eval(), deploy, raw=raw)
+        self.results.add(result)
+        self.echo(f"{checkpoint}: twin {result.twin_success:.2f}  real {result.real_success:.2f}  raw "
+                  f"{result.raw_success:.2f}  sync {result.sync_rms_mm:.1f} mm / {result.sync_rms_deg:.1f} deg")
+        _track(self.tracker, result.step, {k: getattr(result, k) for k in (
+            "twin_success", "real_success", "raw_success", "twin_coverage", "real_coverage", "sync_rms_mm")})
+
+    def calibrate(self, checkpoint: Path, policy: Any, env_cfg: Any, sources: list[Path], final: bool = False) -> None:
+        """The calibrated column of a measured checkpoint; identifies first if not yet done (from
+        ``calibration.run_dir``, else the first of ``sources`` with logs that identify; none yet: skipped, unless
+        ``final``)."""
+        calibrated_env = _calibrated_env(self.results, self.run, sources, env_cfg, self.echo, final)
+        if calibrated_env is None:
+            self.echo(f"{checkpoint}: not calibrated yet (no deployed logs with free slides of the block so far)")
+            return
+        start = time.perf_counter()
+        calibrated = self.offline_eval(policy, calibrated_env)
+        values = {"calibrated_success": float(calibrated["success_rate"]),
+                  "calibrated_coverage": float(calibrated["mean_coverage"]),
+                  "calibrated_s_per_episode": (time.perf_counter() - start) / self.run.twin_episodes}
+        self.results.update(checkpoint, values)
+        self.echo(f"{checkpoint}: calibrated {values['calibrated_success']:.2f}")
+        _track(self.tracker, self.results.row(checkpoint)["step"], values)
+
+    def offline_eval(self, policy: Any, env_cfg: Any) -> dict[str, Any]:
+        """``Evaluator.run`` of ``policy`` in parallel envs of ``env_cfg`` (as ``scripts/eval.py``)."""
+        import sim
+        from policies.evaluation import EvalEnvs, Evaluator
+
+        envs = EvalEnvs(functools.partial(sim.make_vector_env, env_cfg), self.run.deploy.max_steps,
+                        metric_keys=tuple(env_cfg.metric_keys))
+        return Evaluator.from_config(self.twin_settings, envs, device=self.device, progress=False).run(policy)
+
+
+def episodes_dir(output_dir: str | Path, checkpoint: Path) -> Path:
+    """Where the episode logs of ``checkpoint``'s deployment through the twin go: ``<output_dir>/episodes/<name>``."""
+    return Path(output_dir) / EPISODES_DIR / checkpoint.name
+
+
+def _env_config(env: dict[str, Any]) -> Any:
+    import sim
+
+    return sim.env_config_from_dict(env)
+
+
+def _deploy(run: Sim2RealRunConfig, policy: Any, env_cfg: Any, path: Path, observation: str) -> list[dict[str, float]]:
+    """``run.n_episodes`` deployments of the checkpoint at ``path``; through the twin its episode logs are written to
+    :func:`episodes_dir` (with ``run.deploy.episode_log``)."""
+    from real.modes.deploy_run import deploy_episodes
+
+    episode_run = dataclasses.replace(run, policy_path=str(path),
+                                      deploy=dataclasses.replace(run.deploy, observation=observation))
+    log_dir = episodes_dir(run.output_dir, path) if observation == "twin" and run.deploy.episode_log else None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    return deploy_episodes(episode_run, env_cfg.kwargs, policy, log_dir=log_dir)
+
+
+def _calibrated(results: ResultsFile, checkpoint: Path) -> bool:
+    row = results.row(checkpoint)
+    return row is not None and row.get("calibrated_s_per_episode") is not None
+
+
+def _calibrated_env(results: ResultsFile, run: Sim2RealRunConfig, sources: list[Path], env_cfg: Any,
+                    echo: Callable[[str], None], final: bool) -> Any:
+    """``env_cfg`` with its randomisation drawn around reality's identified physics, or None while nothing identifies.
+
+    Unless the results file holds an identification already, identifies from ``calibration.run_dir`` (errors raise)
+    or the first of ``sources`` holding logs whose identification succeeds, keeping the record in the results file
+    and the env in ``<output_dir>/identified_env.yaml``.
+
+    Raises:
+        EpisodeLogError: ``calibration.run_dir``'s logs fail, or (``final``) no identification has succeeded.
+    """
+    from real.sim2real import calibration
+    from real.sim2real.identified_env import identified_env, write_env_config
+    from sim.episode_log import EpisodeLogError
+
+    if results.calibration is None:
+        record, errors = None, []
+        if run.calibration.run_dir:
+            record = calibration.identify_logs(run.calibration.run_dir, run.calibration)
+        for source in (s for s in sources if record is None and s.is_dir()):
+            try:
+                record = calibration.identify_logs(source, run.calibration)
+            except EpisodeLogError as err:
+                errors.append(str(err))
+        if record is None:
+            if final:
+                raise EpisodeLogError("no deployed episode logs identified reality's physics; set calibration.run_dir "
+                                      "to a deployment whose policy moves the block: " + "; ".join(errors))
+            return None
+        ident = calibration.identification_of(record)
+        write_env_config(identified_env(ident, record["nominal_mass"], env_cfg),
+                         Path(run.output_dir) / calibration.IDENTIFIED_ENV,
+                         header=f"Identified by scripts/eval_sim2real.py from {len(record['logs'])} logs of "
+                                f"{record['source']}")
+        results.set_calibration(record)
+        echo(f"identified from {len(record['logs'])} episode logs of {record['source']}: friction x"
+             f"{ident.friction_scale:.2f} +- {ident.friction_scale_std:.2f}, block mass {ident.block_mass:.3f} kg, "
+             f"pushes {ident.push_rate_hz:.2f} Hz of {ident.push_force_n:.2f} N")
+    ident = calibration.identification_of(results.calibration)
+    return identified_env(ident, results.calibration["nominal_mass"], env_cfg)
+
+
+def _track(tracker: Any, step: int, values: dict[str, float]) -> None:
+    if tracker is not None:
+        tracker.log({f"sim2real/{k}": v for k, v in values.items()}, step=step)
 
 
 def report(results: ResultsFile) -> tuple[str, dict[str, float]]:
-    """A table of the columns per checkpoint, and the summary figures: Pearson r of twin vs real success, the
-    number of checkpoints, and the mean real success through the twin and on raw observations over the checkpoints
-    that have both."""
-    lines = [f"{'step':>8} {'twin':>6} {'real':>6} {'raw':>6} {'sync_mm':>8} {'sync_deg':>8}"]
-    for row in results.rows:
-        values = [row[k] if row[k] is not None else float("nan") for k in
-                  ("twin_success", "real_success", "raw_success", "sync_rms_mm", "sync_rms_deg")]
-        lines.append(f"{row['step']:>8d} " + " ".join(f"{v:>6.2f}" for v in values[:3])
-                     + f" {values[3]:>8.1f} {values[4]:>8.1f}")
-    twin, real, raw = (np.array(results.column(k)) for k in ("twin_success", "real_success", "raw_success"))
+    """A table of the columns per checkpoint (with the twin's and the calibrated twin's absolute error against real
+    success), and the summary figures: the number of checkpoints; Pearson r of twin (``pearson_r``) and calibrated
+    twin (``pearson_r_calibrated``) vs real success; their mean absolute errors (``uncalibrated_mae``,
+    ``calibrated_mae``); ``offline_speedup``, seconds per deployed episode over seconds per calibrated offline episode;
+    the mean real success through the twin and on raw observations over the checkpoints that have both; and the
+    identified physics (``identified_*``) when calibrated."""
+    twin, calib, real, raw = (np.array(results.column(k)) for k in
+                              ("twin_success", "calibrated_success", "real_success", "raw_success"))
+    mm, deg = np.array(results.column("sync_rms_mm")), np.array(results.column("sync_rms_deg"))
+    lines = [f"{'step':>8} {'twin':>6} {'calib':>6} {'real':>6} {'raw':>6} {'|twin-real|':>11} {'|calib-real|':>12}"
+             f" {'sync_mm':>8} {'sync_deg':>8}"]
+    for i, row in enumerate(results.rows):
+        lines.append(f"{row['step']:>8d} " + " ".join(f"{v[i]:>6.2f}" for v in (twin, calib, real, raw))
+                     + f" {abs(twin[i] - real[i]):>11.2f} {abs(calib[i] - real[i]):>12.2f} {mm[i]:>8.1f} {deg[i]:>8.1f}")
     both = np.isfinite(raw) & np.isfinite(real)
     figures = {
         "n_checkpoints": float(len(results.rows)),
         "pearson_r": pearson_r(twin, real),
+        "pearson_r_calibrated": pearson_r(calib, real),
+        "uncalibrated_mae": mean_absolute_error(twin, real),
+        "calibrated_mae": mean_absolute_error(calib, real),
+        "offline_speedup": offline_speedup(results.column("real_s_per_episode"),
+                                           results.column("calibrated_s_per_episode")),
         "real_success_via_twin": float(real[both].mean()) if both.any() else float("nan"),
         "real_success_raw": float(raw[both].mean()) if both.any() else float("nan"),
     }
+    if results.calibration is not None:
+        ident = results.calibration["identification"]
+        figures.update({f"identified_{k}": float(ident[k]) for k in
+                        ("friction_scale", "block_mass", "push_rate_hz", "push_force_n")})
     return "\n".join(lines), figures
 
 

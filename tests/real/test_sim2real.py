@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 from scipy import stats
 
 from policies.checkpoint import CheckpointError
+from real.modes.deploy import DeployConfig
+from real.sim2real.calibration import CalibrationConfig, mean_absolute_error, offline_speedup
 from real.sim2real.evaluation import (
     CheckpointResult,
     ResultsFile,
@@ -80,3 +83,49 @@ def test_deployments_average_success_and_take_the_median_sync():
     summary = summarize_deployments(episodes)
     assert summary["success"] == pytest.approx(1 / 3) and summary["coverage"] == pytest.approx(0.735)
     assert summary["sync_rms_mm"] == 4.0
+
+
+def test_mean_absolute_error_and_speedup_on_hand_made_numbers():
+    assert mean_absolute_error([0.7, 0.9, 0.5], [0.25, 0.62, 0.5]) == pytest.approx((0.45 + 0.28 + 0.0) / 3)
+    assert mean_absolute_error([0.7, float("nan")], [0.5, 0.1]) == pytest.approx(0.2)  # unmeasured pairs skipped
+    assert np.isnan(mean_absolute_error([float("nan")], [0.5]))
+    with pytest.raises(ValueError, match="equal length"):
+        mean_absolute_error([0.1], [0.1, 0.2])
+    assert offline_speedup([60.0, 64.0, float("nan")], [0.5, 0.74]) == pytest.approx(62.0 / 0.62)
+    assert np.isnan(offline_speedup([60.0], [float("nan")]))
+
+
+def test_report_prints_the_calibrated_column_its_errors_and_figures(tmp_path):
+    results = ResultsFile(tmp_path / "sim2real.json", {"n_episodes": 15})
+    for step, twin, calib, real in ((1000, 0.7, 0.3, 0.25), (2000, 0.9, 0.7, 0.62), (3000, 0.95, 0.85, 0.8)):
+        results.add(dataclasses.replace(_row(step, twin, real), calibrated_success=calib, real_s_per_episode=60.0,
+                                        calibrated_s_per_episode=0.5))
+    results.set_calibration({"identification": {"friction_scale": 0.6, "block_mass": 0.1, "push_rate_hz": 0.7,
+                                                "push_force_n": 1.4}})
+    table, figures = report(results)
+    assert figures["uncalibrated_mae"] == pytest.approx((0.45 + 0.28 + 0.15) / 3)
+    assert figures["calibrated_mae"] == pytest.approx((0.05 + 0.08 + 0.05) / 3)
+    assert figures["pearson_r_calibrated"] == pytest.approx(
+        stats.pearsonr([0.3, 0.7, 0.85], [0.25, 0.62, 0.8]).statistic)
+    assert figures["offline_speedup"] == pytest.approx(120.0) and figures["identified_friction_scale"] == 0.6
+    header, first = table.splitlines()[:2]
+    assert "calib" in header and "|calib-real|" in header
+    assert first.split()[:4] == ["1000", "0.70", "0.30", "0.25"] and first.split()[5:7] == ["0.45", "0.05"]
+    # the identification and the calibrated values survive a reload; a row is updated in place
+    again = ResultsFile(tmp_path / "sim2real.json", {"n_episodes": 15})
+    assert again.calibration["identification"]["push_rate_hz"] == 0.7
+    again.update("ckpt/001000", {"calibrated_success": float("nan")})
+    assert json.loads((tmp_path / "sim2real.json").read_text())["rows"][0]["calibrated_success"] is None
+    with pytest.raises(KeyError, match="009000"):
+        again.update("ckpt/009000", {"calibrated_success": 0.1})
+
+
+def test_calibration_settings_are_checked():
+    with pytest.raises(ValueError, match="calibration.max_episodes"):
+        CalibrationConfig(max_episodes=11)
+    with pytest.raises(ValueError, match="reference_push_force"):
+        CalibrationConfig(reference_push_force=0.0)
+    with pytest.raises(ValueError, match="episode_log"):
+        Sim2RealRunConfig(checkpoints=["a/001000"], deploy=DeployConfig(episode_log=False))
+    Sim2RealRunConfig(checkpoints=["a/001000"], deploy=DeployConfig(episode_log=False),
+                      calibration=CalibrationConfig(enabled=False))
