@@ -48,6 +48,11 @@ def depth_key(camera: str) -> str:
     return DEPTH_PREFIX + camera
 
 
+def image_key(camera: str) -> str:
+    """``observation.images.<camera>``."""
+    return IMAGE_PREFIX + camera
+
+
 def intrinsics_key(camera: str) -> str:
     """``calibration.<camera>.intrinsics``."""
     return f"{CALIBRATION_PREFIX}{camera}.intrinsics"

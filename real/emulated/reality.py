@@ -7,6 +7,8 @@ it has
 * friction, block mass and arm joint damping scaled by factors drawn from config ranges (seeded);
 * actuator delay (a command is applied ``actuator_delay`` s after it arrives) and Gaussian noise on applied targets;
 * depth cameras with Gaussian noise (mm) and random missing pixels (value 0, as a real sensor reports no return);
+* optionally colour cameras (``color_cameras``: noise-free RGB renders, ``observation.images.<camera>``), rendered
+  with the depth frames, for an online monitor (``monitor=streaming``, :mod:`real.modes.monitoring`);
 * unmodelled pushes: every ``push_interval`` s (drawn uniformly) a force of ``push_force`` N in a random planar
   direction acts on the block for ``push_duration`` s (1.5 N for 0.1 s moves the block a few cm; much more
   sends it flying).
@@ -37,7 +39,7 @@ import numpy as np
 
 from real.connection import requires_connected, requires_disconnected
 from real.robot import JOINT_POS, JOINT_TARGET, Robot, RobotConfig, joint_action, joint_features, joint_state
-from real.sensors import TRUTH_BLOCK_POSE, SensorReading, calibration_arrays, depth_key
+from real.sensors import TRUTH_BLOCK_POSE, SensorReading, calibration_arrays, depth_key, image_key
 from sim.disturbance import PushSchedule
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ class EmulatedRealityConfig(RobotConfig):
     depth_noise_mm: float = 1.0  # std of Gaussian depth noise (mm)
     depth_dropout: float = 0.02  # fraction of pixels missing (0) in each frame
     max_depth: float = 2.0  # m; farther returns (the background) read 0
+    # --- colour cameras (none by default: rendering costs CPU; monitor=streaming asks for its camera) -------------
+    color_cameras: tuple[str, ...] = ()  # RGB frames (noise-free renders) with each depth frame
+    color_size: tuple[int, int] = (64, 64)  # (height, width)
     # --- real-time loop --------------------------------------------------------------------------------------------
     physics_batch: int = 5  # physics steps per batch (5 x 2 ms = 10 ms)
     # simulated seconds per wall-clock second: 1 is real time; below 1 runs the world in slow motion (a loaded CPU
@@ -95,6 +100,10 @@ class EmulatedRealityConfig(RobotConfig):
         self.push_interval = _pair("push_interval", self.push_interval)
         self.cameras = tuple(str(c) for c in self.cameras)
         self.depth_size = tuple(int(v) for v in self.depth_size)
+        self.color_cameras = tuple(str(c) for c in self.color_cameras)
+        self.color_size = tuple(int(v) for v in self.color_size)
+        if len(self.color_size) != 2 or min(self.color_size) < 1:
+            raise ValueError(f"EmulatedRealityConfig.color_size must be a (height, width), got {self.color_size}")
         if self.actuator_delay < 0 or self.actuator_noise < 0 or self.depth_noise_mm < 0:
             raise ValueError("EmulatedRealityConfig.actuator_delay, actuator_noise and depth_noise_mm must be >= 0")
         if not 0 <= self.depth_dropout < 1:
@@ -130,6 +139,9 @@ class EmulatedRealityRobot(Robot):
         height, width = cfg.depth_size
         for camera in cfg.cameras:
             obs[depth_key(camera)] = {"dtype": "float32", "shape": [height, width], "names": ["height", "width"]}
+        for camera in cfg.color_cameras:
+            obs[image_key(camera)] = {"dtype": "uint8", "shape": [*cfg.color_size, 3],
+                                      "names": ["height", "width", "channel"]}
         super().__init__(cfg, obs, action)
         self.config: EmulatedRealityConfig
         self._joint_names = ARM_JOINTS
@@ -166,9 +178,10 @@ class EmulatedRealityRobot(Robot):
                                                   block_mass_scale=cfg.block_mass_scale,
                                                   joint_damping_scale=cfg.joint_damping_scale)
         env = PushTEnv(PushTConfig(randomization=randomization))
-        for camera in cfg.cameras:
-            if mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
-                raise ValueError(f"EmulatedRealityConfig.cameras: the scene has no camera {camera!r}")
+        for key, cameras in (("cameras", cfg.cameras), ("color_cameras", cfg.color_cameras)):
+            for camera in cameras:
+                if mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
+                    raise ValueError(f"EmulatedRealityConfig.{key}: the scene has no camera {camera!r}")
         env.reset(seed=int(cfg.seed))
         self.physics_params = dict(env.physics_params)
         height, width = cfg.depth_size
@@ -216,7 +229,8 @@ class EmulatedRealityRobot(Robot):
 
     @requires_connected
     def read_sensors(self) -> dict[str, SensorReading]:
-        """The latest depth frames (noisy, with dropouts) and ``truth.block_pose`` (tests only), with capture stamps."""
+        """The latest depth frames (noisy, with dropouts), colour frames and ``truth.block_pose`` (tests only), with
+        capture stamps."""
         with self._lock:
             return dict(self._readings)
 
@@ -323,7 +337,8 @@ class EmulatedRealityRobot(Robot):
             self._snapshot = joint_state(q, v, self._target, stamp)
 
     def _render(self, env: Any, rng: np.random.Generator) -> None:
-        """Render every depth camera with noise and dropouts, and record the block's true pose at that instant."""
+        """Render every depth camera with noise and dropouts, every colour camera, and record the block's true pose at
+        that instant."""
         cfg = self.config
         stamp = time.monotonic()
         truth = env.block_pose.astype(np.float64)
@@ -336,5 +351,7 @@ class EmulatedRealityRobot(Robot):
             if cfg.depth_dropout:
                 depth[rng.random(depth.shape) < cfg.depth_dropout] = 0.0
             readings[depth_key(camera)] = SensorReading(depth.astype(np.float32), stamp)
+        for camera in cfg.color_cameras:
+            readings[image_key(camera)] = SensorReading(env.render_camera(camera, cfg.color_size), stamp)
         with self._lock:
             self._readings = readings
