@@ -380,12 +380,12 @@ class Evaluator:
             infos = _last_step_infos(info, ended, autoreset)
             state.record_step(running, ended, infos, seeds)
             # the sub-envs that show their episode's new state (a SAME_STEP one that ended shows the next episode)
-            shown = [j for j in range(n_envs) if running[j] and not (ended[j] and autoreset is AutoresetMode.SAME_STEP)]
-            to_film = [j for j in shown if j < n_film]
+            fresh = [j for j in range(n_envs) if running[j] and not (ended[j] and autoreset is AutoresetMode.SAME_STEP)]
+            to_film = [j for j in fresh if j < n_film]
             for j, frame in zip(to_film, _render(envs, to_film)):
                 frames[j].append(frame)
             if self.observer is not None:
-                self.observer.step(envs, shown, infos)
+                self.observer.step(envs, fresh, infos)
             if not state.running.any():
                 break
         results = state.results(seeds)
