@@ -120,7 +120,8 @@ def ablation_figures(results: Mapping[str, Mapping[str, Any]], metric_keys: Sequ
     """The printed figures of :func:`run_ablations`' results.
 
     ``none``: ``success_rate``, ``success_ci_low``, ``success_ci_high``, ``mean_<k>`` for each metric key,
-    ``n_episodes`` (a plain evaluation's figures). Every other ablation: ``success_rate_<a>``,
+    ``n_episodes`` (a plain evaluation's figures) and an observer's figures (``result["observed"]``, e.g.
+    ``monitor_progress_voc``; suffixed ``_<a>`` for another ablation ``a``). Every other ablation: ``success_rate_<a>``,
     ``success_rate_<a>_ci_low``, ``success_rate_<a>_ci_high``. With both ``none`` and ``heldout_paraphrases``:
     ``heldout_paraphrases_success_ratio``, the held-out success over the reference success (the share of its
     success the policy keeps; absent when the reference is 0).
@@ -135,6 +136,8 @@ def ablation_figures(results: Mapping[str, Mapping[str, Any]], metric_keys: Sequ
         if ablation == "none":
             figures |= {f"mean_{k}": result[f"mean_{k}"] for k in metric_keys}
             figures["n_episodes"] = result["n_episodes"]
+        # an observer's figures (e.g. the streaming monitor's): as they are for none, suffixed _<a> for the others
+        figures |= {k if ablation == "none" else f"{k}_{ablation}": v for k, v in result.get("observed", {}).items()}
     if "none" in results and "heldout_paraphrases" in results and results["none"]["success_rate"] > 0:
         ratio = results["heldout_paraphrases"]["success_rate"] / results["none"]["success_rate"]
         figures["heldout_paraphrases_success_ratio"] = ratio

@@ -42,7 +42,8 @@ from policies.eval_report import instruction_caption, overlay_text, per_instruct
 from policies.runtime import resolve_device
 from policies.stats_utils import wilson_interval
 
-__all__ = ["EpisodeResult", "EvalEnvs", "EvalSettings", "Evaluator", "PolicyLike", "obs_to_torch", "save_eval_info"]
+__all__ = ["EpisodeObserver", "EpisodeResult", "EvalEnvs", "EvalSettings", "Evaluator", "PolicyLike", "obs_to_torch",
+           "save_eval_info"]
 
 VectorEnvFactory = Callable[[], gym.vector.VectorEnv]
 
@@ -65,6 +66,28 @@ class EvalSettings(Protocol):
     start_seed: int
     n_envs: int  # parallel envs (at most n_episodes are made)
     n_videos: int  # the first n_videos episodes are filmed
+
+
+@runtime_checkable
+class EpisodeObserver(Protocol):
+    """Watches every evaluated episode beside the policy (e.g. the streaming monitor,
+    :mod:`policies.streaming.monitor_eval`), through the gymnasium API only. Per batch: :meth:`begin` after the
+    reset, :meth:`step` after every env step, :meth:`end` when the batch is over; :meth:`summary` once at the end."""
+
+    def begin(self, envs: gym.vector.VectorEnv, seeds: list[int], tasks: list[str | None],
+              infos: list[dict[str, Any]]) -> None:
+        """A batch starts: sub-env ``j`` runs the episode of ``seeds[j]`` (instruction ``tasks[j]``), reset info
+        ``infos[j]``; sub-envs past ``len(seeds)`` are padding."""
+
+    def step(self, envs: gym.vector.VectorEnv, indices: list[int], infos: list[dict[str, Any]]) -> None:
+        """After an env step: the sub-envs ``indices`` show their episode's newest state (``render()`` is theirs);
+        ``infos[j]`` is sub-env ``j``'s info of the step."""
+
+    def end(self) -> list[dict[str, float]]:
+        """The batch is over: metrics to add to each listed episode's ``metrics``, in seed order."""
+
+    def summary(self, episodes: list[dict[str, Any]]) -> dict[str, float]:
+        """Figures over every episode (``EpisodeResult.as_dict()`` with the added metrics)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +205,7 @@ class Evaluator:
         shuffle_instructions: bool = False,
         blank_images: bool = False,
         caption_videos: bool = True,
+        observer: EpisodeObserver | None = None,
     ):
         """Check and store the settings; no env is built and nothing is written until ``run``.
 
@@ -203,6 +227,8 @@ class Evaluator:
             shuffle_instructions: tell each episode's policy another episode's instruction (with another target).
             blank_images: the policy sees every ``observation.images.*`` as zeros.
             caption_videos: write the episode's instruction on its video frames (when the env gives one).
+            observer: watches every episode (:class:`EpisodeObserver`); its per-episode metrics join each episode's
+                ``metrics`` and its summary is the result's ``observed``.
 
         Raises:
             TypeError: if ``make_env`` is not callable.
@@ -239,11 +265,13 @@ class Evaluator:
         self.shuffle_instructions = bool(shuffle_instructions)
         self.blank_images = bool(blank_images)
         self.caption_videos = bool(caption_videos)
+        self.observer = observer
 
     @classmethod
     def from_config(cls, cfg: EvalSettings, envs: EvalEnvs, output_dir: str | os.PathLike | None = None,
                     device: str | torch.device = "cpu", n_episodes: int | None = None,
-                    progress: bool = True, ablation: str = "none") -> Evaluator:
+                    progress: bool = True, ablation: str = "none",
+                    observer: EpisodeObserver | None = None) -> Evaluator:
         """The evaluator of ``cfg`` over ``envs``: ``n_episodes`` (default ``cfg.n_episodes``) episodes from
         ``cfg.start_seed`` in ``min(cfg.n_envs, n_episodes)`` parallel envs, the first ``cfg.n_videos`` filmed into
         ``<output_dir>/videos``, with the policy-side switches of ``ablation`` (:func:`policies.ablations.
@@ -266,6 +294,7 @@ class Evaluator:
             device=device,
             metric_keys=envs.metric_keys,
             progress=progress,
+            observer=observer,
             **ablation_options(ablation),
         )
 
@@ -341,18 +370,28 @@ class Evaluator:
         state = _BatchState(n_envs, n_valid, self.metric_keys)
         filmed = list(range(n_film))
         frames = {j: [frame] for j, frame in zip(filmed, _render(envs, filmed))}
+        if self.observer is not None:
+            self.observer.begin(envs, seeds, tasks, _unbatch_info(info, n_envs))
         for _ in range(max_steps):
             running = state.running.copy()
             action = _to_env_action(policy.select_action(self._policy_batch(obs, shown)), envs)
             obs, _, terminated, truncated, info = envs.step(action)
             ended = np.logical_or(terminated, truncated)
-            state.record_step(running, ended, _last_step_infos(info, ended, autoreset), seeds)
-            to_film = [j for j in filmed if running[j] and not (ended[j] and autoreset is AutoresetMode.SAME_STEP)]
+            infos = _last_step_infos(info, ended, autoreset)
+            state.record_step(running, ended, infos, seeds)
+            # the sub-envs that show their episode's new state (a SAME_STEP one that ended shows the next episode)
+            fresh = [j for j in range(n_envs) if running[j] and not (ended[j] and autoreset is AutoresetMode.SAME_STEP)]
+            to_film = [j for j in fresh if j < n_film]
             for j, frame in zip(to_film, _render(envs, to_film)):
                 frames[j].append(frame)
+            if self.observer is not None:
+                self.observer.step(envs, fresh, infos)
             if not state.running.any():
                 break
         results = state.results(seeds)
+        if self.observer is not None:
+            for episode, metrics in zip(results, self.observer.end()):
+                episode.metrics |= metrics
         for j, episode in enumerate(results):
             episode.task, episode.target = tasks[j], targets[j]
             episode.policy_task = shown[j] if told is not None else None
@@ -408,6 +447,8 @@ class Evaluator:
         result["episodes"] = [e.as_dict() for e in episodes]
         result["per_instruction"] = per_instruction_table(result["episodes"], self.confidence)
         result["video_paths"] = video_paths
+        if self.observer is not None:
+            result["observed"] = self.observer.summary(result["episodes"])
         return result
 
 

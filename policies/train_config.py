@@ -8,6 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from perception.streaming.monitor import MonitorConfig
 from policies.ablations import check_ablations
 from policies.registry import policy_class, registered_policies
 from policies.rewards.config import RewardConfig
@@ -216,6 +217,9 @@ class EvalRunConfig:
     # env group option (env=identified_<name>, scripts/identify.py) whose physics (kwargs.randomization) replaces the
     # checkpoint env's; its observation features must be the checkpoint's. None: the checkpoint's env as trained.
     env: Any = None
+    # monitor group: none | streaming (the streaming video model watching each episode's monitor.camera frames,
+    # policies.streaming.monitor_eval): figures monitor_progress_voc, monitor_success_agreement
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

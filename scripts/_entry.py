@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -48,6 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import sim
 from perception.recon.config import ReconConfig
+from perception.streaming.monitor import MonitorConfig
 from policies import train_config
 from policies.checkpoint import load_policy, load_train_config
 from policies.datasets.atomic import atomic_write_json
@@ -61,6 +63,7 @@ from policies.rewards.rollouts import RolloutConfig, build_agents
 from policies.runtime import print_figures
 from policies.streaming import run_config as streaming_run_config
 from policies.streaming.data import StreamDataConfig
+from policies.streaming.monitor_eval import MonitorObserver
 from policies.tracking import Tracker
 from policies.trainer import EnvFactories
 from real.bridge import serve_run
@@ -70,7 +73,7 @@ from real.sim2real import identified_env
 from sim.recon_scenes import SceneConfig
 
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
-           "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main",
+           "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main", "monitor_observer",
            "print_figures", "recon_preset", "register_configs", "reward_rollout_factories", "run_perception_bench",
            "run_policy_bench", "stop_on_signals", "stream_factories", "tracker", "write_figures"]
 
@@ -160,6 +163,32 @@ def eval_envs(env_cfg: sim.EnvConfig) -> EvalEnvs:
     return EvalEnvs(make_vector_env=functools.partial(sim.make_vector_env, env_cfg),
                     max_episode_steps=env_cfg.kwargs.max_episode_steps, fps=int(env_cfg.kwargs.control_hz),
                     metric_keys=tuple(env_cfg.metric_keys))
+
+
+def monitor_observer(monitor: MonitorConfig, env_cfg: sim.EnvConfig) -> MonitorObserver | None:
+    """``eval.py monitor=streaming``: the streaming monitor watching every evaluated episode of ``env_cfg`` through
+    its ``monitor.camera`` (rendered by the env at the model's frame size); None for ``monitor=none``.
+
+    Raises:
+        FileNotFoundError: no saved model at ``monitor.path``.
+    """
+    if not monitor.enabled:
+        return None
+    from perception.streaming import load_streaming
+
+    try:
+        model = load_streaming(monitor.path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"monitor.path: {err}") from err
+    size = (model.config.image_size, model.config.image_size)
+
+    def render(envs: Any, indices: list[int]) -> list:
+        if isinstance(envs, gym.vector.SyncVectorEnv):
+            return [envs.envs[j].get_wrapper_attr("render_camera")(monitor.camera, size) for j in indices]
+        every = envs.call("render_camera", monitor.camera, size)
+        return [every[j] for j in indices]
+
+    return MonitorObserver(monitor, render, fps=float(env_cfg.kwargs.control_hz), model=model)
 
 
 def ablation_env(env_cfg: sim.EnvConfig, ablation: str, heldout_env_kwargs: dict) -> sim.EnvConfig:

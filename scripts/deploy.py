@@ -7,18 +7,17 @@ anything moves. The twin's episode logs (its state, correction wrenches, measure
 <output_dir>/episodes/episode_<i>.npz beside the deployed env (env.yaml), for scripts/identify.py
 (deploy.episode_log=false: none). Ctrl-C, an exception or a lost connection leaves the robot holding (Ctrl-C exits
 with status 130); if this process is killed, the robot server holds the robot on its own. Prints `name: value` figures.
+`monitor=streaming monitor.path=<model dir>`: the streaming video model watches the robot's live colour frames
+(real.modes.monitoring; records episodes/episode_<i>.monitor.jsonl, W&B monitor/*) and monitor_success_agreement
+(its final success call vs reality's success) is printed; monitor.end_on_success=true ends episodes on its call.
 """
 
 from __future__ import annotations
 
 import _entry
-import numpy as np
 
 from policies.runtime import resolve_device
-from real.modes.deploy_run import deploy_episodes, prepare_episode_logs
-
-FIGURES = ("success_real", "success_twin", "coverage_real", "peak_coverage_real", "sync_rms_mm", "sync_rms_deg",
-           "tracking_rms_rad", "correction_hz", "stream_hz")
+from real.modes.deploy_run import deploy_episodes, deploy_figures, prepare_episode_logs
 
 
 @_entry.main("deploy")
@@ -29,7 +28,7 @@ def main(run, config: dict) -> None:
         log_dir = prepare_episode_logs(run, env_cfg)  # <output_dir>/episodes: the twin's logs, for identify.py
         with _entry.tracker(run, config) as tracker:
             results = deploy_episodes(run, env_cfg.kwargs, policy, tracker, stop_requested, log_dir)
-        _entry.print_figures({f"mean_{k}": float(np.nanmean([r[k] for r in results])) for k in FIGURES})
+        _entry.print_figures(deploy_figures(results, run.monitor))
 
     _entry.exit_on_interrupt(deploy, "interrupted (Ctrl-C): the robot was left holding")
 

@@ -4,7 +4,8 @@ Rebuilds the env saved with the checkpoint (`env=identified_<name>`: with that o
 runs episodes on the listed seeds (episode i uses seed start_seed + i) in parallel envs, writes eval_info.json and
 videos to the output dir and prints `name: value` figures: the success rate with its 95% Wilson interval and the mean
 final metrics (coverage for PushT); `ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]` adds
-success_rate_<ablation> on the same seeds."""
+success_rate_<ablation> on the same seeds; `monitor=streaming monitor.path=<model dir>` adds the streaming model's
+monitor_progress_voc and monitor_success_agreement on every episode's frames (policies/streaming/monitor_eval.py)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ def main(run, config: dict) -> None:
     seed_everything(run.seed)
     policy, env_cfg = _entry.load_checkpoint(run.policy_path, device, physics_of=run.env)  # env=<option>'s physics
     envs = {a: _entry.eval_envs(_entry.ablation_env(env_cfg, a, run.heldout_env_kwargs)) for a in run.ablations}
-    out = Path(run.output_dir)
+    out, observer = Path(run.output_dir), _entry.monitor_observer(run.monitor, env_cfg)  # monitor=streaming
     results = run_ablations(policy, run.ablations, lambda a: Evaluator.from_config(
-        run, envs[a], ablation_dir(out, a), device, ablation=a))
+        run, envs[a], ablation_dir(out, a), device, ablation=a, observer=observer))
     save_eval_info(out / "eval_info.json", eval_info(results, env_cfg.metric_keys))
     print(f"eval_info: {out / 'eval_info.json'}")
     for ablation, result in results.items():

@@ -40,7 +40,10 @@ STANDALONE_BASES: dict[str, str] = {}
 # groups a primary config leaves off by default (`- reward: null`): the option that restates its schema's defaults,
 # of which the group's other options are variants
 NULL_DEFAULT_BASES = {"reward": "topreward", "env": "pusht"}  # env: eval.py's physics override
-REFUSED = {("serve_robot", "robot", "remote"): "robot=remote"}  # entries a schema refuses by design, with why
+# entries a schema refuses by design, with why: serve_robot cannot serve a remote robot; monitor=streaming needs a
+# model dir (monitor.path) that no config can name
+REFUSED = {("serve_robot", "robot", "remote"): "robot=remote", **{(name, "monitor", "streaming"): "monitor.path"
+                                                                  for name in ("deploy", "collect", "eval")}}
 
 _entry.register_configs()
 

@@ -11,7 +11,8 @@ from perception.streaming.config import EVENTS, MEMORY_MODES, StreamingConfig
 from perception.streaming.estimator import StreamingEstimator
 from perception.streaming.loss import StreamTargets, streaming_loss
 from perception.streaming.model import StreamingModel, StreamOutputs, forward_flops_per_frame, tokenize
+from perception.streaming.monitor import MonitorAnswer, MonitorConfig, StreamMonitor
 
-__all__ = ["EVENTS", "MEMORY_MODES", "KVCache", "StreamOutputs", "StreamTargets", "StreamingConfig",
-           "StreamingEstimator", "StreamingModel", "forward_flops_per_frame", "load_streaming", "save_streaming",
-           "streaming_loss", "tokenize"]
+__all__ = ["EVENTS", "MEMORY_MODES", "KVCache", "MonitorAnswer", "MonitorConfig", "StreamMonitor", "StreamOutputs",
+           "StreamTargets", "StreamingConfig", "StreamingEstimator", "StreamingModel", "forward_flops_per_frame",
+           "load_streaming", "save_streaming", "streaming_loss", "tokenize"]

@@ -8,6 +8,8 @@ it has
 * actuator delay (a command is applied ``actuator_delay`` s after it arrives) and Gaussian noise on applied targets;
 * depth cameras with Gaussian noise (mm) and random missing pixels (value 0, as a real sensor reports no return),
   and with ``color`` RGB images of the same cameras at the same size (for RGB-only correction, ``twin.correction=recon``);
+* optionally colour cameras (``color_cameras``: noise-free RGB renders, ``observation.images.<camera>``), rendered
+  with the depth frames, for an online monitor (``monitor=streaming``, :mod:`real.modes.monitoring`);
 * unmodelled pushes: every ``push_interval`` s (drawn uniformly) a force of ``push_force`` N in a random planar
   direction acts on the block for ``push_duration`` s (1.5 N for 0.1 s moves the block a few cm; much more
   sends it flying).
@@ -80,7 +82,10 @@ class EmulatedRealityConfig(RobotConfig):
     depth_noise_mm: float = 1.0  # std of Gaussian depth noise (mm)
     depth_dropout: float = 0.02  # fraction of pixels missing (0) in each frame
     max_depth: float = 2.0  # m; farther returns (the background) read 0
-    color: bool = False  # also render RGB (observation.images.<camera>, uint8, depth_size) with every depth frame
+    color: bool = False  # also render RGB (observation.images.<camera>, uint8, depth_size) of every depth camera
+    # --- colour cameras (none by default: rendering costs CPU; monitor=streaming asks for its camera) -------------
+    color_cameras: tuple[str, ...] = ()  # RGB frames (noise-free renders) with each depth frame, at color_size
+    color_size: tuple[int, int] = (64, 64)  # (height, width)
     # --- real-time loop --------------------------------------------------------------------------------------------
     physics_batch: int = 5  # physics steps per batch (5 x 2 ms = 10 ms)
     # simulated seconds per wall-clock second: 1 is real time; below 1 runs the world in slow motion (a loaded CPU
@@ -97,6 +102,14 @@ class EmulatedRealityConfig(RobotConfig):
         self.push_interval = _pair("push_interval", self.push_interval)
         self.cameras = tuple(str(c) for c in self.cameras)
         self.depth_size = tuple(int(v) for v in self.depth_size)
+        self.color_cameras = tuple(str(c) for c in self.color_cameras)
+        self.color_size = tuple(int(v) for v in self.color_size)
+        if len(self.color_size) != 2 or min(self.color_size) < 1:
+            raise ValueError(f"EmulatedRealityConfig.color_size must be a (height, width), got {self.color_size}")
+        both = sorted(set(self.color_cameras) & set(self.cameras)) if self.color else []
+        if both:
+            raise ValueError(f"EmulatedRealityConfig: cameras {both} are in color_cameras and, with color=true, also "
+                             "rendered in colour at depth_size; one image per camera: drop them from color_cameras")
         if self.actuator_delay < 0 or self.actuator_noise < 0 or self.depth_noise_mm < 0:
             raise ValueError("EmulatedRealityConfig.actuator_delay, actuator_noise and depth_noise_mm must be >= 0")
         if not 0 <= self.depth_dropout < 1:
@@ -135,6 +148,9 @@ class EmulatedRealityRobot(Robot):
             if cfg.color:
                 obs[image_key(camera)] = {"dtype": "uint8", "shape": [height, width, 3],
                                           "names": ["height", "width", "channel"]}
+        for camera in cfg.color_cameras:
+            obs[image_key(camera)] = {"dtype": "uint8", "shape": [*cfg.color_size, 3],
+                                      "names": ["height", "width", "channel"]}
         super().__init__(cfg, obs, action)
         self.config: EmulatedRealityConfig
         self._joint_names = ARM_JOINTS
@@ -171,9 +187,10 @@ class EmulatedRealityRobot(Robot):
                                                   block_mass_scale=cfg.block_mass_scale,
                                                   joint_damping_scale=cfg.joint_damping_scale)
         env = PushTEnv(PushTConfig(randomization=randomization))
-        for camera in cfg.cameras:
-            if mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
-                raise ValueError(f"EmulatedRealityConfig.cameras: the scene has no camera {camera!r}")
+        for key, cameras in (("cameras", cfg.cameras), ("color_cameras", cfg.color_cameras)):
+            for camera in cameras:
+                if mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
+                    raise ValueError(f"EmulatedRealityConfig.{key}: the scene has no camera {camera!r}")
         env.reset(seed=int(cfg.seed))
         self.physics_params = dict(env.physics_params)
         height, width = cfg.depth_size
@@ -221,7 +238,8 @@ class EmulatedRealityRobot(Robot):
 
     @requires_connected
     def read_sensors(self) -> dict[str, SensorReading]:
-        """The latest depth frames (noisy, with dropouts) and ``truth.block_pose`` (tests only), with capture stamps."""
+        """The latest depth frames (noisy, with dropouts), colour frames and ``truth.block_pose`` (tests only), with
+        capture stamps."""
         with self._lock:
             return dict(self._readings)
 
@@ -328,8 +346,8 @@ class EmulatedRealityRobot(Robot):
             self._snapshot = joint_state(q, v, self._target, stamp)
 
     def _render(self, env: Any, rng: np.random.Generator) -> None:
-        """Render every depth camera with noise and dropouts (and RGB with ``color``), and record the block's true pose
-        at that instant."""
+        """Render every depth camera with noise and dropouts (and RGB with ``color``), every colour camera, and record
+        the block's true pose at that instant."""
         cfg = self.config
         stamp = time.monotonic()
         truth = env.block_pose.astype(np.float64)
@@ -344,5 +362,7 @@ class EmulatedRealityRobot(Robot):
             readings[depth_key(camera)] = SensorReading(depth.astype(np.float32), stamp)
             if cfg.color:
                 readings[image_key(camera)] = SensorReading(env.render_camera(camera, cfg.depth_size), stamp)
+        for camera in cfg.color_cameras:
+            readings[image_key(camera)] = SensorReading(env.render_camera(camera, cfg.color_size), stamp)
         with self._lock:
             self._readings = readings

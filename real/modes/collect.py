@@ -28,6 +28,7 @@ context manager: whatever ends the episode, the streamer is stopped and the robo
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -168,6 +169,10 @@ class Collector:
         robot: the robot (a ``RemoteRobot`` for the emulated reality or hardware); connected here if it is not.
         teleop: the operator (:class:`Teleoperator`).
         config: the episode.
+        monitor: optional :class:`real.modes.monitoring.LiveMonitor` answering on the robot's colour frame at every
+            recorded frame (logged under ``monitor/``); with ``end_on_success`` its success call ends the episode.
+            The metrics then carry ``monitor_success``, ``monitor_progress``, ``monitor_frames``, ``monitor_ended``.
+        monitor_path: where the monitor's per-frame record is written (JSON lines); None: not written.
 
     Raises:
         ValueError: from ``run()``, if the twin is not in collect mode, its control rate is not ``fps``, or the robot
@@ -176,8 +181,10 @@ class Collector:
         RuntimeError: from a second ``run()``.
     """
 
-    def __init__(self, twin: Any, robot: Robot, teleop: Teleoperator, config: CollectConfig | None = None) -> None:
+    def __init__(self, twin: Any, robot: Robot, teleop: Teleoperator, config: CollectConfig | None = None,
+                 monitor: Any = None, monitor_path: str | os.PathLike | None = None) -> None:
         self.twin, self.robot, self.teleop = twin, robot, teleop
+        self.monitor, self.monitor_path = monitor, monitor_path
         self.config = cfg = config if config is not None else CollectConfig()
         # the clock, the streamer, the block's sync vs truth (when the robot has truth) and the paced physics
         self.session = TwinSession(twin, robot, cfg.stream_hz, cfg.time_scale, cfg.history_s)
@@ -204,6 +211,9 @@ class Collector:
         self._used = True
         _, info = env.reset(seed=cfg.seed)
         self.teleop.reset(cfg.seed)
+        if self.monitor is not None:
+            self.monitor.reset(cfg.seed)
+        monitor_ended = False
         frames: list[dict[str, np.ndarray]] = []
         measured: list[np.ndarray] = []
         frame_steps = int(round(1.0 / (cfg.fps * env.model.opt.timestep)))
@@ -219,11 +229,17 @@ class Collector:
                 self._set_command(command.joint_targets)
                 env.advance_physics(frame_steps)  # one frame of twin time, paced by the session
                 session.judge()
-                if cfg.stop_on_success and env.coverage() >= env.config.success_threshold:
+                if self.monitor is not None:
+                    self.monitor.observe(session.readings, len(frames))
+                    monitor_ended = self.monitor.should_end
+                if monitor_ended or (cfg.stop_on_success and env.coverage() >= env.config.success_threshold):
                     break
                 self._follow_robot()
+        metrics = self._summary(len(frames))
+        if self.monitor is not None:
+            metrics |= self.monitor.finish(self.monitor_path) | {"monitor_ended": float(monitor_ended)}
         return CollectedEpisode(cfg.seed, frames, np.array(measured).reshape(-1, len(env.arm_qpos_adr)), self.sync.errors,
-                                self._summary(len(frames)))
+                                metrics)
 
     def _check_twin(self) -> None:
         env = self.twin.env

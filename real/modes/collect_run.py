@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from perception.streaming.monitor import MonitorConfig
 from real.modes.collect import CollectConfig, CollectedEpisode, Collector, ExpertTeleoperator
+from real.modes.deploy_run import EPISODES_DIR, LoggerChoice
+from real.modes.monitoring import LiveMonitor, monitor_figures, monitor_record_path, with_monitor_camera
 from real.robot_choice import EmulatedRobotChoice, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 
@@ -39,6 +43,10 @@ class CollectRunConfig:
     teleop: str = "expert"  # expert: the scripted PushT expert plays the operator (emulated reality only)
     n_episodes: int = 1  # episodes to save
     max_attempts: int = 0  # give up after this many attempts; 0: 2 * n_episodes
+    # monitor group: none | streaming (the streaming video model on the robot's live colour frames,
+    # real.modes.monitoring); its record goes to <output_dir>/episodes/episode_<attempt>.monitor.jsonl
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    logger: LoggerChoice = field(default_factory=LoggerChoice)  # W&B, for the monitor's answers (monitor/*)
     output_dir: str = MISSING
 
     def __post_init__(self) -> None:
@@ -73,7 +81,7 @@ class CollectionResult:
     def figures(self) -> dict[str, float | int]:
         """``episodes_saved``/``_attempted`` (this run), ``dataset_episodes``, ``frames_saved``, mean twin and real
         success, ``sync_rms_mm``/``_deg`` (RMS over every truth comparison of every attempt), mean correction and
-        stream rates and tracking RMS."""
+        stream rates and tracking RMS; with a monitor ``monitor_success_agreement`` with the real success."""
         sync = np.concatenate([e.sync_errors for e in self.episodes]) if self.episodes else np.zeros((0, 2))
 
         def mean(key: str) -> float:
@@ -92,14 +100,21 @@ class CollectionResult:
             "correction_hz": mean("correction_hz"),
             "stream_hz": mean("stream_hz"),
             "tracking_rms_rad": mean("tracking_rms_rad"),
-        }
+        } | (monitor_figures([e.metrics for e in self.episodes]) if self.monitored else {})
+
+    @property
+    def monitored(self) -> bool:
+        """Whether an online monitor watched the episodes (their metrics carry ``monitor_success``)."""
+        return any("monitor_success" in e.metrics for e in self.episodes)
 
 
-def collect_dataset(run: CollectRunConfig) -> CollectionResult:
+def collect_dataset(run: CollectRunConfig, tracker: Any = None) -> CollectionResult:
     """Collects until the dataset at ``run.dataset.root`` holds ``run.n_episodes`` episodes or the attempts run out.
 
     Each attempt gets its own robot session (an emulated reality per episode, seeded like the twin), twin and
     teleoperator; the robot is left holding and disconnected after each, whatever ends it.
+
+    With ``run.monitor`` (``monitor=streaming``) the streaming model watches every attempt, logging to ``tracker``.
 
     Raises:
         ValueError: the dataset at ``root`` was recorded with other features or fps (from the writer).
@@ -113,16 +128,20 @@ def collect_dataset(run: CollectRunConfig) -> CollectionResult:
     probe.close()
     attempts = run.max_attempts or 2 * run.n_episodes
     result = CollectionResult([], [], 0)
+    monitor = LiveMonitor.from_config(run.monitor, tracker)
+    robot_choice = with_monitor_camera(run.robot, run.monitor)  # the emulated reality renders the monitor's camera
     with LeRobotDatasetWriter(run.dataset.root, fps=run.collect.fps, features=features,
                               robot_type=run.dataset.robot_type) as writer:
         saved_before = writer.num_episodes
         while writer.num_episodes < run.n_episodes and len(result.episodes) < attempts:
             seed = run.collect.seed + saved_before + len(result.episodes)
-            with robot_session(run.robot, seed) as robot:
+            record = monitor_record_path(Path(run.output_dir) / EPISODES_DIR, len(result.episodes))
+            with robot_session(robot_choice, seed) as robot:
                 twin = DigitalTwin(following_env(kwargs), run.twin)
                 try:
                     teleop = ExpertTeleoperator(twin.env, run.env.expert)
-                    episode = Collector(twin, robot, teleop, dataclasses.replace(run.collect, seed=seed)).run()
+                    episode = Collector(twin, robot, teleop, dataclasses.replace(run.collect, seed=seed),
+                                        monitor=monitor, monitor_path=record).run()
                 finally:
                     twin.env.close()
             keep = episode.success or run.dataset.keep_failed

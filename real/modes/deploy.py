@@ -106,6 +106,11 @@ class Deployer:
             even if a native callback swallowed the real one.
         log_path: where a finished episode's log is written (``.npz``, ``sim.episode_log``) when
             ``config.episode_log`` and the twin observes (``observation="twin"``); None: no log.
+        monitor: optional :class:`real.modes.monitoring.LiveMonitor`: at every control step it answers on the robot's
+            latest colour frame (logged under ``monitor/``) and, with ``end_on_success``, its success call ends the
+            episode; the run's figures then carry ``monitor_success``, ``monitor_progress``, ``monitor_frames`` and
+            ``monitor_ended``.
+        monitor_path: where the monitor's per-frame record is written (JSON lines); None: not written.
 
     Raises:
         ValueError: ``config.log_dt`` is not a multiple of the pacing chunk (naming ``deploy.log_dt``); from
@@ -116,12 +121,15 @@ class Deployer:
 
     def __init__(self, twin: Any, robot: Robot, policy: Any = None, config: DeployConfig | None = None,
                  tracker: Any = None, act: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
-                 stop_requested: Callable[[], bool] | None = None, log_path: str | os.PathLike | None = None) -> None:
+                 stop_requested: Callable[[], bool] | None = None, log_path: str | os.PathLike | None = None,
+                 monitor: Any = None, monitor_path: str | os.PathLike | None = None) -> None:
         if policy is None and act is None:
             raise ValueError("Deployer needs a policy or an act function")
         self.twin, self.robot, self.policy = twin, robot, policy
         self.config = cfg = config if config is not None else DeployConfig()
         self.tracker, self._act = tracker, act
+        self.monitor, self.monitor_path = monitor, monitor_path
+        self.monitor_ended = False  # the monitor's success call ended the episode
         # the clock, the streamer, the block's sync vs truth (when the robot has truth) and the paced physics
         self.session = TwinSession(twin, robot, cfg.stream_hz, cfg.time_scale, cfg.history_s,
                                    lead_s=cfg.servo_lag_s if cfg.observation == "twin" else 0.0,
@@ -156,6 +164,8 @@ class Deployer:
         obs, info = env.reset(seed=cfg.seed)
         if self.policy is not None:
             self.policy.reset()
+        if self.monitor is not None:
+            self.monitor.reset(cfg.seed)
         raw = cfg.observation == "raw"
         episode = self.session.episode(info["joint_targets"], cfg.seed, cfg.start_tolerance, "deploy.start_tolerance",
                                        correct=not raw, stand_in=self._observe_raw if raw else None,
@@ -165,6 +175,7 @@ class Deployer:
         with episode:
             self.session.start_streaming(self._joint_targets())
             steps = 0
+            self._observe(steps)
             while steps < cfg.max_steps:
                 if self._stop_requested():
                     raise KeyboardInterrupt("stop requested")
@@ -172,6 +183,9 @@ class Deployer:
                 steps += 1
                 self._after_step(steps, info)
                 self.peak_coverage_twin = max(self.peak_coverage_twin, float(info["coverage"]))
+                if self.monitor is not None and self.monitor.should_end:
+                    self.monitor_ended = True
+                    break
                 if terminated and cfg.stop_on_success and not truncated:
                     obs, info, steps, truncated = self._confirm_success(obs, info, steps)
                     if info["is_success"]:
@@ -188,6 +202,12 @@ class Deployer:
         self.session.judge()
         self.streamer.check()
         self._log(steps, info)
+        self._observe(steps)
+
+    def _observe(self, steps: int) -> None:
+        """The monitor's answer on the robot's newest colour frame (the session's latest readings), if it runs."""
+        if self.monitor is not None:
+            self.monitor.observe(self.session.readings, steps)
 
     def _confirm_success(self, obs: dict[str, np.ndarray], info: dict[str, Any],
                          steps: int) -> tuple[dict[str, np.ndarray], dict[str, Any], int, bool]:
@@ -287,6 +307,8 @@ class Deployer:
     def _summary(self, steps: int, info: dict[str, Any]) -> dict[str, float]:
         """The episode's figures (``real.modes.session.episode_metrics``), logged as ``deploy/final_*``."""
         out = self.session.metrics(steps, info["coverage"], self.peak_coverage_twin)
+        if self.monitor is not None:
+            out |= self.monitor.finish(self.monitor_path) | {"monitor_ended": float(self.monitor_ended)}
         if self.tracker is not None:
             self.tracker.log({f"deploy/final_{k}": v for k, v in out.items()}, step=steps + 1)
         return out

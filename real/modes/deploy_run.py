@@ -10,18 +10,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from perception.streaming.monitor import MonitorConfig
 from real.modes.deploy import DeployConfig, Deployer
+from real.modes.monitoring import LiveMonitor, monitor_figures, monitor_record_path, with_monitor_camera
 from real.robot_choice import EmulatedRobotChoice, register_robot_configs, robot_session
 from sim.twin import DigitalTwin, TwinConfig, following_env
 
-__all__ = ["DEPLOYED_ENV", "EPISODES_DIR", "DeployRunConfig", "LoggerChoice", "deploy_episodes",
-           "prepare_episode_logs", "register_configs", "robot_session"]
+__all__ = ["DEPLOYED_ENV", "EPISODES_DIR", "FIGURES", "DeployRunConfig", "LoggerChoice", "deploy_episodes",
+           "deploy_figures", "prepare_episode_logs", "register_configs", "robot_session"]
 
 EPISODES_DIR = "episodes"  # <output_dir>/episodes/episode_<i>.npz: the twin's episode logs
 DEPLOYED_ENV = "env.yaml"  # <output_dir>/episodes/env.yaml: the env config the policy was deployed in
+# the per-episode figures scripts/deploy.py prints as mean_<name>
+FIGURES = ("success_real", "success_twin", "coverage_real", "peak_coverage_real", "sync_rms_mm", "sync_rms_deg",
+           "tracking_rms_rad", "correction_hz", "stream_hz")
 
 
 @dataclass
@@ -44,6 +50,9 @@ class DeployRunConfig:
     n_episodes: int = 1
     device: str = "auto"
     logger: LoggerChoice = field(default_factory=LoggerChoice)
+    # monitor group: none | streaming (the streaming video model on the robot's live colour frames,
+    # real.modes.monitoring); its record goes to <output_dir>/episodes/episode_<i>.monitor.jsonl
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     output_dir: str = MISSING
 
     def __post_init__(self) -> None:
@@ -84,12 +93,23 @@ def deploy_episodes(run: DeployRunConfig, env_kwargs: Any, policy: Any, tracker:
             from the twin's initial joints (from ``Deployer.run``).
     """
     results = []
+    monitor = LiveMonitor.from_config(run.monitor, tracker)
+    robot_choice = with_monitor_camera(run.robot, run.monitor)  # the emulated reality renders the monitor's camera
+    records = Path(run.output_dir) / EPISODES_DIR
     for episode in range(run.n_episodes):
         seed = run.deploy.seed + episode
-        with robot_session(run.robot, seed) as robot:
+        with robot_session(robot_choice, seed) as robot:
             twin = DigitalTwin(following_env(env_kwargs), run.twin)
             deployer = Deployer(twin, robot, policy=policy, config=dataclasses.replace(run.deploy, seed=seed),
                                 tracker=tracker, stop_requested=stop_requested,
-                                log_path=None if log_dir is None else Path(log_dir) / f"episode_{episode}.npz")
+                                log_path=None if log_dir is None else Path(log_dir) / f"episode_{episode}.npz",
+                                monitor=monitor, monitor_path=monitor_record_path(records, episode))
             results.append(deployer.run())
     return results
+
+
+def deploy_figures(results: list[dict[str, float]], monitor: MonitorConfig) -> dict[str, float]:
+    """What ``scripts/deploy.py`` prints: ``mean_<k>`` of each of :data:`FIGURES` over the episodes (NaN-skipping)
+    and, with a monitor, ``monitor_success_agreement`` with reality's success (:func:`monitor_figures`)."""
+    figures = {f"mean_{k}": float(np.nanmean([r[k] for r in results])) for k in FIGURES}
+    return figures | (monitor_figures(results) if monitor.enabled else {})
