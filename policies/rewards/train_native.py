@@ -14,8 +14,6 @@ Run directory::
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from policies.datasets.atomic import atomic_path
+from policies.common.train_state import TrainState, load_state, new_state, save_state
 from policies.rewards.native import (
     NativeScorer,
     NativeVLM,
@@ -135,71 +133,38 @@ def evaluate(scorer: NativeScorer, rollouts: Sequence[Rollout], k: int) -> dict[
     return out
 
 
-@dataclass
-class TrainState:
-    """Everything a resumed run continues from."""
-
-    model: NativeVLM
-    tokenizer: WordTokenizer
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    rng: np.random.Generator
-    step: int = 0
-
-
 def _device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
 def build_state(cfg: NativeRewardConfig, tokenizer: WordTokenizer, device: torch.device) -> TrainState:
-    """A fresh model (seeded by ``cfg.train.seed``), AdamW and a warm-up + cosine (to 10%) schedule."""
+    """A fresh model (seeded by ``cfg.train.seed``), AdamW and a warm-up + cosine (to 10%) schedule; the tokenizer
+    rides in ``state.extra["tokenizer"]``."""
     t = cfg.train
     torch.manual_seed(t.seed)
     model = NativeVLM(cfg.model, len(tokenizer)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-
-    def factor(step: int) -> float:
-        if step < t.warmup_steps:
-            return (step + 1) / t.warmup_steps
-        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return TrainState(model, tokenizer, optimizer, scheduler, np.random.default_rng(t.seed))
+    return new_state(model, t.lr, t.weight_decay, t.warmup_steps, t.steps, t.seed, tokenizer=tokenizer)
 
 
 def save_checkpoint(state: TrainState, path: Path) -> None:
-    """Writes the resumable state to ``path`` atomically (weights, optimizer, schedule, step, RNGs, vocabulary)."""
-    payload = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-               "scheduler": state.scheduler.state_dict(), "step": state.step, "tokenizer": state.tokenizer.to_dict(),
-               "config": config_dict(state.model.config), "numpy_rng": state.rng.bit_generator.state,
-               "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Writes the resumable state and the vocabulary to ``path`` atomically (:func:`~policies.common.train_state.save_state`)."""
+    save_state(state, path, config_dict(state.model.config), tokenizer=state.extra["tokenizer"].to_dict())
 
 
 def restore_state(cfg: NativeRewardConfig, path: Path, device: torch.device) -> TrainState:
     """The state saved at ``path``; ``ValueError`` when its model config differs from ``cfg.model`` (names both)."""
-    payload = torch.load(path, map_location=device, weights_only=False)
-    if payload["config"] != config_dict(cfg.model):
-        raise ValueError(f"cannot resume {path}: it holds model config {payload['config']}, this run asks for "
-                         f"{config_dict(cfg.model)}")
-    words = payload["tokenizer"]["vocab"][2:]
-    state = build_state(cfg, WordTokenizer(words, payload["tokenizer"]["max_length"]), device)
-    state.model.load_state_dict(payload["model"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.scheduler.load_state_dict(payload["scheduler"])
-    state.step = int(payload["step"])
-    state.rng.bit_generator.state = payload["numpy_rng"]
-    torch.set_rng_state(payload["torch_rng"])
-    random.setstate(payload["python_rng"])
-    return state
+
+    def build(payload: dict) -> TrainState:
+        saved = payload["tokenizer"]
+        return build_state(cfg, WordTokenizer(saved["vocab"][2:], saved["max_length"]), device)
+
+    return load_state(path, config_dict(cfg.model), device, build)
 
 
 def train_step(state: TrainState, rollouts: Sequence[Rollout], t: RewardTrainConfig, answer: tuple[int, int]) -> float:
     """One AdamW step on a sampled batch; returns the loss."""
     videos, texts, prefixes, progress, valid = sample_batch(rollouts, t.batch_size, t.prefixes_per_video, state.rng)
-    batch = make_batch(state.tokenizer, videos, texts, prefixes, state.model.config.max_frames)
+    batch = make_batch(state.extra["tokenizer"], videos, texts, prefixes, state.model.config.max_frames)
     state.model.train()
     logits = true_logits(state.model, batch)
     device = logits.device
@@ -231,7 +196,7 @@ def train_native_reward(cfg: NativeRewardConfig, rollouts: Sequence[Rollout], ou
         state = restore_state(cfg, ckpt, device)
     else:
         state = build_state(cfg, build_tokenizer(sorted({r.task for r in rollouts})), device)
-    answer, figures, losses, start = answer_ids(state.tokenizer), {}, [], time.perf_counter()
+    answer, figures, losses, start = answer_ids(state.extra["tokenizer"]), {}, [], time.perf_counter()
     while state.step < t.steps:
         losses.append(train_step(state, rollouts, t, answer))
         state.step += 1
@@ -244,9 +209,9 @@ def train_native_reward(cfg: NativeRewardConfig, rollouts: Sequence[Rollout], ou
                 tracker.log(metrics, step=state.step)
         if (t.eval_every and state.step % t.eval_every == 0) or state.step == t.steps:
             if val_rollouts:
-                figures.update(evaluate(NativeScorer(state.model, state.tokenizer), val_rollouts, t.eval_prefixes))
+                figures.update(evaluate(NativeScorer(state.model, state.extra["tokenizer"]), val_rollouts, t.eval_prefixes))
                 if tracker is not None:
                     tracker.log({k: v for k, v in figures.items() if k.startswith("val/")}, step=state.step)
             save_checkpoint(state, ckpt)
-    save_native(state.model.eval(), state.tokenizer, out_dir, extra={"train": asdict(t)})
+    save_native(state.model.eval(), state.extra["tokenizer"], out_dir, extra={"train": asdict(t)})
     return figures

@@ -19,8 +19,6 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ import numpy as np
 import torch
 
 from perception.streaming import StreamingConfig, StreamingModel, save_streaming, streaming_loss
-from policies.datasets.atomic import atomic_path
+from policies.common.train_state import TrainState, load_state, new_state, save_state
 from policies.runtime import resolve_device
 from policies.streaming.clips import ClipConfig, collate, sample_clip
 from policies.streaming.data import StreamEpisode
@@ -67,41 +65,16 @@ class StreamTrainConfig:
             raise ValueError(f"train.device must be cpu, cuda or auto, got {self.device!r}")
 
 
-@dataclass
-class TrainState:
-    """Everything a resumed run continues from."""
-
-    model: StreamingModel
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    rng: np.random.Generator
-    step: int = 0
-
-
 def build_state(model_cfg: StreamingConfig, t: StreamTrainConfig, device: torch.device) -> TrainState:
     """A fresh model (seeded by ``t.seed``), AdamW and its warm-up + cosine (to 10%) schedule."""
     torch.manual_seed(t.seed)
     model = StreamingModel(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-
-    def factor(step: int) -> float:
-        if step < t.warmup_steps:
-            return (step + 1) / t.warmup_steps
-        done = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-        return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(done, 1.0)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return TrainState(model, optimizer, scheduler, np.random.default_rng(t.seed))
+    return new_state(model, t.lr, t.weight_decay, t.warmup_steps, t.steps, t.seed)
 
 
 def save_checkpoint(state: TrainState, path: Path) -> None:
-    """Writes the resumable state to ``path`` atomically (weights, optimizer, schedule, step, RNGs, model config)."""
-    payload = {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-               "scheduler": state.scheduler.state_dict(), "step": state.step,
-               "config": dataclasses.asdict(state.model.config), "numpy_rng": state.rng.bit_generator.state,
-               "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Writes the resumable state to ``path`` atomically (:func:`policies.common.train_state.save_state`)."""
+    save_state(state, path, dataclasses.asdict(state.model.config))
 
 
 def restore_state(model_cfg: StreamingConfig, t: StreamTrainConfig, path: Path, device: torch.device) -> TrainState:
@@ -110,19 +83,7 @@ def restore_state(model_cfg: StreamingConfig, t: StreamTrainConfig, path: Path, 
     Raises:
         ValueError: the checkpoint holds another model config (names both).
     """
-    payload = torch.load(path, map_location=device, weights_only=False)
-    if payload["config"] != dataclasses.asdict(model_cfg):
-        raise ValueError(f"cannot resume {path}: it holds model config {payload['config']}, this run asks for "
-                         f"{dataclasses.asdict(model_cfg)}")
-    state = build_state(model_cfg, t, device)
-    state.model.load_state_dict(payload["model"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.scheduler.load_state_dict(payload["scheduler"])
-    state.step = int(payload["step"])
-    state.rng.bit_generator.state = payload["numpy_rng"]
-    torch.set_rng_state(payload["torch_rng"])
-    random.setstate(payload["python_rng"])
-    return state
+    return load_state(path, dataclasses.asdict(model_cfg), device, lambda _: build_state(model_cfg, t, device))
 
 
 def train_step(state: TrainState, episodes: Sequence[StreamEpisode], t: StreamTrainConfig,
