@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +87,44 @@ def load_state(path: Path, config: Mapping[str, Any], device: torch.device,
     torch.set_rng_state(payload["torch_rng"])
     random.setstate(payload["python_rng"])
     return state
+
+
+def optimizer_step(state: TrainState, loss: torch.Tensor, grad_clip: float) -> None:
+    """Backward of ``loss``, gradient-norm clipping at ``grad_clip``, an optimiser and a schedule step."""
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+
+
+def run_steps(state: TrainState, step: Callable[[], Mapping[str, float]], steps: int, log_every: int,
+              checkpoint_every: int, save: Callable[[], None], tracker: Any = None,
+              at_checkpoint: Callable[[], Mapping[str, float]] | None = None) -> dict[str, float]:
+    """Runs ``step`` until ``state.step == steps``; returns the last logged figures.
+
+    Every ``log_every`` steps (and at the end) the mean of each figure since the last log, ``train/lr`` and
+    ``train/steps_per_s`` go to ``tracker``; every ``checkpoint_every`` steps (and at the end) ``at_checkpoint``'s
+    figures (e.g. a validation) are logged and added, then ``save()`` writes the checkpoint.
+    """
+    logged: list[Mapping[str, float]] = []
+    figures: dict[str, float] = {}
+    start = time.perf_counter()
+    while state.step < steps:
+        logged.append(step())
+        state.step += 1
+        if state.step % log_every == 0 or state.step == steps:
+            figures |= {k: float(np.nanmean([m.get(k, np.nan) for m in logged])) for k in logged[0]}
+            metrics = {**figures, "train/lr": state.scheduler.get_last_lr()[0],
+                       "train/steps_per_s": len(logged) / (time.perf_counter() - start)}
+            logged, start = [], time.perf_counter()
+            if tracker is not None:
+                tracker.log(metrics, step=state.step)
+        if state.step % checkpoint_every == 0 or state.step == steps:
+            if at_checkpoint is not None:
+                checked = dict(at_checkpoint())
+                figures |= checked
+                if tracker is not None and checked:
+                    tracker.log(checked, step=state.step)
+            save()
+    return figures

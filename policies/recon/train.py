@@ -20,18 +20,16 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from perception.recon.checkpoint import save_recon
 from perception.recon.config import ReconConfig
 from perception.recon.loss import recon_loss
 from perception.recon.model import ReconModel, forward_flops
-from policies.common.train_state import TrainState, load_state, new_state, save_state
+from policies.common.train_state import TrainState, load_state, new_state, optimizer_step, run_steps, save_state
 from policies.recon.data import ReconScenes, sample_batch
 from policies.runtime import resolve_device
 from policies.tracking import Tracker
@@ -114,11 +112,7 @@ def train_step(state: TrainState, scenes: ReconScenes, t: ReconTrainConfig) -> d
     state.model.train()
     out = state.model(batch.views, batch.queries)
     loss, terms = recon_loss(out, batch.rgb, batch.ray_depth, t.depth_weight, t.opacity_weight)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip)
-    state.optimizer.step()
-    state.scheduler.step()
+    optimizer_step(state, loss, t.grad_clip)
     return {"train/loss": float(loss.detach()), "train/n_inputs": float(n_inputs), **terms}
 
 
@@ -140,19 +134,7 @@ def train_recon(model_cfg: ReconConfig, t: ReconTrainConfig, scenes: ReconScenes
     out_dir, device = Path(out_dir), resolve_device(t.device)
     ckpt = out_dir / CHECKPOINT
     state = restore_state(model_cfg, t, ckpt, device) if ckpt.is_file() else build_state(model_cfg, t, device)
-    logged: list[dict[str, float]] = []
-    start = time.perf_counter()
-    while state.step < t.steps:
-        logged.append(train_step(state, scenes, t))
-        state.step += 1
-        if state.step % t.log_every == 0 or state.step == t.steps:
-            metrics = {k: float(np.mean([m.get(k, np.nan) for m in logged])) for k in logged[0]}
-            metrics |= {"train/lr": state.scheduler.get_last_lr()[0],
-                        "train/steps_per_s": len(logged) / (time.perf_counter() - start)}
-            logged, start = [], time.perf_counter()
-            if tracker is not None:
-                tracker.log(metrics, step=state.step)
-        if state.step % t.checkpoint_every == 0 or state.step == t.steps:
-            save_checkpoint(state, ckpt)
+    run_steps(state, lambda: train_step(state, scenes, t), t.steps, t.log_every, t.checkpoint_every,
+              lambda: save_checkpoint(state, ckpt), tracker)
     save_recon(state.model, out_dir / MODEL_DIR)
     return state.model.eval()

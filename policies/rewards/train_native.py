@@ -14,7 +14,6 @@ Run directory::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from policies.common.train_state import TrainState, load_state, new_state, save_state
+from policies.common.train_state import TrainState, load_state, new_state, optimizer_step, run_steps, save_state
 from policies.rewards.native import (
     NativeScorer,
     NativeVLM,
@@ -169,11 +168,7 @@ def train_step(state: TrainState, rollouts: Sequence[Rollout], t: RewardTrainCon
     logits = true_logits(state.model, batch)
     device = logits.device
     loss = soft_answer_loss(logits, progress.to(device), valid.to(device), *answer, t.label_floor)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip)
-    state.optimizer.step()
-    state.scheduler.step()
+    optimizer_step(state, loss, t.grad_clip)
     return float(loss.detach())
 
 
@@ -196,22 +191,12 @@ def train_native_reward(cfg: NativeRewardConfig, rollouts: Sequence[Rollout], ou
         state = restore_state(cfg, ckpt, device)
     else:
         state = build_state(cfg, build_tokenizer(sorted({r.task for r in rollouts})), device)
-    answer, figures, losses, start = answer_ids(state.extra["tokenizer"]), {}, [], time.perf_counter()
-    while state.step < t.steps:
-        losses.append(train_step(state, rollouts, t, answer))
-        state.step += 1
-        if state.step % t.log_every == 0 or state.step == t.steps:
-            figures["train/loss"] = float(np.mean(losses))
-            metrics = {**figures, "train/lr": state.scheduler.get_last_lr()[0],
-                       "train/steps_per_s": len(losses) / (time.perf_counter() - start)}
-            losses, start = [], time.perf_counter()
-            if tracker is not None:
-                tracker.log(metrics, step=state.step)
-        if (t.eval_every and state.step % t.eval_every == 0) or state.step == t.steps:
-            if val_rollouts:
-                figures.update(evaluate(NativeScorer(state.model, state.extra["tokenizer"]), val_rollouts, t.eval_prefixes))
-                if tracker is not None:
-                    tracker.log({k: v for k, v in figures.items() if k.startswith("val/")}, step=state.step)
-            save_checkpoint(state, ckpt)
+    answer, tokenizer = answer_ids(state.extra["tokenizer"]), state.extra["tokenizer"]
+
+    def validate() -> dict[str, float]:
+        return evaluate(NativeScorer(state.model, tokenizer), val_rollouts, t.eval_prefixes) if val_rollouts else {}
+
+    figures = run_steps(state, lambda: {"train/loss": train_step(state, rollouts, t, answer)}, t.steps, t.log_every,
+                        t.eval_every or t.steps, lambda: save_checkpoint(state, ckpt), tracker, validate)
     save_native(state.model.eval(), state.extra["tokenizer"], out_dir, extra={"train": asdict(t)})
     return figures

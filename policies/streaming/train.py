@@ -19,16 +19,14 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from perception.streaming import StreamingConfig, StreamingModel, save_streaming, streaming_loss
-from policies.common.train_state import TrainState, load_state, new_state, save_state
+from policies.common.train_state import TrainState, load_state, new_state, optimizer_step, run_steps, save_state
 from policies.runtime import resolve_device
 from policies.streaming.clips import ClipConfig, collate, sample_clip
 from policies.streaming.data import StreamEpisode
@@ -97,11 +95,7 @@ def train_step(state: TrainState, episodes: Sequence[StreamEpisode], t: StreamTr
     state.model.train()
     outputs = state.model(frames.to(device), tokens.to(device))
     loss, terms = streaming_loss(outputs, targets, config.pose_scale, t.loss_weights)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip)
-    state.optimizer.step()
-    state.scheduler.step()
+    optimizer_step(state, loss, t.grad_clip)
     return {"train/loss": float(loss.detach()), **terms}
 
 
@@ -121,19 +115,7 @@ def train_streaming(model_cfg: StreamingConfig, t: StreamTrainConfig, clips: Cli
     out_dir, device = Path(out_dir), resolve_device(t.device)
     ckpt = out_dir / CHECKPOINT
     state = restore_state(model_cfg, t, ckpt, device) if ckpt.is_file() else build_state(model_cfg, t, device)
-    logged: list[dict[str, float]] = []
-    start = time.perf_counter()
-    while state.step < t.steps:
-        logged.append(train_step(state, episodes, t, clips))
-        state.step += 1
-        if state.step % t.log_every == 0 or state.step == t.steps:
-            metrics = {k: float(np.mean([m[k] for m in logged])) for k in logged[0]}
-            metrics |= {"train/lr": state.scheduler.get_last_lr()[0],
-                        "train/steps_per_s": len(logged) / (time.perf_counter() - start)}
-            logged, start = [], time.perf_counter()
-            if tracker is not None:
-                tracker.log(metrics, step=state.step)
-        if state.step % t.checkpoint_every == 0 or state.step == t.steps:
-            save_checkpoint(state, ckpt)
+    run_steps(state, lambda: train_step(state, episodes, t, clips), t.steps, t.log_every, t.checkpoint_every,
+              lambda: save_checkpoint(state, ckpt), tracker)
     save_streaming(state.model, out_dir / MODEL_DIR)
     return state.model.eval()
