@@ -146,15 +146,7 @@ class Tracker:
             ValueError: on an unsupported file type or a bad ``step``.
             RuntimeError: after ``finish``.
         """
-        self._check_open()
-        _check_step(step)
-        _check_key(key)
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"log_video({key!r}): no video file at {path}")
-        fmt = path.suffix.lower().lstrip(".")
-        if fmt not in VIDEO_FORMATS:
-            raise ValueError(f"log_video({key!r}): {path} is not one of {VIDEO_FORMATS}")
+        fmt = self._check_media("log_video", key, path, step, VIDEO_FORMATS)
         if self._run is not None:
             import wandb
 
@@ -169,17 +161,23 @@ class Tracker:
             ValueError: on an unsupported file type or a bad ``step``.
             RuntimeError: after ``finish``.
         """
+        fmt = self._check_media("log_image", key, path, step, IMAGE_FORMATS)
+        if self._run is not None:
+            self._run.log({key: _wandb_image(path, fmt)}, step=step)
+
+    def _check_media(self, method: str, key: str, path: str | os.PathLike, step: int,
+                     formats: tuple[str, ...]) -> str:
+        """The format of the media file ``path`` logged by ``method``; raises as :meth:`log_video` documents."""
         self._check_open()
         _check_step(step)
         _check_key(key)
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"log_image({key!r}): no image file at {path}")
+            raise FileNotFoundError(f"{method}({key!r}): no file at {path}")
         fmt = path.suffix.lower().lstrip(".")
-        if fmt not in IMAGE_FORMATS:
-            raise ValueError(f"log_image({key!r}): {path} is not one of {IMAGE_FORMATS}")
-        if self._run is not None:
-            self._run.log({key: _wandb_image(path, fmt)}, step=step)
+        if fmt not in formats:
+            raise ValueError(f"{method}({key!r}): {path} is not one of {formats}")
+        return fmt
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run and flush it to disk (and to the server when online); calling it again does nothing.

@@ -109,3 +109,21 @@ def _as_slice(index: np.ndarray) -> slice | np.ndarray:
     if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
         return slice(int(index[0]), int(index[0]) + len(index))
     return index
+
+
+def limit_joint_step(desired: np.ndarray, targets: np.ndarray, velocity: np.ndarray, dt: float,
+                     velocity_limit: float | None, acceleration_limit: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The next joint targets towards ``desired`` after ``dt`` s, and their velocity (rad, rad/s; any leading batch).
+
+    The targets' velocity changes by at most ``a dt`` and never exceeds ``min(v, sqrt(2 a d))`` at distance ``d``, so
+    they can stop at ``desired`` without overshooting. With neither limit set, ``desired`` is returned as it is.
+    """
+    if not velocity_limit and not acceleration_limit:
+        return desired, velocity
+    vmax = np.array(velocity_limit or np.inf)
+    amax = np.array(acceleration_limit or np.inf)
+    gap = desired - targets
+    speed = np.minimum(vmax, np.sqrt(2.0 * amax * np.abs(gap)))
+    step_velocity = np.clip(gap / dt, -speed, speed)
+    step_velocity = np.clip(step_velocity, velocity - amax * dt, velocity + amax * dt)
+    return targets + step_velocity * dt, step_velocity

@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from sim.batched_ik import BatchedIK
+from sim.ik import limit_joint_step
 from sim.mjwarp import WarpUnavailable, WarpWorlds, state_of
 from sim.pusht_config import PushTConfig
 from sim.pusht_env import ARM_JOINTS, NOMINAL_POSTURE, PUSHER_DOWN, TASK, PushTEnv
@@ -165,17 +166,11 @@ class WarpVectorEnv(gym.vector.VectorEnv):
 
     def _limit_joint_motion(self, desired: np.ndarray) -> np.ndarray:
         """``PushTEnv._limit_joint_motion`` for all worlds."""
-        cfg, dt = self.config, self._dt_ik
-        if not cfg.joint_velocity_limit and not cfg.joint_acceleration_limit:
-            return desired
-        vmax = np.array(cfg.joint_velocity_limit or np.inf)
-        amax = np.array(cfg.joint_acceleration_limit or np.inf)
-        gap = desired - self._joint_targets
-        speed = np.minimum(vmax, np.sqrt(2.0 * amax * np.abs(gap)))
-        velocity = np.clip(gap / dt, -speed, speed)
-        velocity = np.clip(velocity, self._joint_velocity - amax * dt, self._joint_velocity + amax * dt)
-        self._joint_velocity = velocity
-        return self._joint_targets + velocity * dt
+        cfg = self.config
+        targets, self._joint_velocity = limit_joint_step(
+            desired, self._joint_targets, self._joint_velocity, self._dt_ik, cfg.joint_velocity_limit,
+            cfg.joint_acceleration_limit)
+        return targets
 
     # ------------------------------------------------------------------------------------------ observation
     def _tip_xy(self) -> np.ndarray:

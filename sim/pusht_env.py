@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from sim.disturbance import PushSchedule
-from sim.ik import DifferentialIK
+from sim.ik import DifferentialIK, limit_joint_step
 from sim.pusht_config import PushTConfig
 from sim.pusht_geometry import TShape, quat_to_yaw, wrap_angle, yaw_to_quat
 
@@ -314,16 +314,10 @@ class PushTEnv(gym.Env):
         limits: the target's velocity changes by at most ``a dt`` and never exceeds ``sqrt(2 a d)`` at distance ``d``
         (so it can stop at ``desired`` without overshooting)."""
         cfg = self.config
-        if not cfg.joint_velocity_limit and not cfg.joint_acceleration_limit:
-            return desired
-        vmax = np.array(cfg.joint_velocity_limit or np.inf)
-        amax = np.array(cfg.joint_acceleration_limit or np.inf)
-        gap = desired - self._joint_targets
-        speed = np.minimum(vmax, np.sqrt(2.0 * amax * np.abs(gap)))
-        velocity = np.clip(gap / dt, -speed, speed)
-        velocity = np.clip(velocity, self._joint_target_velocity - amax * dt, self._joint_target_velocity + amax * dt)
-        self._joint_target_velocity = velocity
-        return self._joint_targets + velocity * dt
+        targets, self._joint_target_velocity = limit_joint_step(
+            desired, self._joint_targets, self._joint_target_velocity, dt, cfg.joint_velocity_limit,
+            cfg.joint_acceleration_limit)
+        return targets
 
     def _advance(self, n: int) -> None:
         """n physics steps, the disturbance model's push (held for the n steps) on the block."""

@@ -168,7 +168,7 @@ def test_latest_link_is_replaced_and_a_real_directory_is_refused(tmp_path):
 def test_log_image_checks_its_input(tmp_path):
     tracker = Tracker("realsim-test", mode="disabled")
     (tmp_path / "plot.bmp").write_bytes(b"x")
-    with pytest.raises(FileNotFoundError, match="no image file"):
+    with pytest.raises(FileNotFoundError, match="log_image.*no file"):
         tracker.log_image("eval/progress", tmp_path / "missing.png", step=0)
     with pytest.raises(ValueError, match="png"):
         tracker.log_image("eval/progress", tmp_path / "plot.bmp", step=0)
