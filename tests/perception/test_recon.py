@@ -289,7 +289,9 @@ def test_the_loss_on_one_scene_falls_when_the_model_fits_it():
 
 
 def test_the_bench_streams_in_flat_memory_while_one_update_over_all_views_grows():
-    figures = run_recon_benchmarks(dataclasses.replace(ReconConfig(), image_size=SIZE), [8, 64], chunk_views=4)
-    assert figures["peak_mem_ratio_64_vs_8"] < 1.1
-    assert figures["stream_mem_delta_mb_64"] < figures["allatonce_mem_delta_mb_64"]
+    # 32 px views (16 tokens) and 256 of them: one update over all views holds >= 4096 tokens' activations (MBs),
+    # well above the page-level resolution of the peak-RSS reading, which 64 tiny views (64 kB) fell under
+    figures = run_recon_benchmarks(dataclasses.replace(ReconConfig(), image_size=32), [8, 256], chunk_views=4)
+    assert figures["peak_mem_ratio_256_vs_8"] < 1.1
+    assert figures["allatonce_mem_delta_mb_256"] > figures["stream_mem_delta_mb_256"] + 0.5
     assert figures["chunk_ms_8"] > 0 and figures["mflop_per_chunk"] > 0
