@@ -452,7 +452,8 @@ class LeRobotDatasetWriter:
         if shard is None:
             chunk, file, table = 0, 0, new
         elif old is not None and (old.nbytes + new.nbytes) / _MB < self._limits[1]:
-            chunk, file, table = shard.chunk, shard.file, pa.concat_tables([old, new])
+            # one chunk: a table of one chunk per episode made every write slower than the last (~1 s at 1000)
+            chunk, file, table = shard.chunk, shard.file, pa.concat_tables([old, new]).combine_chunks()
         else:
             (chunk, file), table = next_chunk_file(shard.chunk, shard.file, self._limits[0]), new
         write_parquet(table, self.root / DATA_PATH.format(chunk_index=chunk, file_index=file))
@@ -529,7 +530,7 @@ def _append_row(table: pa.Table | None, row: Mapping[str, Any], rows: list[dict[
         new = episodes_table([row])
         if new.schema.names == table.schema.names:
             try:
-                return pa.concat_tables([table, new.cast(table.schema)])
+                return pa.concat_tables([table, new.cast(table.schema)]).combine_chunks()
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
                 pass
     return episodes_table(rows)
