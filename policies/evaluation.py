@@ -553,11 +553,22 @@ def _clear_pending_autoreset(envs: gym.vector.VectorEnv, autoreset: AutoresetMod
     pending autoreset of a sub-env whose episode ended only when shared memory is on (gymnasium 1.4
     ``async_vector_env._async_worker``), so after an explicit ``reset(seed=...)`` such a sub-env would restart,
     unseeded, on its next step instead of stepping. One step with a sampled action first lets every such sub-env do
-    its pending reset; the ``reset(seed=...)`` that follows starts the listed episodes. No-op for other vector envs.
+    its pending reset; the ``reset(seed=...)`` that follows starts the listed episodes. A sub-env whose episode ends
+    on that very step (a sampled action can succeed) is pending again, so steps repeat until one ends no episode.
+    No-op for other vector envs.
+
+    Raises:
+        RuntimeError: if sub-envs still end episodes after 100 such steps.
     """
-    if (isinstance(envs, gym.vector.AsyncVectorEnv) and not getattr(envs, "shared_memory", True)
+    if not (isinstance(envs, gym.vector.AsyncVectorEnv) and not getattr(envs, "shared_memory", True)
             and autoreset is AutoresetMode.NEXT_STEP):
-        envs.step(envs.action_space.sample())
+        return
+    for _ in range(100):
+        _, _, terminated, truncated, _ = envs.step(envs.action_space.sample())
+        if not np.logical_or(terminated, truncated).any():
+            return
+    raise RuntimeError("could not clear the async vector env's pending autoresets: its sub-envs end an episode on "
+                       "every step")
 
 
 def _last_step_infos(info: Mapping[str, Any], ended: np.ndarray, autoreset: AutoresetMode) -> list[dict[str, Any]]:

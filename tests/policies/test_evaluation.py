@@ -164,6 +164,43 @@ def test_episodes_match_a_plain_single_env_loop(num_envs, mode, asynchronous):
     assert max(e["length"] for e in expected) == max_steps > min(e["length"] for e in expected)
 
 
+class FixedLengthEnv(gym.Env):
+    """Ends each episode after a set number of steps: ``(2 * seed) % 3 + 1`` after a seeded reset, 2 after an
+    unseeded one (a vector env's autoreset), so an unseeded restart shows in the episode length."""
+
+    observation_space = spaces.Dict({"observation.state": spaces.Box(-1.0, 1.0, (1,), np.float32)})
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.left = 2 if seed is None else (2 * seed) % 3 + 1
+        return {"observation.state": np.zeros(1, np.float32)}, {}
+
+    def step(self, action):
+        self.left -= 1
+        return {"observation.state": np.zeros(1, np.float32)}, 0.0, self.left == 0, False, {"is_success": self.left == 0}
+
+
+class ZeroPolicy:
+    """Always the zero action."""
+
+    def reset(self) -> None:
+        """Memoryless."""
+
+    def select_action(self, obs: dict) -> torch.Tensor:
+        return torch.zeros(len(obs["observation.state"]), 1)
+
+
+def test_async_env_without_shared_memory_restarts_each_batch_from_its_seeds():
+    """Batch 1: seed 0 ends at step 1, restarts unseeded and ends again at step 4, the step that clears pending
+    autoresets after seed 1 ended at step 3; that sub-env must still start batch 2 from seed 2, not restart."""
+    fns = [FixedLengthEnv for _ in range(2)]
+    evaluator = Evaluator(lambda: gym.vector.AsyncVectorEnv(fns, shared_memory=False, context="fork"), n_episodes=4,
+                          start_seed=0, max_steps=5, progress=False)
+    result = evaluator.run(ZeroPolicy())
+    assert [e["length"] for e in result["episodes"]] == [(2 * seed) % 3 + 1 for seed in range(4)]
+
+
 def test_same_seeds_give_identical_results_with_a_stochastic_policy():
     kwargs = {"n_episodes": 6, "start_seed": 7, "max_steps": 15, "metric_keys": ["coverage"], "progress": False}
     torch.manual_seed(123)
