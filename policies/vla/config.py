@@ -92,6 +92,7 @@ class VLAConfig(PolicyConfig):
     vision_channels: tuple[int, int] = (16, 32)  # ResNet stem / stage channels (policies.common.vision)
     vision_full_resolution_block: bool = False  # the encoder's residual block at H/2 (doubles its compute)
     image_token_grid: tuple[int, int] = (4, 4)  # image tokens per frame (rows, cols): the feature map merged to it
+    keypoints: int = 0  # spatial-softmax keypoints of the feature map, as one extra token per frame (0: none)
     film: bool = True  # condition the image encoder on the instruction (FiLM after its stem and stage; RT-1)
     word_dropout: float = 0.1  # training: probability of replacing each instruction word by <unk>
 
@@ -139,6 +140,8 @@ class VLAConfig(PolicyConfig):
             raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {self.time_sampling!r}")
         if self.execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        if int(self.keypoints) < 0:
+            raise ValueError(f"keypoints must be >= 0, got {self.keypoints!r}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout!r}")
         if self.ensemble_decay < 0 or self.aux_weight < 0:

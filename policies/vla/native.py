@@ -10,7 +10,9 @@ learned bias) comes last; the auxiliary head reads its output.
 With ``film`` the image encoder is also conditioned on the instruction before any token exists (RT-1's FiLM): an
 attention-pooled instruction embedding sets a per-channel scale and shift after the encoder's stem and stage, so
 the convolutions can pick out the instructed pad's colour where the trunk's 16 coarse tokens alone must otherwise
-carry every pad. Zero-initialised: training starts from the unconditioned encoder. ``word_dropout`` replaces words
+carry every pad. ``keypoints`` adds one token per frame holding the expected (x, y) of K spatial-softmax maps of the
+(FiLM-conditioned) feature map: sub-cell positions of the block and the instructed pad, which the coarse grid tokens
+give only to within a cell. Zero-initialised: training starts from the unconditioned encoder. ``word_dropout`` replaces words
 by ``<unk>`` during training, so an unseen word of a paraphrase is a familiar input rather than a new one.
 """
 
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from policies.common.vision import FeatureMapEncoder
+from policies.common.vision import FeatureMapEncoder, SpatialSoftmax
 from policies.vla.config import VLAConfig
 from policies.vla.layers import Block, init_weights
 from policies.vla.tokenizer import UNK_ID, WordTokenizer
@@ -64,19 +66,24 @@ class NativeBackbone(nn.Module):
         self.hidden_dim = d
         self.encoders = nn.ModuleDict()
         self.merges = nn.ModuleDict()
+        self.keypoints = nn.ModuleDict()
         for key, (channels, height, width) in cameras:
             name = key.replace(".", "__")
             kernel = merge_kernel(key, height, width, grid)
             self.encoders[name] = FeatureMapEncoder(channels, config.vision_channels,
                                                     config.vision_full_resolution_block)
             self.merges[name] = nn.Conv2d(config.vision_channels[1], d, kernel, stride=kernel)
+            if config.keypoints:
+                self.keypoints[name] = nn.Sequential(SpatialSoftmax(config.vision_channels[1], config.keypoints),
+                                                     nn.Linear(2 * config.keypoints, d))
         self.film = None
         if config.film and cameras:
             self.text_pool = nn.Linear(d, 1)  # attention-pooling scores of the instruction's words
             self.film = nn.Linear(d, 2 * sum(config.vision_channels))
         self.word_dropout = config.word_dropout
         self.film_sizes = (2 * config.vision_channels[0], 2 * config.vision_channels[1])
-        self.image_pos = nn.Parameter(torch.zeros(len(cameras) * config.image_history, grid[0] * grid[1], d))
+        tokens_per_frame = grid[0] * grid[1] + (1 if config.keypoints else 0)
+        self.image_pos = nn.Parameter(torch.zeros(len(cameras) * config.image_history, tokens_per_frame, d))
         self.word_embed = nn.Embedding(len(tokenizer), d)
         self.word_pos = nn.Parameter(torch.zeros(tokenizer.max_length, d))
         self.state_proj = nn.Linear(state_dim, d) if state_dim else None
@@ -97,7 +104,8 @@ class NativeBackbone(nn.Module):
         return tuple(self.film(pooled).split(self.film_sizes, dim=-1))
 
     def image_tokens(self, images: dict[str, Tensor], film: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``{camera key: (B, T, C, H, W)}`` in [0, 1] -> ``(B, cameras * T * grid cells, dim)`` with positions.
+        """``{camera key: (B, T, C, H, W)}`` in [0, 1] -> ``(B, cameras * T * tokens per frame, dim)`` with positions
+        (tokens per frame: the grid cells, then the keypoint token when ``keypoints`` is set).
 
         ``film``: per-sample FiLM parameters of the encoders (see :meth:`instruction_film`), or ``None``.
         """
@@ -106,9 +114,12 @@ class NativeBackbone(nn.Module):
             name = key.replace(".", "__")
             b, t = frames.shape[:2]
             per_frame = None if film is None else tuple(f.repeat_interleave(t, dim=0) for f in film)
-            fmap = self.merges[name](self.encoders[name].feature_map(frames.flatten(0, 1), per_frame))
-            parts.append(fmap.flatten(2).transpose(1, 2).unflatten(0, (b, t)))  # (B, T, cells, d)
-        tokens = torch.cat(parts, dim=1) + self.image_pos  # (B, cameras * T, cells, d)
+            fmap = self.encoders[name].feature_map(frames.flatten(0, 1), per_frame)
+            frame_tokens = self.merges[name](fmap).flatten(2).transpose(1, 2)  # (B * T, cells, d)
+            if name in self.keypoints:
+                frame_tokens = torch.cat([frame_tokens, self.keypoints[name](fmap)[:, None]], dim=1)
+            parts.append(frame_tokens.unflatten(0, (b, t)))  # (B, T, tokens per frame, d)
+        tokens = torch.cat(parts, dim=1) + self.image_pos  # (B, cameras * T, tokens per frame, d)
         return tokens.flatten(1, 2)
 
     def forward(self, images: dict[str, Tensor], tasks: Sequence[str], state: Tensor | None) -> tuple[Tensor, Tensor]:

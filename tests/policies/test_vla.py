@@ -76,6 +76,24 @@ def test_vla_is_registered_and_gives_tokens_chunks_and_losses_of_the_documented_
     assert _chunk(policy, _obs(batch)).shape == (4, 16, 2)
 
 
+def test_keypoints_add_one_token_per_frame_that_follows_a_bright_spot():
+    policy = _policy(keypoints=4).eval()
+    batch = _batch()
+    tokens, mask = policy.encode(policy.normalizer.normalize(batch))
+    longest = max(len(t.split()) for t in batch["task"])
+    assert tokens.shape == (4, 2 * 2 + 1 + longest + 1, 32) and mask[:, :5].all()  # grid cells + the keypoint token
+    backbone = policy.backbone
+    images = torch.zeros(2, 1, 3, 32, 32)
+    images[0, 0, :, 2:6, 2:6] = 1.0  # a spot top-left ...
+    images[1, 0, :, 26:30, 26:30] = 1.0  # ... and bottom-right: the expected keypoint positions differ
+    name = IMAGE.replace(".", "__")
+    keypoints = backbone.keypoints[name][0](backbone.encoders[name].feature_map(images[:, 0]))
+    assert keypoints.shape == (2, 8) and keypoints.abs().max() <= 1.0
+    assert not torch.allclose(keypoints[0], keypoints[1], atol=1e-3)
+    with pytest.raises(ValueError, match="keypoints must be >= 0"):
+        VLAConfig(keypoints=-1)
+
+
 def test_a_padded_token_changes_nothing_and_a_word_does(monkeypatch):
     policy = _policy().eval()
     obs = _obs(_batch())
