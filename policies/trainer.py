@@ -133,7 +133,8 @@ class Trainer:
         if self.cfg.dataset.degraded_fraction > 0:  # a mixed dataset records its degraded demonstrator too
             demonstrated["degraded"] = {"fraction": self.cfg.dataset.degraded_fraction,
                                         **dataclasses.asdict(self.cfg.dataset.degraded)}
-        by_expert = _check_demonstrated_env(root, demonstrated)
+        schema_defaults = {"kwargs": json.loads(json.dumps(dataclasses.asdict(type(self.cfg.env.kwargs)())))}
+        by_expert = _check_demonstrated_env(root, demonstrated, schema_defaults)
         held = _episodes_held(root)
         wanted = self.cfg.dataset.n_episodes
         if held < wanted:
@@ -491,8 +492,18 @@ def _warmup_cosine(optim_cfg) -> Callable[[int], float]:
     return factor
 
 
-def _check_demonstrated_env(root: Path, env: dict[str, Any]) -> bool:
+def _with_defaults(stored: Any, defaults: Any) -> Any:
+    """``stored`` with the keys it lacks taken from ``defaults``, recursively (dicts only)."""
+    if not isinstance(stored, dict) or not isinstance(defaults, dict):
+        return stored
+    return {**defaults, **{k: _with_defaults(v, defaults.get(k)) for k, v in stored.items()}}
+
+
+def _check_demonstrated_env(root: Path, env: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
     """Whether ``root`` holds scripted-expert demonstrations of ``env`` (``False``: no record of the expert).
+
+    ``defaults``: the env schema's default values; a field the record lacks (added to the schema after the
+    demonstrations were recorded) counts as recorded at its default.
 
     Raises:
         ValueError: ``root`` records an env config that differs from ``env``; the message names the keys.
@@ -505,6 +516,7 @@ def _check_demonstrated_env(root: Path, env: dict[str, Any]) -> bool:
     if not isinstance(stored, dict):
         raise DatasetError(f"{path}: expected a JSON object (the env config the demonstrations were recorded in), "
                            f"got {type(stored).__name__}")
+    stored = _with_defaults(stored, defaults or {})
     changed = sorted(k for k in set(stored) | set(env) if stored.get(k) != env.get(k))
     if changed:
         raise ValueError(f"dataset.root {str(root)!r} holds expert demonstrations of another env "

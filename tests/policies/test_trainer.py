@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import sim
 from policies.train_config import register_configs
-from policies.trainer import EnvFactories, Trainer
+from policies.trainer import DEMONSTRATED_ENV_FILE, EnvFactories, Trainer
 from tests.conftest import CONF_DIR
 
 sim.register_configs()
@@ -72,7 +74,14 @@ def test_resume_gives_the_same_next_losses(tmp_path):
     after_resume = _losses(resumed, until=6)
     assert after_resume == uninterrupted[3:]
 
-    # the same demonstrations are never taken for those of another env (here: with pushes on the block)
+    # a record written before a schema field existed matches when the field is at its default ...
+    record = dataset_root / DEMONSTRATED_ENV_FILE
+    stored = json.loads(record.read_text())
+    del stored["kwargs"]["randomization"]["friction_scale_std"]
+    record.write_text(json.dumps(stored))
+    _trainer(tmp_path, dataset_root, resume=False).prepare_dataset()
+
+    # ... but the same demonstrations are never taken for those of another env (here: with pushes on the block)
     disturbed = _trainer(tmp_path, dataset_root, resume=False, extra=("env=pusht_disturbed",))
     with pytest.raises(ValueError, match=r"another env \(env.kwargs differ"):
         disturbed.prepare_dataset()
