@@ -26,6 +26,7 @@ class StreamingConfig:
     image_size: int = 64  # px, square RGB frames
     encoder_channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 48, 64])  # stride-2 3x3 convs
     tokens_per_frame: int = 4  # a square number: the encoder's last feature map is pooled to sqrt x sqrt cells
+    keypoints: int = 16  # spatial-softmax keypoints of the second-last conv map, added to every cell token (0: none)
     d_model: int = 64  # transformer width
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads (d_model / n_heads must be even, for rotary pairs)
@@ -46,6 +47,8 @@ class StreamingConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"StreamingConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.keypoints < 0:
+            raise ValueError(f"StreamingConfig.keypoints must be >= 0, got {self.keypoints}")
         if self.n_sink < (1 if self.memory == "sinks" else 0):
             raise ValueError(f"StreamingConfig.n_sink must be >= 1 with memory=sinks (>= 0 otherwise), got "
                              f"{self.n_sink}")

@@ -7,12 +7,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from perception.keypoints import SpatialSoftmax
 from perception.streaming.config import StreamingConfig
 
 
 class FrameEncoder(nn.Module):
     """(B, 3, S, S) float frames in [0, 1] -> (B, tokens_per_frame, d_model) tokens: stride-2 3x3 convs (GELU), a
-    1x1 projection to d_model, average pooling to a grid x grid map, one learnt embedding per cell, LayerNorm."""
+    1x1 projection to d_model, average pooling to a grid x grid map, one learnt embedding per cell, LayerNorm.
+
+    With ``keypoints`` K > 0, the expected (x, y) of K spatial-softmax maps of the second-last conv's output (8x8 for
+    64x64 frames) are projected to d_model and added to every cell: where the block and pads are, to a fraction of a
+    cell, which average pooling alone does not keep.
+    """
 
     def __init__(self, config: StreamingConfig) -> None:
         super().__init__()
@@ -21,16 +27,24 @@ class FrameEncoder(nn.Module):
         for channels in config.encoder_channels:
             layers += [nn.Conv2d(width, channels, 3, stride=2, padding=1), nn.GELU()]
             width = channels
-        layers.append(nn.Conv2d(width, config.d_model, 1))
-        self.convs = nn.Sequential(*layers)
+        self.early = nn.Sequential(*layers[:-2])
+        self.late = nn.Sequential(*layers[-2:], nn.Conv2d(width, config.d_model, 1))
+        self.keypoints = None
+        if config.keypoints:
+            early_width = config.encoder_channels[-2] if len(config.encoder_channels) > 1 else 3
+            self.keypoints = nn.Sequential(SpatialSoftmax(early_width, config.keypoints),
+                                           nn.Linear(2 * config.keypoints, config.d_model))
         self.grid = config.grid
         self.cell = nn.Parameter(torch.zeros(config.tokens_per_frame, config.d_model))
         self.norm = nn.LayerNorm(config.d_model)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Tokens of each frame, (B, tokens_per_frame, d_model)."""
-        features = F.adaptive_avg_pool2d(self.convs(frames * 2 - 1), self.grid)
-        return self.norm(features.flatten(2).transpose(1, 2) + self.cell)
+        early = self.early(frames * 2 - 1)
+        tokens = F.adaptive_avg_pool2d(self.late(early), self.grid).flatten(2).transpose(1, 2) + self.cell
+        if self.keypoints is not None:
+            tokens = tokens + self.keypoints(early)[:, None]
+        return self.norm(tokens)
 
 
 class Rotary:

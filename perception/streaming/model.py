@@ -216,10 +216,12 @@ def forward_flops_per_frame(config: StreamingConfig) -> float:
     """Forward FLOPs (multiply-add = 2) of one frame through the step path with a full cache (memory=full: one
     window's worth of context); the module docstring's budget."""
     flops, width, side = 0.0, 3, config.image_size
-    for channels in config.encoder_channels:
+    for i, channels in enumerate(config.encoder_channels):
         side //= 2
         flops += 2 * side * side * channels * width * 9
         width = channels
+        if config.keypoints and i == len(config.encoder_channels) - 2:  # spatial softmax and its projection
+            flops += 2 * side * side * width * config.keypoints + 2 * 2 * config.keypoints * config.d_model
     d, tokens = config.d_model, config.tokens_per_frame
     flops += 2 * side * side * width * d
     context = (config.sink_frames + config.window) * tokens + config.max_instruction_tokens

@@ -150,10 +150,26 @@ def test_the_estimator_follows_the_protocol_and_rejects_bad_frames_and_time():
 
 @pytest.mark.parametrize(("fields", "name"), [({"memory": "ring"}, "memory"), ({"window": 0}, "window"),
                                               ({"n_sink": 0}, "n_sink"), ({"n_heads": 3}, "d_model"),
-                                              ({"tokens_per_frame": 3}, "tokens_per_frame")])
+                                              ({"tokens_per_frame": 3}, "tokens_per_frame"),
+                                              ({"keypoints": -1}, "keypoints")])
 def test_a_bad_config_fails_naming_the_field(fields, name):
     with pytest.raises(ValueError, match=f"StreamingConfig.{name}"):
         StreamingConfig(**fields)
+
+
+@pytest.mark.parametrize("keypoints", [0, 4])
+def test_frame_tokens_see_where_a_spot_is_inside_one_pooling_cell(keypoints):
+    """Two frames whose only bright spot sits at two places of the same pooled cell: the keypoints' expected (x, y)
+    move towards the second spot (average pooling alone keeps no position inside a cell)."""
+    model = model_of(tiny(keypoints=keypoints))
+    frames = torch.zeros(2, 3, 64, 64)
+    frames[0, :, 4:8, 4:8] = 1.0
+    frames[1, :, 20:24, 20:24] = 1.0  # both inside the top-left cell of the 2x2 grid
+    tokens = model.encoder(frames)
+    assert tokens.shape == (2, 4, 32)
+    if keypoints:
+        points = model.encoder.keypoints[0](model.encoder.early(frames * 2 - 1)).view(2, keypoints, 2)
+        assert (points[1] - points[0]).mean(0).gt(0).all()  # every coordinate moved towards the second spot
 
 
 def test_the_loss_falls_on_one_tiny_batch():
