@@ -46,6 +46,7 @@ class KVCache:
         self.n_frames = 0  # frames held
         self.frames_seen = 0  # frames written since the cache was made
         self.evicted = 0  # frames evicted
+        self.previous_frame: torch.Tensor | None = None  # (B, 3, S, S), the last frame stepped (frame_change)
 
     @staticmethod
     def _buffer(prefix: torch.Tensor, capacity: int) -> torch.Tensor:

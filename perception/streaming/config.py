@@ -26,6 +26,7 @@ class StreamingConfig:
     image_size: int = 64  # px, square RGB frames
     encoder_channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 48, 64])  # stride-2 3x3 convs
     tokens_per_frame: int = 4  # a square number: the encoder's last feature map is pooled to sqrt x sqrt cells
+    frame_change: bool = True  # feed each frame's change from the previous one (per cell of a 4x4 grid; frozen = 0)
     keypoints: int = 16  # spatial-softmax keypoints of the second-last conv map, added to every cell token (0: none)
     d_model: int = 64  # transformer width
     n_layers: int = 2  # transformer blocks

@@ -24,12 +24,13 @@ class StreamTargets:
     success: torch.Tensor  # (B, N) 0 / 1
     events: torch.Tensor  # (B, N, len(EVENTS)) 0 / 1
     mask: torch.Tensor | None = None  # (B, N) bool: frames that count (False at padding); None: all
+    pose_mask: torch.Tensor | None = None  # (B, N) bool: frames whose pose counts (False off the table); None: mask
 
     def __post_init__(self) -> None:
         lead = tuple(self.pose.shape[:2])
         if self.pose.ndim != 3 or self.pose.shape[2] != 3:
             raise ValueError(f"StreamTargets.pose must be (B, N, 3), got {tuple(self.pose.shape)}")
-        for name in ("progress", "success", "mask"):
+        for name in ("progress", "success", "mask", "pose_mask"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != lead:
                 raise ValueError(f"StreamTargets.{name} must be {lead}, got {tuple(value.shape)}")
@@ -42,7 +43,7 @@ def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: f
     """``(loss, terms)``: the weighted sum of per-frame terms, masked frames excluded, and each term as a float
     (``losses/<name>``). Terms: ``pose_xy`` (MSE of x, y in units of ``pose_scale`` m), ``pose_yaw`` (MSE of
     (cos, sin) against the yaw's), ``progress`` and ``success`` and ``events`` (binary cross-entropy on logits;
-    progress is a soft target). ``weights`` maps a term to its weight (1 when absent).
+    progress is a soft target). The pose terms count only ``pose_mask`` frames (the block on the table). ``weights`` maps a term to its weight (1 when absent).
 
     Raises:
         ValueError: a weight for a term that does not exist.
@@ -63,7 +64,11 @@ def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: f
     if unknown:
         raise ValueError(f"streaming_loss weights name unknown terms {unknown}; terms are {sorted(per_frame)}")
     mask = torch.ones_like(yaw) if targets.mask is None else targets.mask.float()
-    count = mask.sum().clamp(min=1)
-    terms = {name: (value * mask).sum() / count for name, value in per_frame.items()}
+    pose_mask = mask if targets.pose_mask is None else mask * targets.pose_mask.float()
+    terms = {}
+    for name, value in per_frame.items():
+        counted = pose_mask if name.startswith("pose") else mask
+        # where() rather than a product: a pose label off the table may be huge (a block falling for seconds)
+        terms[name] = torch.where(counted > 0, value, 0.0).sum() / counted.sum().clamp(min=1)
     loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
     return loss, {f"losses/{name}": float(value.detach()) for name, value in terms.items()}

@@ -26,12 +26,25 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from perception.streaming.cache import KVCache
 from perception.streaming.config import EVENTS, StreamingConfig
 from perception.streaming.layers import Block, FrameEncoder, Rotary
 
 NEG_INF = float("-inf")
+CHANGE_CELLS = 4  # the frame-change feature's grid (cells per side)
+
+
+def frame_change(frames: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """(B, CHANGE_CELLS**2 + 1) change of ``frames`` (B, 3, S, S) in [0, 1] from ``previous`` (same shape, or None
+    for a stream's first frame): ``log1p`` of the mean absolute difference in grey levels per cell of a
+    CHANGE_CELLS x CHANGE_CELLS grid, and a last column 1 when there is a previous frame. A frozen camera gives exact
+    zeros where sensor noise alone gives ~1.2; a replayed or spliced segment starts with a jump."""
+    if previous is None:
+        return frames.new_zeros(frames.shape[0], CHANGE_CELLS ** 2 + 1)
+    diff = F.adaptive_avg_pool2d((frames - previous).abs().mean(1, keepdim=True) * 255, CHANGE_CELLS)
+    return torch.cat((diff.flatten(1).log1p(), frames.new_ones(frames.shape[0], 1)), dim=1)
 
 
 @dataclasses.dataclass
@@ -91,6 +104,7 @@ class StreamingModel(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(),
                                   nn.Linear(config.d_model, 6 + len(EVENTS)))
+        self.change = nn.Linear(CHANGE_CELLS ** 2 + 1, config.d_model) if config.frame_change else None
         self.rotary = Rotary(config.d_model // config.n_heads, config.rope_base)
         self.scale = (config.d_model // config.n_heads) ** -0.5
 
@@ -130,7 +144,13 @@ class StreamingModel(nn.Module):
         self._check_frames(frames, 5)
         batch, n_frames = frames.shape[:2]
         size = self.config.tokens_per_frame
-        x_frames = self.encoder(frames.flatten(0, 1)).view(batch, n_frames * size, -1)
+        x_frames = self.encoder(frames.flatten(0, 1)).view(batch, n_frames, size, -1)
+        if self.change is not None:
+            previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
+            change = frame_change(frames.flatten(0, 1), previous.flatten(0, 1)).view(batch, n_frames, -1)
+            change[:, 0] = 0.0  # a stream's first frame has no previous one
+            x_frames = x_frames + self.change(change)[:, :, None]
+        x_frames = x_frames.flatten(1, 2)
         x_prefix, valid = self._instruction(instruction, batch)
         n_prefix = x_prefix.shape[1]
         x = torch.cat((x_prefix, x_frames), dim=1)
@@ -199,6 +219,9 @@ class StreamingModel(nn.Module):
         """
         self._check_frames(frames, 4)
         x = self.encoder(frames)
+        if self.change is not None:
+            x = x + self.change(frame_change(frames, cache.previous_frame))[:, None]
+            cache.previous_frame = frames.clone()
         size = x.shape[1]
         start = cache.open_frame()
         query_positions = torch.arange(start, start + size)

@@ -27,6 +27,7 @@ from perception.streaming.model import tokenize
 from policies.streaming.data import StreamEpisode
 
 CAMERA = EVENTS.index("camera_frozen_or_replayed")
+OFF_TABLE = EVENTS.index("block_off_table")  # frames whose pose label is not trained on (a falling block's)
 INJECTIONS = ("frozen", "replay", "splice")
 
 
@@ -143,13 +144,16 @@ def sample_clip(episodes: Sequence[StreamEpisode], cfg: ClipConfig, rng: np.rand
 
 
 def collate(clips: Sequence[Clip], max_instruction_tokens: int) -> tuple[torch.Tensor, torch.Tensor, StreamTargets]:
-    """``(frames (B, N, 3, H, W) float32 in [0, 1], instruction tokens (B, P), targets)`` of ``clips``."""
+    """``(frames (B, N, 3, H, W) float32 in [0, 1], instruction tokens (B, P), targets)`` of ``clips``; the pose
+    counts only while the block is on the table."""
     images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float() / 255
     tokens = tokenize([c.task for c in clips], max_instruction_tokens)
 
     def stack(name: str) -> torch.Tensor:
         return torch.from_numpy(np.stack([getattr(c, name) for c in clips]))
 
+    events, mask = stack("events"), stack("mask")
     targets = StreamTargets(pose=stack("pose").float(), progress=stack("progress").float(),
-                            success=stack("success").float(), events=stack("events").float(), mask=stack("mask"))
+                            success=stack("success").float(), events=events.float(), mask=mask,
+                            pose_mask=mask & ~events[..., OFF_TABLE])
     return images, tokens, targets

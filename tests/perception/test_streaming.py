@@ -172,6 +172,31 @@ def test_frame_tokens_see_where_a_spot_is_inside_one_pooling_cell(keypoints):
         assert (points[1] - points[0]).mean(0).gt(0).all()  # every coordinate moved towards the second spot
 
 
+def test_frame_change_is_zero_for_a_frozen_frame_and_flags_a_stream_start():
+    from perception.streaming.model import CHANGE_CELLS, frame_change
+
+    frame = torch.rand(1, 3, 64, 64)
+    noisy = (frame + torch.randn_like(frame) * 2 / 255).clamp(0, 1)
+    assert torch.equal(frame_change(frame, None), torch.zeros(1, CHANGE_CELLS ** 2 + 1))  # no previous frame
+    frozen = frame_change(frame, frame.clone())
+    assert frozen[0, -1] == 1 and frozen[0, :-1].abs().max() == 0
+    assert frame_change(noisy, frame)[0, :-1].min() > 0.5  # sensor noise alone changes every cell
+
+
+def test_pose_labels_off_the_table_do_not_count():
+    model = model_of(tiny())
+    frames = torch.rand(1, 4, 3, 64, 64)
+    pose = torch.zeros(1, 4, 3)
+    targets = StreamTargets(pose=pose, progress=torch.zeros(1, 4), success=torch.zeros(1, 4),
+                            events=torch.zeros(1, 4, len(EVENTS)), pose_mask=torch.tensor([[True, True, True, False]]))
+    loss, _ = streaming_loss(model(frames), targets)
+    far = dataclasses.replace(targets, pose=pose.index_put((torch.tensor([0]), torch.tensor([3])), torch.tensor([3e5, -1e3, 0.0])))
+    far_loss, terms = streaming_loss(model(frames), far)
+    assert torch.isfinite(far_loss) and far_loss == loss  # a falling block's label is not trained on
+    everything = dataclasses.replace(far, pose_mask=None)
+    assert streaming_loss(model(frames), everything)[0] > 1e6 * loss
+
+
 def test_the_loss_falls_on_one_tiny_batch():
     torch.manual_seed(5)
     model = StreamingModel(tiny(window=4))
