@@ -9,14 +9,15 @@ part                                                     MMAC     shape
 ======================================================  =======  ==============================================
 image encoder: 3x3 stem 3->16 (s2) + basic block (s2)    4.2      64x64 -> 32x32 (16 ch) -> 16x16 (32 ch)
 image tokens: 4x4 patch merge 32 -> 128                  1.0      16x16 map -> 4x4 = 16 tokens
+keypoint token: 1x1 conv 32 -> 32, spatial softmax, linear 0.3      16x16 map -> 32 (x, y) -> 1 token
 words: embedding lookup (ids cached per instruction)     0        9 tokens (max_length 16)
-trunk: 2 pre-LN layers over 16 + 9 + 1 = 26 tokens        7.2      26 x 2 x (8 d^2 + 2 x 26 d)
-expert: 2 layers, 16 action tokens, self + cross attn    6.2      16 x 2 x 10 d^2, memory K/V 26 x 2 x 2 d^2, time MLP
+trunk: 2 pre-LN layers over 17 + 9 + 1 = 27 tokens        7.5      27 x 2 x (8 d^2 + 2 x 27 d)
+expert: 2 layers, 16 action tokens, self + cross attn    6.2      16 x 2 x 10 d^2, memory K/V 27 x 2 x 2 d^2, time MLP
 state token, aux head                                    <0.1
-total (measured with torch.utils.flop_counter)          ~19.9    39.7 MFLOP forward, ~120 MFLOP fwd + bwd
+total (measured with torch.utils.flop_counter)          ~20.8    41.6 MFLOP forward, ~125 MFLOP fwd + bwd
 ======================================================  =======  ==============================================
 
-At batch 64 that is ~7.6 GFLOP per optimiser step. Measured fwd + bwd + AdamW at batch 64 with 2 threads on this
+At batch 64 that is ~8 GFLOP per optimiser step (measured: 7.7 steps/s on the idle 2-core CPU, 18k steps in 39 min). Measured fwd + bwd + AdamW at batch 64 with 2 threads on this
 2-core CPU while other jobs ran: 1.07x the time of DESIGN.md 4b's reference (a 4-layer d=128 transformer over 24
 tokens, ~95 ms unloaded) run alongside it, i.e. ~100 ms a step unloaded: 50 minutes give ~30k steps.
 Inference: the trunk once per chunk, the expert ``num_inference_steps`` times over memory keys/values computed once
@@ -92,7 +93,7 @@ class VLAConfig(PolicyConfig):
     vision_channels: tuple[int, int] = (16, 32)  # ResNet stem / stage channels (policies.common.vision)
     vision_full_resolution_block: bool = False  # the encoder's residual block at H/2 (doubles its compute)
     image_token_grid: tuple[int, int] = (4, 4)  # image tokens per frame (rows, cols): the feature map merged to it
-    keypoints: int = 0  # spatial-softmax keypoints of the feature map, as one extra token per frame (0: none)
+    keypoints: int = 32  # spatial-softmax keypoints of the feature map, as one extra token per frame (0: none)
     film: bool = True  # condition the image encoder on the instruction (FiLM after its stem and stage; RT-1)
     word_dropout: float = 0.1  # training: probability of replacing each instruction word by <unk>
 

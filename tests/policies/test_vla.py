@@ -29,7 +29,7 @@ STATS = {"observation.state": {"min": [0.0, 0.0], "max": [1.0, 1.0]}, "action": 
          ENV_STATE: {"min": [-1.0] * 6, "max": [1.0] * 6}}
 TINY = {"dim": 32, "num_heads": 2, "trunk_layers": 1, "expert_dim": 32, "expert_heads": 2, "expert_layers": 1,
         "vision_channels": (8, 16), "image_token_grid": (2, 2), "max_length": 8, "num_inference_steps": 3,
-        "mlp_ratio": 2}
+        "mlp_ratio": 2, "keypoints": 0}
 
 
 def _policy(**overrides) -> VLAPolicy:
