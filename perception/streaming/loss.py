@@ -43,7 +43,8 @@ def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: f
     """``(loss, terms)``: the weighted sum of per-frame terms, masked frames excluded, and each term as a float
     (``losses/<name>``). Terms: ``pose_xy`` (MSE of x, y in units of ``pose_scale`` m), ``pose_yaw`` (MSE of
     (cos, sin) against the yaw's), ``progress`` and ``success`` and ``events`` (binary cross-entropy on logits;
-    progress is a soft target). The pose terms count only ``pose_mask`` frames (the block on the table). ``weights`` maps a term to its weight (1 when absent).
+    progress is a soft target). The pose terms count only ``pose_mask`` frames (the block on the table).
+    ``weights`` maps a term to its weight (1 when absent).
 
     Raises:
         ValueError: a weight for a term that does not exist.

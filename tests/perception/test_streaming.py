@@ -190,7 +190,8 @@ def test_pose_labels_off_the_table_do_not_count():
     targets = StreamTargets(pose=pose, progress=torch.zeros(1, 4), success=torch.zeros(1, 4),
                             events=torch.zeros(1, 4, len(EVENTS)), pose_mask=torch.tensor([[True, True, True, False]]))
     loss, _ = streaming_loss(model(frames), targets)
-    far = dataclasses.replace(targets, pose=pose.index_put((torch.tensor([0]), torch.tensor([3])), torch.tensor([3e5, -1e3, 0.0])))
+    falling = pose.index_put((torch.tensor([0]), torch.tensor([3])), torch.tensor([3e5, -1e3, 0.0]))
+    far = dataclasses.replace(targets, pose=falling)
     far_loss, terms = streaming_loss(model(frames), far)
     assert torch.isfinite(far_loss) and far_loss == loss  # a falling block's label is not trained on
     everything = dataclasses.replace(far, pose_mask=None)
