@@ -3,13 +3,14 @@ through their typed schema, memory sampled. No timing is asserted (shared machin
 
 from __future__ import annotations
 
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from policies.bench import (
-    PeakMemory,
     load_preset,
     placeholder_stats,
     preset_names,
@@ -77,9 +78,20 @@ def test_observation_and_stats_follow_the_features():
     assert set(stats) == {"observation.state", "action"} and len(stats["action"]["min"]) == 8
 
 
+PEAK_MEMORY_PROBE = """
+import time, torch
+from policies.bench import PeakMemory
+with PeakMemory() as memory:
+    block = torch.ones(64, 2**20 // 4)  # 64 MiB, outside Python's allocator
+    time.sleep(0.05)  # the sampling thread gets the GIL while the block is resident
+    del block
+print(memory.peak_mb)
+"""
+
+
 def test_peak_memory_sees_a_torch_allocation():
-    with PeakMemory() as memory:
-        block = torch.ones(64, 2**20 // 4)  # 64 MiB, outside Python's allocator
-        time.sleep(0.05)  # the sampling thread gets the GIL while the block is resident (the fill may hold it)
-        del block
-    assert 48 < memory.peak_mb < 200
+    # A fresh interpreter: in this one, memory freed by earlier tests stays resident and the block may reuse it, so
+    # resident memory would not grow by the block's size (CI saw 38 of 64 MiB).
+    result = subprocess.run([sys.executable, "-c", PEAK_MEMORY_PROBE], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert 48 < float(result.stdout.split()[-1]) < 200
