@@ -25,6 +25,13 @@ class Agent(Protocol):
         """The action for one observation."""
 
 
+def executed_action(agent: Agent, action: np.ndarray) -> np.ndarray:
+    """What the env runs for the recorded ``action``: the agent's ``explore(action)`` where it has one (the expert's
+    DART noise, :meth:`sim.expert.PushTExpert.explore`), else ``action`` itself."""
+    explore = getattr(agent, "explore", None)
+    return action if explore is None else np.asarray(explore(action), dtype=np.float32)
+
+
 @dataclass
 class CollectionStats:
     """What a collection run produced."""
@@ -102,6 +109,6 @@ def _run_episode(env: gym.Env, agent: Agent, seed: int) -> tuple[list[dict[str, 
         action = np.asarray(agent.act(obs), dtype=np.float32)
         # the instruction the agent saw (a language-conditioned env observes it), else the env's info
         frames.append({**obs, "action": action, "task": obs.get("task", info.get("task", ""))})
-        obs, _, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(executed_action(agent, action))
         if terminated or truncated:
             return frames, bool(info.get("is_success", False))

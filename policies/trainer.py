@@ -21,7 +21,7 @@ from policies import checkpoint as ckpt
 from policies import distributed
 from policies.augment import augment_batch
 from policies.base import Policy
-from policies.collect import Agent, record_episodes
+from policies.collect import Agent, executed_action, record_episodes
 from policies.datasets import ChunkWindowDataset, LeRobotDatasetReader
 from policies.datasets.atomic import atomic_write_bytes, atomic_write_json
 from policies.datasets.layout import DatasetError
@@ -72,6 +72,10 @@ class MixedAgent:
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """This episode's demonstrator's action."""
         return self._agent.act(obs)
+
+    def explore(self, action: np.ndarray) -> np.ndarray:
+        """This episode's demonstrator's executed action (:func:`policies.collect.executed_action`)."""
+        return executed_action(self._agent, action)
 
 
 def degraded_expert(env: gym.Env, envs: EnvFactories, cfg: DegradedExpertConfig) -> Agent:
@@ -133,7 +137,8 @@ class Trainer:
         if self.cfg.dataset.degraded_fraction > 0:  # a mixed dataset records its degraded demonstrator too
             demonstrated["degraded"] = {"fraction": self.cfg.dataset.degraded_fraction,
                                         **dataclasses.asdict(self.cfg.dataset.degraded)}
-        schema_defaults = {"kwargs": json.loads(json.dumps(dataclasses.asdict(type(self.cfg.env.kwargs)())))}
+        schema_defaults = {key: json.loads(json.dumps(dataclasses.asdict(type(getattr(self.cfg.env, key))())))
+                           for key in ("kwargs", "expert")}
         by_expert = _check_demonstrated_env(root, demonstrated, schema_defaults)
         held = _episodes_held(root)
         wanted = self.cfg.dataset.n_episodes

@@ -15,7 +15,10 @@ class ExpertConfig:
     """Gains and noise of the scripted PushT expert (units m, rad).
 
     ``noise_std`` and ``random_contact_prob`` make deliberately worse demonstrations: Gaussian noise on every
-    action, and sometimes pushing at a random contact instead of the best one.
+    action, and sometimes pushing at a random contact instead of the best one. ``execution_noise_std`` makes
+    better ones for imitation (DART, Laskey et al. 2017): noise on the action executed (:meth:`PushTExpert.explore`)
+    while the recorded action stays the expert's, so the demos visit the states a slightly wrong policy reaches and
+    show how to recover from them.
     """
 
     push_speed: float = 0.02  # largest pusher advance into the block per control step (m)
@@ -28,12 +31,13 @@ class ExpertConfig:
     keep_score: float = 0.55  # keep pushing at the current contact while its alignment stays above this
     noise_std: float = 0.0  # std of Gaussian action noise (m)
     random_contact_prob: float = 0.0  # probability of choosing a random contact at each re-selection
+    execution_noise_std: float = 0.0  # std of Gaussian noise on the executed, not the recorded, action (m; DART)
 
     def __post_init__(self) -> None:
-        if self.noise_std < 0 or not 0 <= self.random_contact_prob <= 1:
+        if self.noise_std < 0 or self.execution_noise_std < 0 or not 0 <= self.random_contact_prob <= 1:
             raise ValueError(
-                f"expert.noise_std must be >= 0 and expert.random_contact_prob in [0, 1], "
-                f"got {self.noise_std}, {self.random_contact_prob}"
+                f"expert.noise_std and expert.execution_noise_std must be >= 0 and expert.random_contact_prob in "
+                f"[0, 1], got {self.noise_std}, {self.execution_noise_std}, {self.random_contact_prob}"
             )
 
 
@@ -102,6 +106,13 @@ class PushTExpert:
         self.contact = None
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+
+    def explore(self, action: np.ndarray) -> np.ndarray:
+        """The action to execute for the recorded ``action`` (pusher target, m): it plus Gaussian noise of std
+        ``execution_noise_std`` (DART), unchanged when that is 0."""
+        if self.config.execution_noise_std == 0:
+            return action
+        return (action + self.rng.normal(0.0, self.config.execution_noise_std, size=action.shape)).astype(action.dtype)
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _pose(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
