@@ -344,6 +344,22 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use
     return policy.to(torch.device(device)).eval()
 
 
+def with_execution(policy: Policy, overrides: Mapping[str, Any]) -> Policy:
+    """``policy`` with the execution fields of its config in ``overrides`` (e.g. ``n_action_steps``; None values are
+    skipped) replaced and validated by the config class; the weights are untouched.
+
+    Raises:
+        ValueError: a field the policy's config lacks (naming it and the policy type), or a value the config rejects.
+    """
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    missing = [key for key in changes if key not in {f.name for f in dataclasses.fields(policy.config)}]
+    if missing:
+        raise ValueError(f"policy_execution.{missing[0]}: the {type(policy.config).__name__} of this checkpoint has "
+                         f"no field {missing[0]!r}")
+    policy.config = dataclasses.replace(policy.config, **changes)
+    return policy
+
+
 def load_training_state(
     path: str | os.PathLike,
     optimizer: torch.optim.Optimizer,

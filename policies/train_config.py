@@ -198,6 +198,16 @@ class TrainConfig:
 
 
 @dataclass
+class ExecutionOverrides:
+    """``scripts/eval.py policy_execution.<field>=...``: how a loaded policy runs its chunks, changed without
+    retraining (:func:`policies.checkpoint.with_execution`); None keeps the checkpoint's value."""
+
+    n_action_steps: int | None = None  # actions executed from each chunk before replanning
+    execution: str | None = None  # vla: receding | ensemble
+    num_inference_steps: int | None = None  # flow-matching integration steps per chunk
+
+
+@dataclass
 class EvalRunConfig:
     """``scripts/eval.py``: evaluate a saved policy in the env it was trained on, optionally under ablations."""
 
@@ -220,6 +230,7 @@ class EvalRunConfig:
     # monitor group: none | streaming (the streaming video model watching each episode's monitor.camera frames,
     # policies.streaming.monitor_eval): figures monitor_progress_voc, monitor_success_agreement
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    policy_execution: ExecutionOverrides = field(default_factory=ExecutionOverrides)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

@@ -4,16 +4,20 @@ Rebuilds the env saved with the checkpoint (`env=identified_<name>`: with that o
 runs episodes on the listed seeds (episode i uses seed start_seed + i) in parallel envs, writes eval_info.json and
 videos to the output dir and prints `name: value` figures: the success rate with its 95% Wilson interval and the mean
 final metrics (coverage for PushT); `ablations=[none,shuffled_instructions,heldout_paraphrases,blank_images]` adds
-success_rate_<ablation> on the same seeds; `monitor=streaming monitor.path=<model dir>` adds the streaming model's
-monitor_progress_voc and monitor_success_agreement on every episode's frames (policies/streaming/monitor_eval.py)."""
+success_rate_<ablation> on the same seeds; `policy_execution.n_action_steps=4` (or `execution`,
+`num_inference_steps`) runs the checkpoint's chunks another way; `monitor=streaming monitor.path=<model dir>` adds
+the streaming model's monitor_progress_voc and monitor_success_agreement on every episode's frames
+(policies/streaming/monitor_eval.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import _entry
 
 from policies.ablations import ablation_dir, ablation_figures, eval_info, run_ablations
+from policies.checkpoint import with_execution
 from policies.eval_report import format_instruction_table
 from policies.evaluation import Evaluator, save_eval_info
 from policies.runtime import resolve_device, seed_everything
@@ -25,6 +29,7 @@ def main(run, config: dict) -> None:
     device = resolve_device(run.device)
     seed_everything(run.seed)
     policy, env_cfg = _entry.load_checkpoint(run.policy_path, device, physics_of=run.env)  # env=<option>'s physics
+    with_execution(policy, dataclasses.asdict(run.policy_execution))  # e.g. policy_execution.n_action_steps=4
     envs = {a: _entry.eval_envs(_entry.ablation_env(env_cfg, a, run.heldout_env_kwargs)) for a in run.ablations}
     out, observer = Path(run.output_dir), _entry.monitor_observer(run.monitor, env_cfg)  # monitor=streaming
     results = run_ablations(policy, run.ablations, lambda a: Evaluator.from_config(

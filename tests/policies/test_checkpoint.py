@@ -21,6 +21,7 @@ from policies.checkpoint import (
     load_training_state,
     load_training_weights,
     save_checkpoint,
+    with_execution,
 )
 from policies.ema import EMA
 from policies.flow_matching import FlowMatchingConfig, FlowMatchingPolicy
@@ -252,3 +253,20 @@ def test_keep_last_prunes_and_resaving_a_step_replaces_it(tmp_path):
     name, param = next(iter(policy.named_parameters()))
     assert torch.equal(reloaded[name], param.detach())
     assert load_training_state(tmp_path / "checkpoints" / "000030", optimizer) == 30
+
+
+def test_with_execution_changes_how_chunks_run_not_the_weights_and_names_a_bad_field(tmp_path):
+    policy = make_policy()
+    weights = {k: v.clone() for k, v in policy.state_dict().items()}
+    obs = {"observation.state": torch.tensor([[0.5, 0.0]]), "observation.environment_state": torch.zeros(1, 4)}
+    policy.eval()
+    with_execution(policy, {"n_action_steps": 2, "num_inference_steps": None})
+    assert policy.config.n_action_steps == 2 and policy.config.num_inference_steps == FlowMatchingConfig().num_inference_steps
+    policy.reset()
+    policy.select_action(obs)
+    assert len(policy._action_queue) == 1  # a chunk planned, 2 of its actions queued, 1 executed
+    assert all(torch.equal(v, weights[k]) for k, v in policy.state_dict().items())
+    with pytest.raises(ValueError, match="policy_execution.execution"):  # flow matching has no execution mode
+        with_execution(policy, {"execution": "ensemble"})
+    with pytest.raises(ValueError, match="n_action_steps must be <= horizon"):
+        with_execution(policy, {"n_action_steps": 99})

@@ -1,16 +1,20 @@
 """Demonstrations of the coloured-targets task through the collection path: the instruction of every frame lands in
-LeRobot's tasks table, and the trainer's batches carry it back as ``task`` (one string per sample)."""
+LeRobot's tasks table, and the trainer's batches carry it back as ``task`` (one string per sample); DART demos
+execute perturbed pushes and record the clean ones."""
 
 from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 import sim
 from policies.collect import record_episodes
 from policies.datasets import ChunkWindowDataset, LeRobotDatasetReader
+from sim.expert import ExpertConfig
 
 N_EPISODES = 4
 
@@ -56,3 +60,39 @@ def test_demos_store_each_frames_instruction_and_batches_carry_it(tmp_path):
         span = ds.episode_slice(e)
         assert np.all(targets[span] == targets[span.start])  # one target per episode
         assert np.min(np.linalg.norm(slots - targets[span.start], axis=1)) < 1e-6
+
+
+class _ActionSpy(gym.Wrapper):
+    """Keeps every action the env was stepped with."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.stepped: list[np.ndarray] = []
+
+    def step(self, action):
+        self.stepped.append(np.asarray(action, dtype=np.float32).copy())
+        return super().step(action)
+
+
+def test_dart_demos_execute_perturbed_pushes_and_record_the_experts_clean_ones(tmp_path):
+    cfg = sim.TargetsEnvConfig(expert=ExpertConfig(execution_noise_std=0.015))
+    env = _ActionSpy(sim.make_env(cfg, render_mode=None))
+    stats = record_episodes(env, sim.make_expert(env, cfg), tmp_path / "dart", n_episodes=2, fps=10)
+    assert stats.episodes_saved == 2 and stats.episodes_attempted == 2  # the expert recovers from its perturbations
+    recorded = LeRobotDatasetReader(tmp_path / "dart").array("action")
+    executed = np.stack(env.stepped)
+    assert recorded.shape == executed.shape
+    # the executed push is the recorded one plus zero-mean noise of the configured std (m)
+    noise = executed - recorded
+    assert abs(float(noise.mean())) < 0.003 and 0.012 < float(noise.std()) < 0.018
+    env.close()
+
+
+def test_expert_explore_is_the_identity_without_execution_noise_and_rejects_a_negative_std():
+    cfg = sim.TargetsEnvConfig()
+    env = sim.make_env(cfg, render_mode=None)
+    action = np.array([0.1, -0.2], dtype=np.float32)
+    assert sim.make_expert(env, cfg).explore(action) is action
+    with pytest.raises(ValueError, match="execution_noise_std"):
+        ExpertConfig(execution_noise_std=-0.01)
+    env.close()

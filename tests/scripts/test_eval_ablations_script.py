@@ -80,3 +80,10 @@ def test_heldout_env_merges_its_kwargs_into_the_checkpoints_env():
     assert isinstance(shorter.kwargs, sim.PushTConfig)
     with pytest.raises(ValueError, match=r"heldout_paraphrases.*instructions.*realsim/PushT-v0"):
         _entry.ablation_env(env_cfg, "heldout_paraphrases", {"instructions": "heldout"})
+
+
+def test_policy_execution_a_checkpoint_lacks_fails_naming_the_key(tmp_path, tiny_checkpoint):
+    proc = _eval(f"policy_path={tiny_checkpoint}", "n_videos=0", "policy_execution.execution=ensemble",
+                 f"hydra.run.dir={tmp_path / 'x'}")
+    assert proc.returncode != 0 and "policy_execution.execution" in proc.stderr and "FlowMatchingConfig" in proc.stderr
+    assert "success_rate" not in proc.stdout
