@@ -1,9 +1,10 @@
 """Sync error of a twin's block against an emulator's ground truth, compared at the truth's capture instant.
 
 The twin's block pose is recorded against the wall clock as the twin advances; every new ``truth.block_pose``
-reading (tests and emulators only: the twin never reads it) is compared with the recorded pose nearest its capture
-stamp. Used by ``real.modes.deploy.Deployer`` and ``real.modes.collect.Collector``; both stamp each pose with the wall time the
-twin's state stands for, by their pacing (not the time it was computed).
+reading (tests and emulators only: the twin never reads it) is compared with the twin's pose at its capture stamp,
+interpolated between the recorded poses on either side (the nearest one at the ends). Used by
+``real.modes.deploy.Deployer`` and ``real.modes.collect.Collector``; both stamp each pose with the wall time the twin's
+state stands for, by their pacing (not the time it was computed).
 
 The meter also keeps the goal coverage of every truth reading, so an episode is judged a real success the way the
 twin's offline episodes are: at the instants the twin judges its own success (its control steps, marked with
@@ -63,8 +64,8 @@ class BlockSyncMeter:
             self._compare(self._pending.pop(0))
 
     def compare(self, truth: SensorReading | None) -> None:
-        """Compares a ``truth.block_pose`` reading with the twin's pose at its capture time (once a pose that late is
-        recorded); ignores ``None``, a reading already seen, and one with no recorded pose within ``max_gap_s``."""
+        """Compares a ``truth.block_pose`` reading with the twin's pose at its capture time (interpolated, once a pose
+        that late is recorded); ignores ``None``, a reading already seen, and one with no recorded pose within ``max_gap_s``."""
         if truth is None or truth.timestamp <= self._last_stamp:
             return
         self._last_stamp, self.truth = truth.timestamp, truth
@@ -100,14 +101,19 @@ class BlockSyncMeter:
         times = self._times
         cut = bisect.bisect_left(times, times[-1] - self.history_s) if times else 0
         del times[:cut], self._poses[:cut]
-        i = bisect.bisect_left(times, truth.timestamp)
+        stamp = truth.timestamp
+        i = bisect.bisect_left(times, stamp)
         if not times or i >= len(times):
             return
-        if i > 0 and truth.timestamp - times[i - 1] < times[i] - truth.timestamp:
+        if i > 0 and stamp - times[i - 1] < times[i] - stamp:
             i -= 1
-        if abs(times[i] - truth.timestamp) > self.max_gap_s:
+        if abs(times[i] - stamp) > self.max_gap_s:
             return
-        error = self._poses[i] - np.asarray(truth.data, dtype=float)
+        pose = self._poses[i]
+        j = i + 1 if times[i] < stamp else i - 1  # the recorded pose on the stamp's other side, if any
+        if 0 <= j < len(times) and times[j] != times[i] and abs(times[j] - stamp) <= self.max_gap_s:
+            pose = _interpolated(times[i], self._poses[i], times[j], self._poses[j], stamp)
+        error = pose - np.asarray(truth.data, dtype=float)
         self._errors.append((float(np.linalg.norm(error[:2])), float(abs(wrap_angle(error[2])))))
 
     @property
@@ -121,3 +127,11 @@ class BlockSyncMeter:
         if not len(errors):
             return float("nan"), float("nan")
         return float(1e3 * np.sqrt(np.mean(errors[:, 0] ** 2))), float(np.degrees(np.sqrt(np.mean(errors[:, 1] ** 2))))
+
+
+def _interpolated(t0: float, pose0: np.ndarray, t1: float, pose1: np.ndarray, t: float) -> np.ndarray:
+    """The planar pose at ``t`` on the line between ``pose0`` at ``t0`` and ``pose1`` at ``t1`` (angle the short way)."""
+    w = (t - t0) / (t1 - t0)
+    step = pose1 - pose0
+    step[2] = wrap_angle(step[2])
+    return pose0 + w * step

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import mujoco
 import numpy as np
 import pytest
@@ -137,3 +139,30 @@ def test_object_points_drop_table_robot_and_out_of_band_points():
         DepthFrame("top", depth, np.eye(4), world_from_camera)
     with pytest.raises(ValueError, match="min_fitness"):
         BlockTrackerConfig(min_fitness=1.5)
+
+
+def test_velocity_is_the_slope_over_the_window_across_the_angle_wrap_and_smooths_fit_noise(scene):
+    rng = np.random.default_rng(0)
+    rate, velocity = 45.0, np.array([0.1, -0.05, 0.8])  # m/s, m/s, rad/s; the yaw crosses pi at the 2nd frame
+    start = np.array([0.553, 0.048, np.pi - 0.02])
+    windowed, last_two = depth_block_tracker(scene, TwinConfig()), depth_block_tracker(scene, TwinConfig())
+    windowed.config = dataclasses.replace(windowed.config, velocity_window=0.1)
+    last_two.config = dataclasses.replace(last_two.config, velocity_window=0.0)
+    errors: dict[str, list[np.ndarray]] = {"windowed": [], "last_two": []}
+    for i in range(14):
+        t = i / rate
+        pose = start + velocity * t
+        _place(scene, pose)
+        frames = _frames(scene, t)
+        for frame in frames:  # 2 mm depth noise: each fit is off by a fraction of a mm
+            frame.depth[frame.depth > 0] += rng.normal(0.0, 0.002, int(np.count_nonzero(frame.depth > 0)))
+        for name, tracker in (("windowed", windowed), ("last_two", last_two)):
+            estimate = tracker.update(frames, _prior(scene, t, pose))
+            assert estimate is not None
+            if i >= 5:  # the window is full
+                errors[name].append(estimate.velocity - velocity)
+    rms = {name: np.sqrt(np.mean(np.square(e), axis=0)) for name, e in errors.items()}
+    assert np.all(rms["windowed"] < [0.04, 0.04, 0.25]), rms  # and no 2 pi / dt spike at the wrap
+    assert np.all(rms["windowed"] < 0.6 * rms["last_two"]), rms
+    with pytest.raises(ValueError, match="velocity_window"):
+        BlockTrackerConfig(velocity_window=-0.1)

@@ -22,6 +22,16 @@ def test_truth_is_compared_with_the_pose_recorded_at_its_capture_time():
     np.testing.assert_allclose(meter.errors[-1], [0.003, 0.0], atol=1e-12)
 
 
+def test_truth_between_two_recorded_poses_is_compared_with_the_pose_interpolated_to_its_stamp():
+    meter = BlockSyncMeter(history_s=1.0, max_gap_s=0.02)
+    meter.record(0.00, np.array([0.00, 0.0, np.pi - 0.01]))
+    meter.record(0.01, np.array([0.01, 0.0, -np.pi + 0.01]))  # 1 cm and 0.02 rad (across the wrap) per 10 ms
+    meter.compare(SensorReading(np.array([0.003, 0.0, np.pi - 0.004]), timestamp=0.003))
+    np.testing.assert_allclose(meter.errors, [[0.0, 0.0]], atol=1e-9)
+    meter.compare(SensorReading(np.array([0.008, 0.0, -np.pi + 0.006]), timestamp=0.008))
+    np.testing.assert_allclose(meter.errors[-1], [0.0, 0.0], atol=1e-9)
+
+
 def test_peak_coverage_is_the_best_truth_reading_not_the_last():
     shape = TShape(centers=np.array([[0.0, 0.0], [0.0, -0.06]]), half_sizes=np.array([[0.06, 0.015], [0.015, 0.045]]))
     goal = np.array([0.0, 0.0, 0.0])
