@@ -95,10 +95,8 @@ class BlockTracker:
 
     def reset(self) -> None:
         """Forgets the track: the next fit starts from the prior's pose, or searches when there is none."""
-        self._pose: np.ndarray | None = None  # last accepted pose
-        self._time = 0.0  # its capture time (s)
-        self._velocity = np.zeros(3)  # its rate of change over the recent accepted fits
-        self._history: list[tuple[float, np.ndarray]] = []  # (capture time, pose) of the recent accepted fits
+        self._velocity = np.zeros(3)  # the block's rate of change over the recent accepted fits
+        self._history: list[tuple[float, np.ndarray]] = []  # (capture time, pose) of the recent accepted fits, last newest
 
     def update(self, frames: Sequence[Frame], prior: Prior) -> Estimate | None:
         """The block's pose in the depth frames among ``frames`` (colour frames are ignored), or None when no fit is
@@ -112,11 +110,11 @@ class BlockTracker:
     @property
     def pose(self) -> np.ndarray | None:
         """The last accepted pose (x, y, theta; m, rad), or None since the last reset."""
-        return None if self._pose is None else self._pose.copy()
+        return self._history[-1][1].copy() if self._history else None
 
     def seen(self, captured: float) -> bool:
         """Whether frames captured at ``captured`` (s) are no newer than the last accepted fit (already fitted)."""
-        return self._pose is not None and captured <= self._time
+        return bool(self._history) and captured <= self._history[-1][0]
 
     def track(self, points: np.ndarray, captured: float, prior: Prior) -> Estimate | None:
         """Fits the block to object ``points`` (N, 3) world m, captured at ``captured`` s, and advances the track:
@@ -133,7 +131,6 @@ class BlockTracker:
         self._history = (recent or self._history[-1:]) + [(captured, fit.pose)]  # the previous fit at least
         if len(self._history) >= 2:
             self._velocity = _pose_slope(self._history)
-        self._pose, self._time = fit.pose, captured
         return Estimate(fit.pose.copy(), captured, self._velocity.copy(), fit.fitness, fit.rmse)
 
     def locate(self, points: np.ndarray, prior: Prior) -> Fit | None:
@@ -141,9 +138,10 @@ class BlockTracker:
         last accepted one); if that fails and the block is lost (no accepted fit for ``relocalize_after`` s, or no
         pose to start from), the tightest of the fits from ``relocalize_yaws`` yaws at the points' centroid."""
         cfg = self.config
-        start = prior.pose if prior.pose is not None else self._pose
+        last_time, last_pose = self._history[-1] if self._history else (None, None)
+        start = prior.pose if prior.pose is not None else last_pose
         fit = self.fit(points, start, prior.height) if start is not None else None
-        lost = start is None or (self._pose is not None and prior.time - self._time > cfg.relocalize_after)
+        lost = start is None or (last_time is not None and prior.time - last_time > cfg.relocalize_after)
         if (fit is None or not self._accepted(fit)) and lost:
             # A misaligned T can match most points loosely (rmse ~8 mm against ~1.5 mm for the right pose): the
             # tightest of the fits wins.
@@ -171,8 +169,8 @@ class BlockTracker:
         return fit.fitness >= self.config.min_fitness and fit.rmse <= self.config.max_rmse
 
 
-def _wrap_angle(theta: float) -> float:
-    """Angle wrapped to [-pi, pi)."""
+def _wrap_angle(theta: float | np.ndarray) -> float | np.ndarray:
+    """Angle(s) wrapped to [-pi, pi)."""
     return (theta + np.pi) % (2 * np.pi) - np.pi
 
 
@@ -181,7 +179,7 @@ def _pose_slope(history: list[tuple[float, np.ndarray]]) -> np.ndarray:
     around the newest pose."""
     times = np.array([t for t, _ in history])
     poses = np.array([pose for _, pose in history], dtype=float)
-    poses[:, 2] = poses[-1, 2] + np.array([_wrap_angle(a - poses[-1, 2]) for a in poses[:, 2]])
+    poses[:, 2] = poses[-1, 2] + _wrap_angle(poses[:, 2] - poses[-1, 2])
     centred = times - times.mean()
     return centred @ (poses - poses.mean(axis=0)) / float(centred @ centred)
 

@@ -352,7 +352,7 @@ def with_execution(policy: Policy, overrides: Mapping[str, Any]) -> Policy:
         ValueError: a field the policy's config lacks (naming it and the policy type), or a value the config rejects.
     """
     changes = {key: value for key, value in overrides.items() if value is not None}
-    missing = [key for key in changes if key not in {f.name for f in dataclasses.fields(policy.config)}]
+    missing = sorted(set(changes) - {f.name for f in dataclasses.fields(policy.config)})
     if missing:
         raise ValueError(f"policy_execution.{missing[0]}: the {type(policy.config).__name__} of this checkpoint has "
                          f"no field {missing[0]!r}")
