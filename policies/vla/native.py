@@ -12,8 +12,9 @@ attention-pooled instruction embedding sets a per-channel scale and shift after 
 the convolutions can pick out the instructed pad's colour where the trunk's 16 coarse tokens alone must otherwise
 carry every pad. ``keypoints`` adds one token per frame holding the expected (x, y) of K spatial-softmax maps of the
 (FiLM-conditioned) feature map: sub-cell positions of the block and the instructed pad, which the coarse grid tokens
-give only to within a cell. Zero-initialised: training starts from the unconditioned encoder. ``word_dropout`` replaces words
-by ``<unk>`` during training, so an unseen word of a paraphrase is a familiar input rather than a new one.
+give only to within a cell. Zero-initialised: training starts from the unconditioned encoder. During training the
+instruction is perturbed (:func:`policies.vla.tokenizer.perturb_instructions`: words shuffled, ``<unk>`` inserted,
+words replaced by ``<unk>``), so a paraphrase's unseen words and the colour at a new position are familiar inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from policies.common.vision import FeatureMapEncoder, SpatialSoftmax
 from policies.vla.config import VLAConfig
 from policies.vla.layers import Block, init_weights
-from policies.vla.tokenizer import UNK_ID, WordTokenizer
+from policies.vla.tokenizer import WordTokenizer, perturb_instructions
 
 
 def _conv_out(size: int) -> int:
@@ -80,7 +81,8 @@ class NativeBackbone(nn.Module):
         if config.film and cameras:
             self.text_pool = nn.Linear(d, 1)  # attention-pooling scores of the instruction's words
             self.film = nn.Linear(d, 2 * sum(config.vision_channels))
-        self.word_dropout = config.word_dropout
+        self.instruction_noise = {"dropout": config.word_dropout, "shuffle": config.word_shuffle,
+                                  "insert": config.word_insert}
         self.film_sizes = (2 * config.vision_channels[0], 2 * config.vision_channels[1])
         tokens_per_frame = grid[0] * grid[1] + (1 if config.keypoints else 0)
         self.image_pos = nn.Parameter(torch.zeros(len(cameras) * config.image_history, tokens_per_frame, d))
@@ -127,12 +129,13 @@ class NativeBackbone(nn.Module):
 
         Raises ``ValueError`` for an instruction longer than the tokenizer's ``max_length``.
         """
-        ids, word_mask = self.tokenizer.encode(tasks, device=self.word_pos.device)
+        ids, word_mask = self.tokenizer.encode(tasks)
+        if self.training:
+            ids = perturb_instructions(ids, **self.instruction_noise)
+            word_mask = ids != 0
         longest = int(word_mask.sum(dim=1).max()) if len(tasks) else 0
-        ids, word_mask = ids[:, :longest], word_mask[:, :longest]  # padding columns no instruction reaches
-        if self.training and self.word_dropout > 0:
-            dropped = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & word_mask
-            ids = ids.masked_fill(dropped, UNK_ID)
+        device = self.word_pos.device  # padding columns no instruction reaches are cut
+        ids, word_mask = ids[:, :longest].to(device), word_mask[:, :longest].to(device)
         words = self.word_embed(ids) + self.word_pos[:longest]
         b = words.shape[0]
         state_tok = self.state_token.expand(b, 1, -1)

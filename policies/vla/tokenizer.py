@@ -27,6 +27,45 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def perturb_instructions(ids: Tensor, *, dropout: float = 0.0, shuffle: float = 0.0, insert: float = 0.0,
+                         generator: torch.Generator | None = None) -> Tensor:
+    """Training-time noise on padded instruction ids ``(B, L)`` (0 is padding, words first): a new tensor, same shape.
+
+    Per row, in this order: with probability ``shuffle`` its words are permuted; with probability ``insert`` a
+    number of ``<unk>`` drawn uniformly from 0 to the free length ``L - words`` is inserted at random places; then each
+    word becomes ``<unk>`` with probability ``dropout``. Shuffling and insertion put every word at every position and
+    length the tokenizer allows, so a paraphrase that names the colour early, late or among unseen words is a familiar
+    input (EDA's random swap and insertion, Wei & Zou 2019); dropout makes an unseen word one.
+
+    Raises:
+        ValueError: a probability outside [0, 1].
+    """
+    for name, p in (("dropout", dropout), ("shuffle", shuffle), ("insert", insert)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"instruction noise {name} must be in [0, 1], got {p!r}")
+    out = ids.clone()
+    width = ids.shape[1]
+    if shuffle > 0 or insert > 0:
+        draws = torch.rand(ids.shape[0], 2, generator=generator, device=ids.device)
+        for row in range(ids.shape[0]):
+            words = ids[row][ids[row] != 0]
+            if draws[row, 0] < shuffle:
+                words = words[torch.randperm(len(words), generator=generator, device=ids.device)]
+            if draws[row, 1] < insert and len(words) < width:
+                n_new = int(torch.randint(0, width - len(words) + 1, (1,), generator=generator, device=ids.device))
+                is_unk = torch.zeros(len(words) + n_new, dtype=torch.bool, device=ids.device)
+                is_unk[torch.randperm(len(is_unk), generator=generator, device=ids.device)[:n_new]] = True
+                grown = torch.full((len(is_unk),), UNK_ID, dtype=ids.dtype, device=ids.device)
+                grown[~is_unk] = words
+                words = grown
+            out[row] = 0
+            out[row, : len(words)] = words
+    if dropout > 0:
+        dropped = (torch.rand(ids.shape, generator=generator, device=ids.device) < dropout) & (out != 0)
+        out = out.masked_fill(dropped, UNK_ID)
+    return out
+
+
 def check_length(text: str, n_tokens: int, max_length: int) -> None:
     """Raise ``ValueError`` naming both lengths when an instruction has more than ``max_length`` tokens."""
     if n_tokens > max_length:

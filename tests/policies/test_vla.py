@@ -14,6 +14,7 @@ from policies.flow_matching import FlowMatchingConfig, FlowMatchingPolicy
 from policies.registry import registered_policies
 from policies.vla import BackboneConfig, VLAConfig, VLAPolicy, WordTokenizer
 from policies.vla.execution import TemporalEnsembler, ensemble_weights
+from policies.vla.tokenizer import perturb_instructions
 
 IMAGE = "observation.images.overhead"
 ENV_STATE = "observation.environment_state"
@@ -64,12 +65,12 @@ def test_vla_is_registered_and_gives_tokens_chunks_and_losses_of_the_documented_
     policy = _policy()
     assert policy.model_keys == [IMAGE, "observation.state"] and policy.input_keys[-1] == ENV_STATE
     batch = _batch()
-    tokens, mask = policy.encode(policy.normalizer.normalize(batch))
+    tokens, mask = policy.eval().encode(policy.normalizer.normalize(batch))  # eval: no instruction noise
     longest = max(len(t.split()) for t in batch["task"])  # 7: word columns past the longest instruction are cut
     assert tokens.shape == (4, 2 * 2 + longest + 1, 32) and mask.shape == (4, 12)  # 2x2 image tokens, words, state
     assert mask[:, :4].all() and mask[:, -1].all()
     assert mask[:, 4:-1].sum(dim=1).tolist() == [len(t.split()) for t in batch["task"]]  # the rest is padding
-    loss, logs = policy(batch)
+    loss, logs = policy.train()(batch)
     assert loss.ndim == 0 and math.isfinite(loss.item())
     assert logs["loss"] == pytest.approx(logs["flow_loss"] + 0.1 * logs["aux_loss"], rel=1e-5)
     policy.eval()
@@ -79,7 +80,7 @@ def test_vla_is_registered_and_gives_tokens_chunks_and_losses_of_the_documented_
 def test_keypoints_add_one_token_per_frame_that_follows_a_bright_spot():
     policy = _policy(keypoints=4).eval()
     batch = _batch()
-    tokens, mask = policy.encode(policy.normalizer.normalize(batch))
+    tokens, mask = policy.eval().encode(policy.normalizer.normalize(batch))  # eval: no instruction noise
     longest = max(len(t.split()) for t in batch["task"])
     assert tokens.shape == (4, 2 * 2 + 1 + longest + 1, 32) and mask[:, :5].all()  # grid cells + the keypoint token
     backbone = policy.backbone
@@ -203,6 +204,47 @@ def test_word_tokenizer_pads_maps_unknown_words_and_round_trips_as_json(tmp_path
     assert ids[0, 2].item() == 1 and ids[0, 3:].tolist() == [0, 0, 0]  # unknown word -> <unk>, padding -> <pad>
     tokenizer.save(tmp_path)
     assert WordTokenizer.load(tmp_path).vocab == tokenizer.vocab
+
+
+
+def test_instruction_noise_shuffles_inserts_unknowns_and_drops_words_only_where_asked():
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0, 0, 0], [9, 4, 0, 0, 0, 0, 0, 0]])
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(perturb_instructions(ids, generator=gen), ids)  # no noise asked: unchanged
+    shuffled = [perturb_instructions(ids, shuffle=1.0, generator=gen) for _ in range(20)]
+    for out in shuffled:  # the same words in the same row, padding still last
+        assert [sorted(row[row != 0].tolist()) for row in out] == [[5, 6, 7, 8], [4, 9]]
+        assert (out[:, 4:] == 0).all() and (out[1, 2:] == 0).all()
+    assert len({tuple(out[0].tolist()) for out in shuffled}) > 5
+    lengths = set()
+    for _ in range(30):
+        out = perturb_instructions(ids, insert=1.0, generator=gen)
+        for row, words in zip(out, ([5, 6, 7, 8], [9, 4])):
+            kept = row[(row != 0) & (row != 1)].tolist()
+            assert kept == words  # order kept, only <unk> (id 1) added
+            n = int((row != 0).sum())
+            assert (row[:n] != 0).all() and len(words) <= n <= 8
+            lengths.add(n)
+    assert {4, 8} <= lengths  # from nothing inserted up to the full width
+    dropped = perturb_instructions(ids.repeat(200, 1), dropout=0.25, generator=gen)
+    assert (dropped == 0).sum() == (ids == 0).sum() * 200  # padding is never a word
+    assert 0.2 < (dropped == 1).sum() / (ids != 0).sum() / 200 < 0.3
+    with pytest.raises(ValueError, match="shuffle must be in"):
+        perturb_instructions(ids, shuffle=1.5)
+    with pytest.raises(ValueError, match="word_insert must be in"):
+        VLAConfig(word_insert=-0.1)
+
+
+def test_the_trunk_perturbs_instructions_in_training_only():
+    obs = _obs(_batch())
+    quiet = _policy(word_dropout=0.0, word_shuffle=0.0, word_insert=0.0)
+    expected = quiet.eval().encode(obs)
+    assert all(torch.equal(a, b) for a, b in zip(quiet.train().encode(obs), expected))  # no other training noise
+    noisy = _policy(word_shuffle=1.0, word_insert=1.0).eval()
+    torch.manual_seed(1)
+    assert all(torch.equal(a, b) for a, b in zip(noisy.encode(obs), expected))  # same weights (seed 0), no noise
+    tokens, mask = noisy.train().encode(obs)
+    assert mask.shape != expected[1].shape or not torch.allclose(tokens, expected[0])
 
 
 # ---------------------------------------------------------------------------------------------------- execution
