@@ -63,6 +63,10 @@ class TwinConfig:
     min_fitness: float = 0.3  # pose mode: ICP inlier fraction below which a measurement is not trusted
     max_rmse: float = 0.006  # pose mode: ICP inlier RMS distance (m) above which a fit is wrong (a misaligned T: ~8 mm)
     rate_hz: float = 50.0  # measurements ingested per second of simulated time
+    # pose mode: a measurement the twin's pusher is not driving is carried forward (over the camera's latency) as a
+    # slide to rest under the twin's table friction, not at constant velocity: an unmodelled push ends unseen for a
+    # latency, and at constant velocity the twin ran on past where the real block had stopped (bench.py sync)
+    free_slide: bool = True
     force_substeps: int = 1  # physics steps between re-evaluations of the correction wrench
     planar: bool = True  # keep only the force in the table plane and the torque about z (PushT's free motions)
     cameras: tuple[str, ...] = ("side", "overhead")  # calibrated depth cameras
@@ -144,6 +148,7 @@ class DigitalTwin:
         self.tally = CorrectionTally()  # the wrench applied and the pusher contact since the last take (episode logs)
         self._pusher_geom = env.model.geom("pusher").id
         self._block_geoms = {env.model.geom(name).id for name in ("block_bar", "block_stem")}
+        self._slide_geoms = (env.model.geom("block_bar").id, env.model.geom("table").id)
 
     @property
     def forces(self) -> CorrectionForces:
@@ -261,7 +266,7 @@ class DigitalTwin:
         # Extrapolate at most two measurement periods: past that the measurement is stale (fits failed, frames
         # dropped) and its velocity no longer says where the block is.
         lead = float(np.clip(data.time - self._target_time, -2.0 / self.config.rate_hz, 2.0 / self.config.rate_hz))
-        target = self._target + self._target_velocity * lead
+        target, target_velocity = self._carried_forward(lead)
         omega = self.config.bandwidth
         mass = env.model.body_mass[self._block]
         inertia = env.model.body_inertia[self._block][2]
@@ -271,7 +276,7 @@ class DigitalTwin:
         # xfrc_applied acts at the centre of mass: pull the COM towards where the target pose puts it.
         com_offset = data.xipos[self._block, :2] - pose[:2]
         com_target = target[:2] + _rot2(target[2] - pose[2]) @ com_offset
-        relative_velocity = velocity[[3, 4, 2]] - self._target_velocity  # (vx, vy, wz) minus the target's
+        relative_velocity = velocity[[3, 4, 2]] - target_velocity  # (vx, vy, wz) minus the target's
         # Errors are capped (the cutoff and MAX_ANGLE_ERROR) so that a wrong fit pulls no harder than a far one: the
         # block can lag a bad measurement but is never launched by it.
         cutoff = self.config.cutoff
@@ -281,6 +286,20 @@ class DigitalTwin:
         force = mass * (omega**2 * error - 2 * omega * slip[:2])
         torque = inertia * (omega**2 * angle - 2 * omega * slip[2])
         return np.array([force[0], force[1], 0.0, 0.0, 0.0, torque])
+
+    def _carried_forward(self, lead: float) -> tuple[np.ndarray, np.ndarray]:
+        """The measured pose (x, y, theta) and velocity carried ``lead`` s forward: at constant velocity while the
+        twin's pusher touches the block (it drives it), else (``free_slide``) sliding to rest at the deceleration of
+        the twin's block-table friction, the angle slowing in proportion."""
+        velocity = self._target_velocity
+        speed = float(np.hypot(velocity[0], velocity[1]))
+        if not self.config.free_slide or lead <= 0 or speed == 0 or self.pusher_in_contact():
+            return self._target + velocity * lead, velocity
+        model = self.env.model  # MuJoCo's contact friction is the larger of the two geoms' (read now: randomised)
+        deceleration = float(model.geom_friction[list(self._slide_geoms), 0].max() * -model.opt.gravity[2])
+        slide_time = min(lead, speed / deceleration)
+        travelled = slide_time - 0.5 * deceleration * slide_time**2 / speed  # distance / speed (s)
+        return self._target + velocity * travelled, velocity * (1.0 - deceleration * slide_time / speed)
 
     def attach(self, measure: Callable[[], list[Frame]], sim_time_of: Callable[[float], float] | None = None) -> None:
         """Drives the correction from ``measure`` (the latest frames) inside every physics advance of the env: the twin

@@ -19,7 +19,8 @@ total (measured with torch.utils.flop_counter)          ~20.8    41.6 MFLOP forw
 ======================================================  =======  ==============================================
 
 At batch 64 that is ~8 GFLOP per optimiser step: 7.5-7.7 steps/s measured on the idle 2-core CPU without instruction
-noise, 6.4 with it (longer instructions, a per-row perturbation), so the default 16k steps take 42 min (DESIGN.md 4b's reference, a 4-layer d=128 transformer over 24 tokens, is ~95 ms a step).
+noise, 6.4 with it (longer instructions, a per-row perturbation), so the default 16k steps take 42 min (DESIGN.md 4b's
+reference, a 4-layer d=128 transformer over 24 tokens, is ~95 ms a step).
 Inference: the trunk once per chunk, the expert ``num_inference_steps`` times over memory keys/values computed once
 (149 MFLOP a chunk with 10 steps).
 """

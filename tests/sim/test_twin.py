@@ -222,3 +222,29 @@ def test_detach_leaves_the_env_physics_uncorrected():
         twin.env.step(np.array([0.3, -0.25]))
     np.testing.assert_allclose(twin.env.block_pose, [0.55, 0.05, 0.3], atol=1e-4)
     assert twin.measurements == 0
+
+
+@pytest.mark.parametrize("lead", [0.03, 0.2])
+def test_a_measured_free_slide_is_carried_forward_as_mujoco_slides_it_to_rest(lead):
+    """The twin's extrapolation of a measurement over the camera latency, against MuJoCo sliding the same block."""
+    env = PushTEnv()
+    env.reset(seed=0, options={"pusher_xy": (0.3, -0.25), "block_pose": (0.55, 0.05, 0.3)})
+    start, velocity = env.block_pose.copy(), np.array([0.3, -0.15, 0.0])
+    block_velocity = env.data.qvel[env.block_dof]  # a view: (vx, vy, vz, wx, wy, wz)
+    block_velocity[:] = 0.0
+    block_velocity[:2] = velocity[:2]
+    mujoco.mj_forward(env.model, env.data)
+    twin = DigitalTwin(env, TwinConfig(depth_size=(96, 96)), estimator=_Scripted(start))
+    twin._target, twin._target_velocity = start, velocity
+    predicted, predicted_velocity = twin._carried_forward(lead)
+    constant = start + velocity * lead
+    mujoco.mj_step(env.model, env.data, nstep=round(lead / env.model.opt.timestep))
+    truth = env.block_pose
+    slide_error, constant_error = (float(np.linalg.norm(p[:2] - truth[:2])) for p in (predicted, constant))
+    # measured 0.09 / 0.15 mm against 1.9 / 53 mm at constant velocity (the block stops after 85 ms)
+    assert slide_error < 0.0005 and constant_error > 10 * slide_error, (slide_error, constant_error)
+    np.testing.assert_allclose(predicted_velocity[:2], env.data.qvel[env.block_dof][:2], atol=0.02)
+    assert twin.config.free_slide and TwinConfig(free_slide=False).free_slide is False
+    off = DigitalTwin(env, TwinConfig(depth_size=(96, 96), free_slide=False), estimator=_Scripted(start))
+    off._target, off._target_velocity = start, velocity
+    np.testing.assert_allclose(off._carried_forward(lead)[0], constant)
