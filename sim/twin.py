@@ -148,7 +148,7 @@ class DigitalTwin:
         self.tally = CorrectionTally()  # the wrench applied and the pusher contact since the last take (episode logs)
         self._pusher_geom = env.model.geom("pusher").id
         self._block_geoms = {env.model.geom(name).id for name in ("block_bar", "block_stem")}
-        self._slide_geoms = (env.model.geom("block_bar").id, env.model.geom("table").id)
+        self._slide_geoms = np.array([env.model.geom("block_bar").id, env.model.geom("table").id])
 
     @property
     def forces(self) -> CorrectionForces:
@@ -296,7 +296,7 @@ class DigitalTwin:
         if not self.config.free_slide or lead <= 0 or speed == 0 or self.pusher_in_contact():
             return self._target + velocity * lead, velocity
         model = self.env.model  # MuJoCo's contact friction is the larger of the two geoms' (read now: randomised)
-        deceleration = float(model.geom_friction[list(self._slide_geoms), 0].max() * -model.opt.gravity[2])
+        deceleration = float(model.geom_friction[self._slide_geoms, 0].max() * -model.opt.gravity[2])
         slide_time = min(lead, speed / deceleration)
         travelled = slide_time - 0.5 * deceleration * slide_time**2 / speed  # distance / speed (s)
         return self._target + velocity * travelled, velocity * (1.0 - deceleration * slide_time / speed)
