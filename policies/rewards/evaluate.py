@@ -5,10 +5,17 @@ and paraphrases), each rollout (mixed quality: expert, degraded, partial, random
 is scored with :meth:`TOPReward.score` (K = 15 prefixes of the frames resampled at 2 FPS, min-max normalised,
 interpolated to every recorded frame). Figures, each a mean over the split's rollouts unless said otherwise:
 
-- ``voc``: Spearman between the predicted progress and the twin's true progress (``proximity``) over the recorded
-  frames; a constant series counts 0 (:func:`~policies.rewards.topreward.voc`). 1 is a perfect order.
-- ``static_voc``: the same for the static-frame control (the first frame repeated for the video's length) against
-  the same true progress: a reward that reads the frames stays flat (0); near 1 means it only counts time.
+- ``voc``: Spearman between the model's K prefix scores and the twin's true progress (``proximity``) at the same
+  prefixes' last frames: the order of the values the method computes (the paper's VOC). Only rollouts whose true
+  progress moves (range >= ``min_progress_range``; ``n_voc_rollouts`` of them) count: a series that does not move
+  (a random pusher that never nears the pad) has no order to recover, and its Spearman is undefined. A constant
+  prediction counts 0 (:func:`~policies.rewards.topreward.voc`). 1 is a perfect order.
+- ``voc_frames``: the same rollouts, the predicted progress interpolated to every recorded frame against the truth
+  per frame; ``voc_frames_ceiling`` is what a perfect scorer (the truth at the K prefixes, interpolated) gets, the
+  limit K = 15 prefixes at 2 FPS set on the interpolated reward.
+- ``static_voc``: ``voc`` of the static-frame control (the first frame repeated for the video's length) against the
+  same true progress: a reward that reads the frames stays flat (0); near 1 means it only counts time.
+- ``voc_all``: ``voc`` over every rollout, one whose truth does not move counting 0.
 - ``success_auc``: ROC-AUC of the final log-probability of ``True`` (the whole video) for the rollout's success;
   ``success_accuracy``: accuracy at the :class:`SuccessDetector` threshold fitted on ``fit_split`` (``train``)
   rollouts, which is ``success_threshold``.
@@ -22,6 +29,7 @@ The first split listed gives the unsuffixed names; the others add ``_<split>`` (
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +39,15 @@ import numpy as np
 from scipy.stats import rankdata
 
 from policies.rewards.rollouts import Rollout, load_rollout
-from policies.rewards.topreward import SuccessDetector, TOPReward, gvl_prompt, parse_gvl, resample, voc
+from policies.rewards.topreward import (
+    SuccessDetector,
+    TOPReward,
+    gvl_prompt,
+    interpolate,
+    parse_gvl,
+    resample,
+    voc,
+)
 from policies.tracking import Tracker
 
 __all__ = ["RewardEvalConfig", "RolloutScore", "evaluate_reward", "fit_detector", "gvl_progress", "iter_rollouts",
@@ -48,6 +64,7 @@ class RewardEvalConfig:
     n_fit: int = 100  # rollouts of fit_split for the threshold; 0: all
     batch_size: int = 8  # rollouts scored per backend call
     n_plot: int = 4  # rollouts of the first split in progress.png (successes and failures alternated)
+    min_progress_range: float = 0.05  # a rollout counts in voc when its true progress spans at least this much
     gvl: bool = True  # hf backend: also the GVL baseline (gvl_voc); ignored for native
     gvl_max_new_tokens: int = 256  # tokens the hf model may generate per GVL answer
 
@@ -57,6 +74,8 @@ class RewardEvalConfig:
         for name in ("n_rollouts", "n_fit", "n_plot"):
             if getattr(self, name) < 0:
                 raise ValueError(f"eval.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_progress_range < 1.0:
+            raise ValueError(f"eval.min_progress_range must be in [0, 1), got {self.min_progress_range}")
         if self.batch_size < 1 or self.gvl_max_new_tokens < 1:
             raise ValueError(f"eval.batch_size and eval.gvl_max_new_tokens must be >= 1, got {self.batch_size}, "
                              f"{self.gvl_max_new_tokens}")
@@ -112,6 +131,18 @@ class RolloutScore:
     static: np.ndarray  # (T,) TOPReward progress of the static-frame control
     final_log_prob: float  # log p(True | whole video)
     gvl: tuple[np.ndarray, np.ndarray] | None = None  # (predicted, true) of the GVL baseline (hf only)
+    prefix_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (K,) last frame of each prefix
+    log_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) log p(True) per prefix
+    static_log_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) of the static control
+
+    def prefix_voc(self, static: bool = False) -> float:
+        """VOC of the K prefix scores (or the static control's) against the true progress at the prefix ends."""
+        return voc(self.static_log_probs if static else self.log_probs, self.true[self.prefix_ends])
+
+    def frames_ceiling(self) -> float:
+        """VOC per frame of a perfect scorer: the truth at the K prefix ends, interpolated to every frame."""
+        ends = self.prefix_ends
+        return voc(interpolate(ends, self.true[ends], len(self.true)), self.true)
 
 
 def iter_rollouts(root: str | Path, split: str, n: int = 0) -> Iterator[Rollout]:
@@ -151,18 +182,32 @@ def score_rollouts(reward: TOPReward, rollouts: Iterator[Rollout], batch_size: i
         for r, res, still in zip(batch, results, stills, strict=True):
             gvl = gvl_progress(reward.scorer, r, reward.sample_fps, gvl_tokens) if gvl_tokens else None
             out.append(RolloutScore(r.seed, r.agent, r.succeeded, r.progress.astype(np.float64), res.progress,
-                                    still.progress if still is not None else np.zeros(0), res.final_log_prob, gvl))
+                                    still.progress if still is not None else np.zeros(0), res.final_log_prob, gvl,
+                                    res.prefix_ends, res.log_probs,
+                                    still.log_probs if still is not None else np.zeros(0)))
     return out
 
 
-def split_figures(scores: Sequence[RolloutScore], detector: SuccessDetector, suffix: str = "") -> dict[str, float]:
-    """``voc``, ``static_voc``, ``success_auc``, ``success_accuracy``, ``gvl_voc`` (when scored), ``n_rollouts`` and
-    ``n_successes`` of one split, each name + ``suffix``. ``success_auc`` is left out, with a warning, when the
-    split holds only successes or only failures."""
+def split_figures(scores: Sequence[RolloutScore], detector: SuccessDetector, suffix: str = "",
+                  min_progress_range: float = 0.05) -> dict[str, float]:
+    """``voc``, ``voc_frames``, ``voc_frames_ceiling``, ``static_voc``, ``voc_all``, ``n_voc_rollouts``,
+    ``success_auc``, ``success_accuracy``, ``gvl_voc`` (when scored), ``n_rollouts`` and ``n_successes`` of one split
+    (module docstring), each name + ``suffix``. ``success_auc`` is left out, with a warning, when the split holds only
+    successes or only failures; the VOC figures are NaN, with a warning, when no rollout's truth moves."""
     final = [s.final_log_prob for s in scores]
     success = [s.success for s in scores]
-    figures: dict[str, float] = {"voc": mean_voc([s.pred for s in scores], [s.true for s in scores]),
-                                 "static_voc": mean_voc([s.static for s in scores], [s.true for s in scores])}
+    moving = [s for s in scores if np.ptp(s.true) >= min_progress_range]
+    figures: dict[str, float] = {"voc_all": float(np.mean([s.prefix_voc() if s in moving else 0.0 for s in scores])),
+                                 "n_voc_rollouts": len(moving)}
+    if moving:
+        figures.update(voc=float(np.mean([s.prefix_voc() for s in moving])),
+                       voc_frames=mean_voc([s.pred for s in moving], [s.true for s in moving]),
+                       voc_frames_ceiling=float(np.mean([s.frames_ceiling() for s in moving])),
+                       static_voc=float(np.mean([s.prefix_voc(static=True) for s in moving])))
+    else:
+        warnings.warn(f"split{suffix or ''}: no rollout's true progress spans {min_progress_range}; no voc",
+                      stacklevel=2)
+        figures.update(voc=math.nan, voc_frames=math.nan, voc_frames_ceiling=math.nan, static_voc=math.nan)
     if all(success) or not any(success):
         warnings.warn(f"split{suffix or ''}: all {len(scores)} rollouts {'succeed' if any(success) else 'fail'}; "
                       "no success_auc", stacklevel=2)
@@ -258,7 +303,7 @@ def evaluate_reward(reward: TOPReward, root: str | Path, cfg: RewardEvalConfig, 
     for i, split in enumerate(cfg.splits):
         scores = score_rollouts(reward, iter_rollouts(root, split, cfg.n_rollouts), cfg.batch_size,
                                 gvl_tokens=cfg.gvl_max_new_tokens if gvl else 0)
-        figures.update(split_figures(scores, detector, "" if i == 0 else f"_{split}"))
+        figures.update(split_figures(scores, detector, "" if i == 0 else f"_{split}", cfg.min_progress_range))
         plotted = plotted or pick_for_plot(scores, cfg.n_plot)
     figures["success_threshold"] = detector.threshold
     if plotted:

@@ -59,6 +59,8 @@ class NativeVLMConfig:
     max_frames: int = 64  # longest video (frames at 2 FPS: 32 s)
     max_text_tokens: int = 64  # longest prompt text (words) before the final "True"
     dropout: float = 0.0  # in attention outputs and MLPs, training only
+    film: bool = True  # the frame encoder conditioned on the instruction (FiLM after its stem and block; RT-1), so
+    # each frame is encoded for the pad the instruction names, as the VLA's encoder is
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -150,6 +152,11 @@ class NativeVLM(nn.Module):
                                         nn.Linear(2 * d, p * d))
         self.slot_embed = nn.Parameter(torch.zeros(p, d))  # which of the frame's P tokens
         self.word_embed = nn.Embedding(self.vocab_size, d)
+        self.film_sizes = (2 * c0, 2 * c1)
+        self.film = nn.Linear(d, sum(self.film_sizes)) if config.film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)  # starts as the unconditioned encoder
+            nn.init.zeros_(self.film.bias)
         self.blocks = nn.ModuleList(DecoderBlock(d, config.n_heads, config.mlp_ratio, config.dropout)
                                     for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(d)
@@ -158,9 +165,19 @@ class NativeVLM(nn.Module):
         self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(half, dtype=torch.float32) / half)),
                              persistent=False)
 
-    def encode_frames(self, images: Tensor) -> Tensor:
-        """``(N, 3, H, W)`` floats in [0, 1] (H = W = image_size) -> frame tokens ``(N, P, d)``."""
-        fmap = self.encoder.feature_map(images)
+    def instruction_film(self, instruction_ids: Tensor) -> tuple[Tensor, Tensor] | None:
+        """FiLM parameters ``(B, 2 c0)``, ``(B, 2 c1)`` from the mean embedding of each row's instruction words
+        (long ``(B, W)``, 0-padded); ``None`` without ``film``."""
+        if self.film is None:
+            return None
+        mask = (instruction_ids != 0).float()[..., None]
+        pooled = (self.word_embed(instruction_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return tuple(self.film(pooled).split(self.film_sizes, dim=-1))
+
+    def encode_frames(self, images: Tensor, film: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``(N, 3, H, W)`` floats in [0, 1] (H = W = image_size) -> frame tokens ``(N, P, d)``; ``film``: per-frame
+        parameters (:meth:`instruction_film` repeated per frame) or ``None``."""
+        fmap = self.encoder.feature_map(images, film)
         features = torch.cat([self.keypoints(fmap), fmap.mean(dim=(2, 3))], dim=1)
         tokens = self.frame_proj(features).unflatten(1, (self.config.tokens_per_frame, self.config.d_model))
         return tokens + self.slot_embed
@@ -270,6 +287,7 @@ class NativeBatch:
     """Model inputs for a batch of videos: uint8 frames per video, prompt ids, prefix lengths (see :func:`make_batch`)."""
 
     frames: list[np.ndarray]  # per video (T_i, H, W, 3) uint8
+    instruction_ids: Tensor  # long (B, W): the instruction's words alone, padded with 0 (the encoder's FiLM input)
     text_ids: Tensor  # long (B, L), padded with 0
     text_len: Tensor  # long (B,)
     prefix_lengths: Tensor  # long (B, K), each row increasing; short rows repeat their last length
@@ -290,22 +308,29 @@ def make_batch(tokenizer: WordTokenizer, videos: Sequence[np.ndarray | Sequence[
     frames = [check_frames(video, max_frames) for video in videos]
     lengths = [check_prefixes(p, len(video)) for p, video in zip(prefix_lengths, frames)]
     ids = [prompt_ids(tokenizer, text) for text in instructions]
-    text_ids = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
-    for row, row_ids in enumerate(ids):
-        text_ids[row, : len(row_ids)] = torch.tensor(row_ids)
     k = max(map(len, lengths))
     padded = [np.concatenate([p, np.full(k - len(p), p[-1])]) for p in lengths]
-    return NativeBatch(frames, text_ids, torch.tensor([len(i) for i in ids]), torch.from_numpy(np.stack(padded)),
-                       [len(p) for p in lengths])
+    return NativeBatch(frames, _pad_ids([tokenizer.ids(text) for text in instructions]), _pad_ids(ids),
+                       torch.tensor([len(i) for i in ids]), torch.from_numpy(np.stack(padded)), [len(p) for p in lengths])
+
+
+def _pad_ids(rows: Sequence[Sequence[int]]) -> Tensor:
+    """Rows of token ids as one long ``(B, max length)`` tensor padded with 0."""
+    out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
 
 
 def true_logits(model: NativeVLM, batch: NativeBatch) -> Tensor:
     """The model's next-word logits ``(B, K, vocab)`` at the end of each prefix's prompt (frames encoded once)."""
     device = next(model.parameters()).device
     images = images_to_tensor(np.concatenate(batch.frames), model.config.image_size, device)
-    tokens = model.encode_frames(images).split([len(f) for f in batch.frames])
-    frame_tokens = nn.utils.rnn.pad_sequence(list(tokens), batch_first=True)
     n_frames = torch.tensor([len(f) for f in batch.frames], device=device)
+    film = model.instruction_film(batch.instruction_ids.to(device))
+    per_frame = None if film is None else tuple(f.repeat_interleave(n_frames, dim=0) for f in film)
+    tokens = model.encode_frames(images, per_frame).split([len(f) for f in batch.frames])
+    frame_tokens = nn.utils.rnn.pad_sequence(list(tokens), batch_first=True)
     return model(frame_tokens, n_frames, batch.text_ids.to(device), batch.text_len.to(device),
                  batch.prefix_lengths.to(device))
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import Tensor
 
 from policies.common.train_state import TrainState, load_state, new_state, optimizer_step, run_steps, save_state
@@ -36,17 +35,19 @@ from policies.rewards.native import (
     true_logits,
 )
 from policies.rewards.rollouts import Rollout
+from policies.rewards.topreward import voc
 from policies.tracking import Tracker
 from policies.vla.tokenizer import WordTokenizer
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+VIDEO_AUGMENTS = ("static", "crop", "reverse")  # training videos rewritten so time alone does not give progress
 
 
 @dataclass
 class RewardTrainConfig:
     """Optimisation of the native reward model."""
 
-    steps: int = 1200  # optimizer steps (~15 min on 2 idle cores at the defaults)
+    steps: int = 2400  # optimizer steps (~14 min on 2 idle cores at the defaults)
     batch_size: int = 12  # rollouts per step
     prefixes_per_video: int = 4  # prefix lengths sampled per rollout (all share one forward)
     lr: float = 1.0e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10%)
@@ -54,6 +55,13 @@ class RewardTrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0  # max gradient norm
     label_floor: float = 0.02  # target P("True") = floor + (1 - 2 floor) x progress: keeps log-probs finite
+    # Shares of a batch's videos rewritten so that time alone does not predict progress (the rest are plain
+    # rollouts; every label is still the progress of the frame a prefix ends on): static: one frame of the rollout
+    # repeated (a camera that sees nothing move sees no progress); crop: the rollout from a random frame on (the
+    # first frame already shows progress); reverse: played backwards (progress falls as time passes).
+    static_fraction: float = 0.15
+    crop_fraction: float = 0.25
+    reverse_fraction: float = 0.15
     log_every: int = 50  # steps between train/ logs
     eval_every: int = 400  # steps between val/ evaluations (and checkpoints); 0: at the end only
     eval_prefixes: int = 15  # K of the validation VOC (linspace over each rollout)
@@ -66,10 +74,19 @@ class RewardTrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.eval_every < 0 or self.grad_clip <= 0:
             raise ValueError("train.lr and train.grad_clip must be > 0; weight_decay, warmup_steps, eval_every >= 0")
+        shares = self.augment_shares()
+        if min(shares.values()) < 0 or sum(shares.values()) > 1:
+            raise ValueError(f"train.static_fraction, crop_fraction and reverse_fraction must be >= 0 with a sum "
+                             f"<= 1, got {shares}")
         if not 0 <= self.label_floor < 0.5:
             raise ValueError(f"train.label_floor must be in [0, 0.5), got {self.label_floor}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"train.device must be cpu, cuda or auto, got {self.device!r}")
+
+
+    def augment_shares(self) -> dict[str, float]:
+        """The share of each of :data:`VIDEO_AUGMENTS` in a batch."""
+        return {name: getattr(self, f"{name}_fraction") for name in VIDEO_AUGMENTS}
 
 
 @dataclass
@@ -92,41 +109,61 @@ def soft_answer_loss(logits: Tensor, progress: Tensor, valid: Tensor, true_id: i
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
-def sample_batch(rollouts: Sequence[Rollout], batch_size: int, k: int, rng: np.random.Generator):
+def augment_video(rollout: Rollout, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames, progress per frame)`` of ``rollout`` rewritten as ``kind`` (``plain`` or one of
+    :data:`VIDEO_AUGMENTS`; see :class:`RewardTrainConfig`)."""
+    images, progress = rollout.images, rollout.progress
+    if kind == "static":
+        frame = int(rng.integers(len(images)))
+        return np.repeat(images[frame: frame + 1], len(images), axis=0), np.full(len(images), progress[frame])
+    if kind == "crop":
+        start = int(rng.integers(max(len(images) - 1, 1)))
+        return images[start:], progress[start:]
+    if kind == "reverse":
+        return images[::-1], progress[::-1]
+    return images, progress
+
+
+def sample_batch(rollouts: Sequence[Rollout], batch_size: int, k: int, rng: np.random.Generator,
+                 shares: dict[str, float] | None = None):
     """``batch_size`` rollouts and ``k`` distinct sorted prefix lengths each (fewer for short ones, padded by the
-    last): returns ``(videos, instructions, prefix_lengths, progress (B, k), valid (B, k))``."""
+    last): returns ``(videos, instructions, prefix_lengths, progress (B, k), valid (B, k))``; a prefix's label is
+    the progress of its last frame. ``shares``: the probability of each of :data:`VIDEO_AUGMENTS` per row
+    (:func:`augment_video`); the rest are plain."""
+    shares = shares or {}
+    kinds = [*VIDEO_AUGMENTS, "plain"]
+    weights = [shares.get(name, 0.0) for name in VIDEO_AUGMENTS]
     picks = rng.integers(len(rollouts), size=batch_size)
+    rows = rng.choice(len(kinds), size=batch_size, p=[*weights, max(1.0 - sum(weights), 0.0)])
     videos, texts, prefixes = [], [], []
     progress, valid = np.zeros((batch_size, k), np.float32), np.zeros((batch_size, k), bool)
-    for row, i in enumerate(picks):
-        r = rollouts[i]
-        n = np.sort(rng.choice(np.arange(1, len(r.images) + 1), size=min(k, len(r.images)), replace=False))
-        videos.append(r.images[: n[-1]])
-        texts.append(r.task)
+    for row, (i, kind) in enumerate(zip(picks, rows)):
+        images, labels = augment_video(rollouts[i], kinds[kind], rng)
+        n = np.sort(rng.choice(np.arange(1, len(images) + 1), size=min(k, len(images)), replace=False))
+        videos.append(images[: n[-1]])
+        texts.append(rollouts[i].task)
         prefixes.append(n)
-        progress[row, : len(n)], valid[row, : len(n)] = r.progress[n - 1], True
+        progress[row, : len(n)], valid[row, : len(n)] = labels[n - 1], True
     return videos, texts, prefixes, torch.from_numpy(progress), torch.from_numpy(valid)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation; 0 when either series is constant (VOC's convention)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b).statistic)
-
-
-def evaluate(scorer: NativeScorer, rollouts: Sequence[Rollout], k: int) -> dict[str, float]:
-    """``val/voc`` (mean Spearman of log P(True) with progress over ``k`` linspace prefixes), ``val/static_voc``
-    (the same with the first frame repeated) and ``val/true_logp_success`` / ``_failure`` (final log-prob)."""
+def evaluate(scorer: NativeScorer, rollouts: Sequence[Rollout], k: int,
+             min_progress_range: float = 0.05) -> dict[str, float]:
+    """``val/voc``: mean VOC of the log P(True) of ``k`` linspace prefixes against the true progress at their last
+    frames, over the rollouts whose true progress spans ``min_progress_range`` (as ``scripts/eval_reward.py``);
+    ``val/static_voc``: the same with the first frame repeated; ``val/true_logp_success`` / ``_failure``: the mean
+    final log-prob of successes and failures."""
     vocs, static, final = [], [], {True: [], False: []}
     for r in rollouts:
         n = np.unique(np.linspace(1, len(r.images), min(k, len(r.images))).round().astype(int))
         logp = scorer.true_log_probs(r.images, r.task, n)
-        still = scorer.true_log_probs(np.repeat(r.images[:1], len(r.images), axis=0), r.task, n)
-        vocs.append(spearman(logp, r.progress[n - 1]))
-        static.append(spearman(still, np.arange(len(n))))
         final[r.succeeded].append(logp[-1])
-    out = {"val/voc": float(np.mean(vocs)), "val/static_voc": float(np.mean(static))}
+        if np.ptp(r.progress) >= min_progress_range:
+            still = scorer.true_log_probs(np.repeat(r.images[:1], len(r.images), axis=0), r.task, n)
+            vocs.append(voc(logp, r.progress[n - 1]))
+            static.append(voc(still, r.progress[n - 1]))
+    out = {"val/voc": float(np.mean(vocs)) if vocs else float("nan"),
+           "val/static_voc": float(np.mean(static)) if static else float("nan")}
     out.update({f"val/true_logp_{name}": float(np.mean(final[s])) for s, name in ((True, "success"),
                                                                                (False, "failure")) if final[s]})
     return out
@@ -162,7 +199,8 @@ def restore_state(cfg: NativeRewardConfig, path: Path, device: torch.device) -> 
 
 def train_step(state: TrainState, rollouts: Sequence[Rollout], t: RewardTrainConfig, answer: tuple[int, int]) -> float:
     """One AdamW step on a sampled batch; returns the loss."""
-    videos, texts, prefixes, progress, valid = sample_batch(rollouts, t.batch_size, t.prefixes_per_video, state.rng)
+    videos, texts, prefixes, progress, valid = sample_batch(rollouts, t.batch_size, t.prefixes_per_video, state.rng,
+                                                               t.augment_shares())
     batch = make_batch(state.extra["tokenizer"], videos, texts, prefixes, state.model.config.max_frames)
     state.model.train()
     logits = true_logits(state.model, batch)

@@ -51,9 +51,11 @@ def test_roc_auc_on_a_hand_example():
         roc_auc([0.1, 0.2], [1, 1])
 
 
-def _score(seed: int, success: bool, pred: np.ndarray, final: float) -> RolloutScore:
-    true = np.linspace(0, 1, len(pred))
-    return RolloutScore(seed, "expert", success, true, pred, np.zeros(len(pred)), final)
+def _score(seed: int, success: bool, pred: np.ndarray, final: float, true: np.ndarray | None = None) -> RolloutScore:
+    """Scores at every frame (K = the frame count): prefix ends 0..T-1, log-probs = ``pred``."""
+    true = np.linspace(0, 1, len(pred)) if true is None else true
+    n = len(pred)
+    return RolloutScore(seed, "expert", success, true, pred, np.zeros(n), final, None, np.arange(n), pred, np.zeros(n))
 
 
 def test_split_figures_are_named_with_the_suffix_and_computed_per_rollout():
@@ -61,8 +63,23 @@ def test_split_figures_are_named_with_the_suffix_and_computed_per_rollout():
     scores = [_score(0, True, ramp, -0.1), _score(1, False, ramp[::-1], -2.0), _score(2, True, ramp, -1.5)]
     figures = split_figures(scores, SuccessDetector(threshold=-1.0), "_x")
     assert figures["voc_x"] == pytest.approx(1 / 3) and figures["static_voc_x"] == 0.0
+    assert figures["voc_frames_x"] == pytest.approx(1 / 3) and figures["voc_frames_ceiling_x"] == pytest.approx(1.0)
     assert figures["success_auc_x"] == 1.0 and figures["success_accuracy_x"] == pytest.approx(2 / 3)
     assert (figures["n_rollouts_x"], figures["n_successes_x"]) == (3, 2) and "gvl_voc_x" not in figures
+
+
+def test_voc_leaves_out_rollouts_whose_truth_does_not_move_and_voc_all_counts_them_zero():
+    ramp = np.linspace(0, 1, 6)
+    flat = _score(1, False, ramp, -2.0, true=np.full(6, 0.02))  # any prediction: no order to recover
+    nudged = _score(2, False, ramp, -2.0, true=np.array([0, 0, 0.01, 0.01, 0.03, 0.03]))  # spans 0.03 < 0.05
+    figures = split_figures([_score(0, True, ramp, -0.1), flat, nudged], SuccessDetector(threshold=-1.0))
+    assert figures["n_voc_rollouts"] == 1 and figures["voc"] == pytest.approx(1.0)
+    assert figures["voc_all"] == pytest.approx(1 / 3)
+    counted = split_figures([_score(0, True, ramp, -0.1), nudged], SuccessDetector(threshold=-1.0), "", 0.0)
+    assert counted["n_voc_rollouts"] == 2 and counted["voc"] < 1.0
+    with pytest.warns(UserWarning, match="no rollout's true progress spans"):
+        none = split_figures([flat], SuccessDetector(threshold=-1.0))
+    assert math.isnan(none["voc"]) and none["voc_all"] == 0.0
 
 
 def test_plot_picks_successes_and_failures_alternately():
@@ -135,6 +152,7 @@ def test_missing_rollouts_are_named(tmp_path):
 
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("splits", [], "eval.splits"), ("n_rollouts", -1, "eval.n_rollouts"), ("batch_size", 0, "eval.batch_size"),
+    ("min_progress_range", 1.0, "eval.min_progress_range"),
 ])
 def test_bad_eval_settings_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -20,7 +20,13 @@ from policies.rewards.native import (
 from policies.rewards.protocol import PROMPT, TrueScorer
 from policies.rewards.rollouts import Rollout, RolloutConfig, build_agents, record_rollout
 from policies.rewards.topreward import resample_indices
-from policies.rewards.train_native import CHECKPOINT, NativeRewardConfig, RewardTrainConfig, train_native_reward
+from policies.rewards.train_native import (
+    CHECKPOINT,
+    NativeRewardConfig,
+    RewardTrainConfig,
+    sample_batch,
+    train_native_reward,
+)
 
 TASK = "push the T onto the red target"
 TINY = NativeVLMConfig(image_size=32, channels=(8, 16), num_keypoints=4, d_model=32, n_layers=2, n_heads=2,
@@ -116,6 +122,21 @@ def test_training_lowers_the_loss_and_ranks_progress(tmp_path):
     logp = scorer.true_log_probs(video, TASK, [1, 2, 3, 4])
     assert logp[3] > logp[2] > logp[0] + 0.5
     assert figures["val/voc"] > 0.8
+
+
+def test_static_rows_repeat_one_frame_labelled_with_its_progress():
+    rollouts = [_square_rollout(np.linspace(0, 1, n), seed) for seed, n in enumerate((4, 6, 8))]  # frames all differ
+    rng = np.random.default_rng(0)
+    videos, _, prefixes, progress, valid = sample_batch(rollouts, 200, 3, rng, {"static": 0.3})
+    static = [i for i, v in enumerate(videos) if len(v) > 1 and (v == v[:1]).all()]
+    assert 0.2 < len(static) / len(videos) < 0.4
+    for i in static:
+        labels = progress[i][valid[i]].numpy()
+        assert np.all(labels == labels[0]) and len(videos[i]) == prefixes[i][-1]
+    moving = next(i for i in range(len(videos)) if i not in static and len(prefixes[i]) == 3)
+    assert np.all(np.diff(progress[moving].numpy()) > 0)  # a real prefix: its last frame's (increasing) progress
+    with pytest.raises(ValueError, match="train.static_fraction, crop_fraction and reverse_fraction"):
+        RewardTrainConfig(static_fraction=0.5, crop_fraction=0.6)
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):
