@@ -33,10 +33,14 @@ TINY = NativeVLMConfig(image_size=32, channels=(8, 16), num_keypoints=4, d_model
                        max_frames=16)
 
 
-def _scorer(seed: int = 0) -> NativeScorer:
+def _scorer(seed: int = 0, config: NativeVLMConfig = TINY) -> NativeScorer:
+    """An untrained model whose FiLM (zero at initialisation) is random too, so the tests exercise it."""
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer([TASK])
-    return NativeScorer(NativeVLM(TINY, len(tokenizer)).eval(), tokenizer)
+    tokenizer = build_tokenizer([TASK, "move the block"])
+    model = NativeVLM(config, len(tokenizer)).eval()
+    if model.film is not None:
+        torch.nn.init.normal_(model.film.weight, std=0.5)
+    return NativeScorer(model, tokenizer)
 
 
 def _video(n: int, seed: int = 0) -> np.ndarray:
@@ -75,6 +79,20 @@ def test_scorer_is_a_true_scorer_with_one_float64_per_prefix():
     batch = scorer.true_log_probs_batch([_video(7), _video(3, 1)], [TASK, "move the block"], [[2, 7], [1, 2, 3]])
     assert [b.shape for b in batch] == [(2,), (3,)]
     np.testing.assert_allclose(batch[0], scorer.true_log_probs(_video(7), TASK, [2, 7]), atol=1e-5)
+
+
+def test_film_conditions_the_frame_tokens_on_the_instruction():
+    images = torch.from_numpy(_video(3)).permute(0, 3, 1, 2).float() / 255
+    for film, differ in ((True, True), (False, False)):
+        scorer = _scorer(config=dataclasses.replace(TINY, film=film))
+        model, tokenizer = scorer.model, scorer.tokenizer
+        tokens = []
+        for text in (TASK, "move the block"):
+            params = model.instruction_film(torch.tensor([tokenizer.ids(text)]))
+            per_frame = None if params is None else tuple(p.expand(3, -1) for p in params)
+            tokens.append(model.encode_frames(images, per_frame))
+        assert (not torch.allclose(*tokens, atol=1e-4)) == differ
+        assert (model.film is None) != film
 
 
 def test_prompt_is_the_topreward_text_without_its_final_true():
