@@ -13,7 +13,7 @@ from pathlib import Path
 import _entry
 
 from policies.datasets.atomic import atomic_symlink
-from policies.rewards.rollouts import collect_rollouts, load_rollouts
+from policies.rewards.rollouts import collect_rollouts, load_splits
 from policies.rewards.train_native import NativeRewardConfig, train_native_reward
 
 
@@ -22,11 +22,10 @@ def main(run, config: dict) -> None:
     """Collects the rollouts if needed, trains and prints the figures."""
     make_envs, make_agents, fps = _entry.reward_rollout_factories(run.env, run.rollouts)
     collect_rollouts(make_envs, make_agents, run.data_root, run.rollouts, fps, env_meta=config["env"])
-    train = load_rollouts(run.data_root, "train", target_fps=None)  # resampled per video with a random phase
-    heldout = load_rollouts(run.data_root, "heldout", run.train.sample_fps) if run.rollouts.n_heldout else []
+    splits = load_splits(run.data_root, run.rollouts)
     with _entry.tracker(run, config) as tracker:
-        figures = train_native_reward(NativeRewardConfig(run.reward_model, run.train), train, run.output_dir,
-                                      tracker, heldout)
+        figures = train_native_reward(NativeRewardConfig(run.reward_model, run.train), splits["train"],
+                                      run.output_dir, tracker, splits.get("heldout", []))
     _entry.write_figures(figures, Path(run.output_dir) / "figures.json")
     if run.latest_link:
         print(f"model: {run.output_dir} (linked as {atomic_symlink(run.output_dir, run.latest_link)})")

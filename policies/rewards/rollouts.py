@@ -287,6 +287,11 @@ def load_rollouts(root: str | Path, split: str, target_fps: float | None = 2.0) 
     return rollouts if target_fps is None else [resample(r, target_fps) for r in rollouts]
 
 
+def load_splits(root: str | Path, cfg: RolloutConfig, target_fps: float | None = 2.0) -> dict[str, list[Rollout]]:
+    """:func:`load_rollouts` of every split with episodes in ``cfg`` (``train``, ``heldout``, ...)."""
+    return {split: load_rollouts(root, split, target_fps) for split, seeds in cfg.split_seeds().items() if seeds}
+
+
 def resample(rollout: Rollout, target_fps: float) -> Rollout:
     """``rollout`` with its frames (and their labels) resampled to ``target_fps``
     (:func:`policies.rewards.topreward.resample_indices`: the first and last frame always kept)."""

@@ -59,8 +59,6 @@ class RewardTrainConfig:
     # rollouts; every label is still the progress of the frame a prefix ends on): static: one frame of the rollout
     # repeated (a camera that sees nothing move sees no progress); crop: the rollout from a random frame on (the
     # first frame already shows progress); reverse: played backwards (progress falls as time passes).
-    sample_fps: float = 2.0  # the rate the videos are scored at (TOPReward: 2 FPS); rollouts recorded faster are
-    # resampled to it from a random first frame per video, so training sees every recorded frame, not one in five
     static_fraction: float = 0.15
     crop_fraction: float = 0.25
     reverse_fraction: float = 0.15
@@ -76,8 +74,6 @@ class RewardTrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.eval_every < 0 or self.grad_clip <= 0:
             raise ValueError("train.lr and train.grad_clip must be > 0; weight_decay, warmup_steps, eval_every >= 0")
-        if self.sample_fps <= 0:
-            raise ValueError(f"train.sample_fps must be > 0, got {self.sample_fps}")
         shares = self.augment_shares()
         if min(shares.values()) < 0 or sum(shares.values()) > 1:
             raise ValueError(f"train.static_fraction, crop_fraction and reverse_fraction must be >= 0 with a sum "
@@ -113,18 +109,6 @@ def soft_answer_loss(logits: Tensor, progress: Tensor, valid: Tensor, true_id: i
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
-def phase_resample(rollout: Rollout, target_fps: float, rng: np.random.Generator) -> Rollout:
-    """``rollout`` at ``target_fps`` on a clock whose first tick falls at a random time within the first period
-    (its last frame always kept); a rollout at or below ``target_fps`` is returned as it is."""
-    step = rollout.fps / target_fps
-    if step <= 1.0:
-        return rollout
-    ticks = np.arange(rng.uniform(0.0, step), len(rollout.images) - 1 + 1e-9, step)
-    idx = np.unique(np.concatenate([np.rint(ticks).astype(np.int64), [len(rollout.images) - 1]]))
-    return Rollout(rollout.images[idx], rollout.progress[idx], rollout.success[idx], rollout.task, rollout.seed,
-                   rollout.agent, float(target_fps))
-
-
 def augment_video(rollout: Rollout, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(frames, progress per frame)`` of ``rollout`` rewritten as ``kind`` (``plain`` or one of
     :data:`VIDEO_AUGMENTS`; see :class:`RewardTrainConfig`)."""
@@ -141,12 +125,11 @@ def augment_video(rollout: Rollout, kind: str, rng: np.random.Generator) -> tupl
 
 
 def sample_batch(rollouts: Sequence[Rollout], batch_size: int, k: int, rng: np.random.Generator,
-                 shares: dict[str, float] | None = None, sample_fps: float = 2.0):
+                 shares: dict[str, float] | None = None):
     """``batch_size`` rollouts and ``k`` distinct sorted prefix lengths each (fewer for short ones, padded by the
     last): returns ``(videos, instructions, prefix_lengths, progress (B, k), valid (B, k))``; a prefix's label is
     the progress of its last frame. ``shares``: the probability of each of :data:`VIDEO_AUGMENTS` per row
-    (:func:`augment_video`); the rest are plain. A rollout recorded faster than ``sample_fps`` is first brought to
-    it by :func:`phase_resample`."""
+    (:func:`augment_video`); the rest are plain."""
     shares = shares or {}
     kinds = [*VIDEO_AUGMENTS, "plain"]
     weights = [shares.get(name, 0.0) for name in VIDEO_AUGMENTS]
@@ -155,7 +138,7 @@ def sample_batch(rollouts: Sequence[Rollout], batch_size: int, k: int, rng: np.r
     videos, texts, prefixes = [], [], []
     progress, valid = np.zeros((batch_size, k), np.float32), np.zeros((batch_size, k), bool)
     for row, (i, kind) in enumerate(zip(picks, rows)):
-        images, labels = augment_video(phase_resample(rollouts[i], sample_fps, rng), kinds[kind], rng)
+        images, labels = augment_video(rollouts[i], kinds[kind], rng)
         n = np.sort(rng.choice(np.arange(1, len(images) + 1), size=min(k, len(images)), replace=False))
         videos.append(images[: n[-1]])
         texts.append(rollouts[i].task)
@@ -217,7 +200,7 @@ def restore_state(cfg: NativeRewardConfig, path: Path, device: torch.device) -> 
 def train_step(state: TrainState, rollouts: Sequence[Rollout], t: RewardTrainConfig, answer: tuple[int, int]) -> float:
     """One AdamW step on a sampled batch; returns the loss."""
     videos, texts, prefixes, progress, valid = sample_batch(rollouts, t.batch_size, t.prefixes_per_video, state.rng,
-                                                               t.augment_shares(), t.sample_fps)
+                                                               t.augment_shares())
     batch = make_batch(state.extra["tokenizer"], videos, texts, prefixes, state.model.config.max_frames)
     state.model.train()
     logits = true_logits(state.model, batch)
@@ -231,8 +214,7 @@ def train_native_reward(cfg: NativeRewardConfig, rollouts: Sequence[Rollout], ou
                         tracker: Tracker | None = None, val_rollouts: Sequence[Rollout] = ()) -> dict[str, float]:
     """Trains (or resumes from ``<out_dir>/checkpoints/last.pt``) and saves the final model in ``out_dir``.
 
-    ``rollouts``: training rollouts at their recorded rate (:func:`policies.rewards.rollouts.load_rollouts` with
-    ``target_fps=None``; each sampled video is resampled to ``train.sample_fps``);
+    ``rollouts``: training rollouts, frames at 2 FPS (:func:`policies.rewards.rollouts.load_rollouts`);
     ``val_rollouts``: evaluated every ``eval_every`` steps and at the end (``val/voc``, ``val/static_voc``, ...).
     Returns the last figures: ``train/loss`` and the ``val/`` ones.
 

@@ -24,7 +24,6 @@ from policies.rewards.train_native import (
     CHECKPOINT,
     NativeRewardConfig,
     RewardTrainConfig,
-    phase_resample,
     sample_batch,
     train_native_reward,
 )
@@ -156,22 +155,6 @@ def test_static_rows_repeat_one_frame_labelled_with_its_progress():
     assert np.all(np.diff(progress[moving].numpy()) > 0)  # a real prefix: its last frame's (increasing) progress
     with pytest.raises(ValueError, match="train.static_fraction, crop_fraction and reverse_fraction"):
         RewardTrainConfig(static_fraction=0.5, crop_fraction=0.6)
-
-
-def test_phase_resample_keeps_the_rate_and_the_last_frame_and_reaches_every_frame():
-    rollout = _square_rollout(np.linspace(0, 1, 41), 0)
-    rollout.fps = 10.0
-    rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(40):
-        out = phase_resample(rollout, 2.0, rng)
-        idx = [int(np.flatnonzero(np.isclose(rollout.progress, p))[0]) for p in out.progress]
-        assert out.fps == 2.0 and idx[-1] == 40 and idx[0] <= 5
-        assert set(np.diff(idx)[:-1]) <= {5}  # a 2 FPS clock over a 10 fps recording
-        seen.update(idx)
-    assert seen == set(range(41))
-    slow = _square_rollout(np.linspace(0, 1, 5), 1)  # recorded at 2 FPS already: unchanged
-    assert phase_resample(slow, 2.0, rng) is slow
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):
