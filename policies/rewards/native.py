@@ -6,7 +6,8 @@ Layout of one scored video (``T`` frames at 2 FPS, ``K`` prefixes, ``L`` text to
      frame tokens (P per frame)         attends to frames < n_1 and to its own earlier words     (frames < n_K)
 
 A per-frame conv encoder (:class:`~policies.common.vision.FeatureMapEncoder`, GroupNorm; 64x64 RGB -> 16x16 map ->
-spatial-softmax keypoints + mean-pooled features -> ``P`` tokens) and a word embedding feed one causal transformer
+spatial-softmax keypoints + mean-pooled features -> ``P`` tokens; with ``film``, its stem and block are FiLM-modulated
+by the mean embedding of the instruction's words) and a word embedding feed one causal transformer
 decoder with rotary positions: a frame token sits at ``f * P + p``, text token ``j`` of the copy for prefix ``n_k`` at
 ``n_k * P + j``, exactly where it would sit if that prefix were the whole video. The output at the last text position
 (the word before the final "True") is a distribution over the vocabulary; the reward is its log-probability of

@@ -4,7 +4,9 @@ For each sampled training rollout (frames at 2 FPS) and ``prefixes_per_video`` s
 target at the position before the final "True" is the soft distribution P("True") = floor + (1 - 2 floor) x
 progress[n - 1], P("False") = the rest (no mass on other words); the loss is its cross-entropy with the model's
 next-word distribution. So log P("True") rises with progress, and a prefix ending in a success (progress ~0.8-1)
-scores near log 1. All prefixes of a rollout share one frame encoding and one forward (:func:`true_logits`).
+scores near log 1. All prefixes of a rollout share one frame encoding and one forward (:func:`true_logits`). Some
+videos are rewritten (one frame repeated, started at a random frame, played backwards: ``RewardTrainConfig``) so that
+the number of frames alone does not predict the label.
 
 Run directory::
 
@@ -82,7 +84,6 @@ class RewardTrainConfig:
             raise ValueError(f"train.label_floor must be in [0, 0.5), got {self.label_floor}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"train.device must be cpu, cuda or auto, got {self.device!r}")
-
 
     def augment_shares(self) -> dict[str, float]:
         """The share of each of :data:`VIDEO_AUGMENTS` in a batch."""
@@ -200,7 +201,7 @@ def restore_state(cfg: NativeRewardConfig, path: Path, device: torch.device) -> 
 def train_step(state: TrainState, rollouts: Sequence[Rollout], t: RewardTrainConfig, answer: tuple[int, int]) -> float:
     """One AdamW step on a sampled batch; returns the loss."""
     videos, texts, prefixes, progress, valid = sample_batch(rollouts, t.batch_size, t.prefixes_per_video, state.rng,
-                                                               t.augment_shares())
+                                                            t.augment_shares())
     batch = make_batch(state.extra["tokenizer"], videos, texts, prefixes, state.model.config.max_frames)
     state.model.train()
     logits = true_logits(state.model, batch)
