@@ -53,6 +53,8 @@ from policies.tracking import Tracker
 __all__ = ["RewardEvalConfig", "RolloutScore", "evaluate_reward", "fit_detector", "gvl_progress", "iter_rollouts",
            "mean_voc", "pick_for_plot", "plot_progress", "roc_auc", "score_rollouts", "split_figures"]
 
+MIN_PROGRESS_RANGE = 0.05  # a rollout's true progress must span this much to have an order for VOC to score
+
 
 @dataclass
 class RewardEvalConfig:
@@ -64,7 +66,7 @@ class RewardEvalConfig:
     n_fit: int = 100  # rollouts of fit_split for the threshold; 0: all
     batch_size: int = 8  # rollouts scored per backend call
     n_plot: int = 4  # rollouts of the first split in progress.png (successes and failures alternated)
-    min_progress_range: float = 0.05  # a rollout counts in voc when its true progress spans at least this much
+    min_progress_range: float = MIN_PROGRESS_RANGE  # a rollout counts in voc when its true progress spans this
     gvl: bool = True  # hf backend: also the GVL baseline (gvl_voc); ignored for native
     gvl_max_new_tokens: int = 256  # tokens the hf model may generate per GVL answer
 
@@ -189,7 +191,7 @@ def score_rollouts(reward: TOPReward, rollouts: Iterator[Rollout], batch_size: i
 
 
 def split_figures(scores: Sequence[RolloutScore], detector: SuccessDetector, suffix: str = "",
-                  min_progress_range: float = 0.05) -> dict[str, float]:
+                  min_progress_range: float = MIN_PROGRESS_RANGE) -> dict[str, float]:
     """``voc``, ``voc_frames``, ``voc_frames_ceiling``, ``static_voc``, ``voc_all``, ``n_voc_rollouts``,
     ``success_auc``, ``success_accuracy``, ``gvl_voc`` (when scored), ``n_rollouts`` and ``n_successes`` of one split
     (module docstring), each name + ``suffix``. ``success_auc`` is left out, with a warning, when the split holds only
@@ -197,7 +199,7 @@ def split_figures(scores: Sequence[RolloutScore], detector: SuccessDetector, suf
     final = [s.final_log_prob for s in scores]
     success = [s.success for s in scores]
     moving = [s for s in scores if np.ptp(s.true) >= min_progress_range]
-    figures: dict[str, float] = {"voc_all": float(np.mean([s.prefix_voc() if s in moving else 0.0 for s in scores])),
+    figures: dict[str, float] = {"voc_all": float(sum(s.prefix_voc() for s in moving) / len(scores)),
                                  "n_voc_rollouts": len(moving)}
     if moving:
         figures.update(voc=float(np.mean([s.prefix_voc() for s in moving])),

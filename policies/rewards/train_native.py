@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from policies.common.train_state import TrainState, load_state, new_state, optimizer_step, run_steps, save_state
+from policies.rewards.evaluate import MIN_PROGRESS_RANGE
 from policies.rewards.native import (
     NativeScorer,
     NativeVLM,
@@ -149,7 +150,7 @@ def sample_batch(rollouts: Sequence[Rollout], batch_size: int, k: int, rng: np.r
 
 
 def evaluate(scorer: NativeScorer, rollouts: Sequence[Rollout], k: int,
-             min_progress_range: float = 0.05) -> dict[str, float]:
+             min_progress_range: float = MIN_PROGRESS_RANGE) -> dict[str, float]:
     """``val/voc``: mean VOC of the log P(True) of ``k`` linspace prefixes against the true progress at their last
     frames, over the rollouts whose true progress spans ``min_progress_range`` (as ``scripts/eval_reward.py``);
     ``val/static_voc``: the same with the first frame repeated; ``val/true_logp_success`` / ``_failure``: the mean
