@@ -71,11 +71,17 @@ def test_collected_episode_is_recorded_from_a_twin_that_follows_reality(reality,
     assert np.median(gap) < 0.005 and gap.max() < 0.025, gap
     assert np.linalg.norm(np.diff(state, axis=0), axis=1).sum() > 0.1
 
-    # The twin's block stayed with reality's (truth at its capture time) despite pushes the twin never saw.
-    # Measured here (8 runs, a training run busy on the same 2 cores): sync RMS 1.8-3.9 mm and 0.5-2.4 deg,
-    # ~42 corrections/s, targets streamed at ~100 Hz. The bounds leave about 2x margin for a loaded machine.
-    assert len(episode.sync_errors) >= 100, metrics
-    assert metrics["sync_rms_mm"] < 8.0 and metrics["sync_rms_deg"] < 6.0, metrics
+    # The twin's block stayed with reality's (truth at its capture time) despite pushes the twin never saw. Judged
+    # by the share of truth readings the twin's block was within 5 mm of, which a push's transient (up to ~30 mm for
+    # a few readings) barely moves: measured here (2026-12-07, 45 runs over seeds 100002-17, with a busy core, a
+    # 0.3 s stall of the twin, pushes twice as hard) 0.86-0.96 with correction, 0.17-0.56 open loop
+    # (twin.correction=none, 4 runs; their RMS 10-34 mm against 1.4-4.3 mm). The RMS bound only catches gross loss:
+    # one CI run reached 8.1 mm, where these runs never passed 4.3 mm (see bench.py sync for the distribution).
+    errors = episode.sync_errors
+    assert len(errors) >= 100, metrics
+    near = (float(np.mean(errors[:, 0] < 0.005)), float(np.mean(np.degrees(errors[:, 1]) < 3.0)))
+    assert min(near) > 0.75, (near, metrics)
+    assert metrics["sync_rms_mm"] < 15.0 and metrics["sync_rms_deg"] < 8.0, metrics
     assert metrics["correction_hz"] > 30 and metrics["stream_hz"] > 80, metrics
     # Real coverage is judged from the last truth reading (not compared with the twin's: near the goal 1 mm of pose
     # error is 0.02 of coverage, and an episode ending on twin success measured 0.96 in the twin, 0.72 in truth).
