@@ -13,6 +13,9 @@ key                   shape      meaning (SI units, as ``meta["units"]`` says)
 ``twin_velocity``     (n, 3)     its planar velocity vx, vy (m/s, world frame, centre of mass) and wz (rad/s)
 ``wrench``            (n, 3)     mean correction wrench on the block over the step: fx, fy (N), tz (N m)
 ``measured_pose``     (n, 3)     latest accepted measurement of the real block's pose (NaN before any)
+``measured_time``     (n,)       its capture time on the twin's clock (s; NaN before any): identification fits
+                                 reality's motion to these (the twin's own velocity slides with the twin's friction
+                                 between measurements)
 ``pusher_xy``         (n, 2)     pusher tip position (m)
 ``pusher_velocity``   (n, 2)     pusher tip velocity (m/s)
 ``contact``           (n,)       the pusher touched the block during the step (bool)
@@ -29,10 +32,10 @@ from typing import Any
 import mujoco
 import numpy as np
 
-FORMAT = "realsim.episode_log/1"
+FORMAT = "realsim.episode_log/2"  # 2: measured_time
 UNITS = {"time": "s", "twin_pose": "m,m,rad", "twin_velocity": "m/s,m/s,rad/s", "wrench": "N,N,N*m",
-         "measured_pose": "m,m,rad", "pusher_xy": "m", "pusher_velocity": "m/s", "contact": "bool"}
-WIDTHS = {"time": 0, "twin_pose": 3, "twin_velocity": 3, "wrench": 3, "measured_pose": 3, "pusher_xy": 2,
+         "measured_pose": "m,m,rad", "measured_time": "s", "pusher_xy": "m", "pusher_velocity": "m/s", "contact": "bool"}
+WIDTHS = {"time": 0, "twin_pose": 3, "twin_velocity": 3, "wrench": 3, "measured_pose": 3, "measured_time": 0, "pusher_xy": 2,
           "pusher_velocity": 2, "contact": 0}
 
 
@@ -88,6 +91,7 @@ class EpisodeRecorder:
         measured = twin.measured_pose
         row = {"time": float(data.time), "twin_pose": env.block_pose, "twin_velocity": velocity[[3, 4, 2]],
                "wrench": wrench, "measured_pose": np.full(3, np.nan) if measured is None else measured,
+               "measured_time": np.nan if measured is None else twin.measured_time,
                "pusher_xy": env.pusher_xy, "pusher_velocity": tip[3:5], "contact": bool(contact)}
         for key, value in row.items():
             self.rows[key].append(value)
@@ -139,7 +143,8 @@ def load_log(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     units = meta.get("units", {})
     for key, width in WIDTHS.items():
         if key not in arrays:
-            raise EpisodeLogError(f"{path}: field {key!r} is missing")
+            raise EpisodeLogError(f"{path}: field {key!r} is missing (format {meta.get('format')!r}; this "
+                                  f"version reads {FORMAT!r})")
         if units.get(key) != UNITS[key]:
             raise EpisodeLogError(f"{path}: field {key!r} has units {units.get(key)!r}, expected {UNITS[key]!r}")
         value = arrays[key]
@@ -148,7 +153,7 @@ def load_log(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
         expected = (len(arrays["time"]),) + ((width,) if width else ())
         if value.shape != expected:
             raise EpisodeLogError(f"{path}: field {key!r} has shape {value.shape}, expected {expected}")
-        if key not in ("measured_pose", "contact") and not np.all(np.isfinite(value)):
+        if key not in ("measured_pose", "measured_time", "contact") and not np.all(np.isfinite(value)):
             raise EpisodeLogError(f"{path}: field {key!r} has non-finite values")
     for key in ("block_mass", "gravity", "log_dt", "friction"):
         if key not in meta:

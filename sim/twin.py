@@ -207,6 +207,11 @@ class DigitalTwin:
         """The latest accepted measurement of the block pose (x, y, theta; m, rad), or None before any (pose mode)."""
         return None if self._target is None else self._target.copy()
 
+    @property
+    def measured_time(self) -> float | None:
+        """The capture time (s, twin clock) of :attr:`measured_pose`, or None before any."""
+        return None if self._target is None else self._target_time
+
     def pusher_in_contact(self) -> bool:
         """Whether the twin's pusher touches its block now."""
         data = self.env.data

@@ -63,6 +63,7 @@ def identification_of(record: dict[str, Any]) -> Identification:
     """The :class:`Identification` of a record written by :func:`identify_logs` (its figures are plain floats)."""
     figures = dict(record["identification"])
     figures["mass_identified"] = bool(figures["mass_identified"])
+    figures["friction_identified"] = bool(figures.get("friction_identified", True))  # records before it was kept
     figures["n_pushes"], figures["n_episodes"] = int(figures["n_pushes"]), int(figures["n_episodes"])
     return Identification(**figures)
 

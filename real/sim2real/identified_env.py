@@ -130,9 +130,10 @@ def run_identification(run: IdentifyRunConfig, conf_dir: str | os.PathLike) -> t
     ident = identify(paths, reference_push_force=run.reference_push_force)
     nominal_mass = load_log(paths[0])[1]["block_mass"]
     mass_source = "identified" if ident.mass_identified else "the prior: no reference push force"
+    friction_source = "identified" if ident.friction_identified else "the prior: too few free slides"
     header = (f"Identified by scripts/identify.py from {len(paths)} episode logs of {run.run_dir}: the deployed env "
               f"with domain randomisation drawn\naround the identified physics (real/sim2real/identified_env.py). "
-              f"Friction scale {ident.friction_scale:.3f} +- {ident.friction_scale_std:.3f}, block mass "
+              f"Friction scale {ident.friction_scale:.3f} +- {ident.friction_scale_std:.3f} ({friction_source}), block mass "
               f"{ident.block_mass:.3f} +- {ident.block_mass_std:.3f} kg\n({mass_source}), "
               f"pushes {ident.push_rate_hz:.3f} Hz of {ident.push_force_n:.2f} N.")
     return ident, write_env_config(identified_env(ident, nominal_mass, env_cfg), run.out_path(conf_dir), header)
