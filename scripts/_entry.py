@@ -33,7 +33,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import functools
 import signal
 import sys
-import threading
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,12 +69,13 @@ from real.bridge import serve_run
 from real.modes import collect_run, deploy_run, viewer
 from real.sim2real import evaluation as sim2real
 from real.sim2real import identified_env
+from real.stop_request import StopRequest
 from sim.recon_scenes import SceneConfig
 
 __all__ = ["BENCH_AREAS", "CONF_DIR", "INTERRUPTED_EXIT", "BenchConfig", "ablation_env", "bench_overrides",
            "env_factories", "env_features", "eval_envs", "exit_on_interrupt", "load_checkpoint", "main", "monitor_observer",
            "print_figures", "recon_preset", "register_configs", "reward_rollout_factories", "run_perception_bench",
-           "run_policy_bench", "stop_on_signals", "stream_factories", "tracker", "write_figures"]
+           "run_policy_bench", "stream_factories", "tracker", "write_figures"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -268,7 +268,7 @@ def exit_on_interrupt(task: Callable[[Callable[[], bool]], None], message: str) 
     ``stop_requested()`` turns true at the first SIGINT, for loops that poll it: a native callback may swallow the
     ``KeyboardInterrupt`` that the signal also raises.
     """
-    interrupted = threading.Event()
+    interrupted = StopRequest()  # lock-free (real.stop_request): a handler must not take the lock a wait() holds
 
     def on_sigint(signum: int, frame: object) -> None:
         interrupted.set()
@@ -282,14 +282,6 @@ def exit_on_interrupt(task: Callable[[Callable[[], bool]], None], message: str) 
     if interrupted.is_set():
         print(message, file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
-
-
-def stop_on_signals(*signals: signal.Signals) -> threading.Event:
-    """An event set by any of ``signals`` (default SIGTERM and SIGINT), for a service that runs until told to stop."""
-    stop = threading.Event()
-    for sig in signals or (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def env_features(env_name: str) -> dict[str, dict]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import _entry
 
 from real.bridge.serve_run import serve_robot
+from real.stop_request import stop_on_signals
 
 
 @_entry.main("serve_robot")
 def main(run, config: dict) -> None:
     """Serves until SIGTERM/SIGINT."""
-    stop = _entry.stop_on_signals()
+    stop = stop_on_signals()
     serve_robot(run, stop, on_ready=lambda address: print(f"address: {address[0]}:{address[1]}", flush=True))
     print("stopped: the robot was left holding", flush=True)
 

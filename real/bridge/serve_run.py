@@ -14,6 +14,7 @@ from omegaconf import MISSING
 from real.bridge.server import RobotServer, ServerConfig
 from real.robot_choice import RemoteRobotChoice, register_robot_configs
 from real.safe_robot import SafeRobot
+from real.stop_request import StopRequest
 
 DEFAULT_PORT = 5555
 
@@ -43,7 +44,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="serve_robot_schema", node=ServeRobotRunConfig)
 
 
-def serve_robot(run: ServeRobotRunConfig, stop: threading.Event,
+def serve_robot(run: ServeRobotRunConfig, stop: StopRequest | threading.Event,
                 on_ready: Callable[[tuple[str, int]], None] = lambda address: None) -> None:
     """Serves ``run.robot`` until ``stop`` is set, then leaves it holding and disconnected.
 

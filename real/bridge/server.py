@@ -58,6 +58,7 @@ from real.realtime import set_realtime_priority
 from real.robot import JOINT_POS, JOINT_TARGET, JOINT_VEL, TIMESTAMP, Robot
 from real.safe_robot import SafeRobot, SafeRobotConfig
 from real.safety import Refusal
+from real.stop_request import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -461,14 +462,12 @@ def _serve_process(backend_factory: BackendFactory, server_config: ServerConfig,
         _die_with_parent()
     level = os.environ.get("REALSIM_BRIDGE_LOG", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s bridge-server %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
     try:
         set_realtime_priority(server_config.realtime_priority)  # before any thread starts: they inherit it
     except (OSError, NotImplementedError, ValueError) as exc:
         ready.send(("error", f"realtime_priority={server_config.realtime_priority}: {type(exc).__name__}: {exc}"))
         return
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals()  # lock-free: an Event's set() in a handler can deadlock the main thread's wait()
     try:
         robot = SafeRobot(backend_factory(), robot_config, fk=fk)
         server = RobotServer(robot, server_config)
@@ -510,6 +509,13 @@ class ServerProcess:
     def pid(self) -> int | None:
         """The child's process id (``None`` before ``start``)."""
         return None if self._process is None else self._process.pid
+
+    def wait(self, timeout: float) -> int | None:
+        """Waits up to ``timeout`` s for the child to exit: its exit code, or None while it runs (or before start)."""
+        if self._process is None:
+            return None
+        self._process.join(timeout)
+        return self._process.exitcode
 
     def start(self) -> tuple[str, int]:
         """Spawn the child and wait until it listens; returns its ``(host, port)``.

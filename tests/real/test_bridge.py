@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import multiprocessing
+import os
 import signal
 import socket
 import struct
@@ -265,6 +266,20 @@ def test_a_server_process_stops_when_the_process_that_started_it_is_killed():
         time.sleep(0.05)
     with pytest.raises(ConnectionRefusedError, match="refused"):
         socket.create_connection(("127.0.0.1", port), timeout=1.0)
+
+
+def test_a_server_process_stops_cleanly_on_a_burst_of_sigterms():
+    # Its handlers only set a flag (real.stop_request; tests/real/test_stop_request.py storms one with signals).
+    process = ServerProcess(SimulatedJointRobot)
+    port = process.start()[1]
+    try:
+        for _ in range(50):
+            os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(10.0) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1.0)
+    finally:
+        process.stop()
 
 
 # --- command ownership, staleness, ordering, e-stop -------------------------------------------------------------------
