@@ -72,16 +72,17 @@ def test_collected_episode_is_recorded_from_a_twin_that_follows_reality(reality,
     assert np.linalg.norm(np.diff(state, axis=0), axis=1).sum() > 0.1
 
     # The twin's block stayed with reality's (truth at its capture time) despite pushes the twin never saw. Judged
-    # by the share of truth readings the twin's block was within 5 mm of, which a push's transient (up to ~30 mm for
-    # a few readings) barely moves: measured here (2026-12-07, 45 runs over seeds 100002-17, with a busy core, a
-    # 0.3 s stall of the twin, pushes twice as hard) 0.86-0.96 with correction, 0.17-0.56 open loop
-    # (twin.correction=none, 4 runs; their RMS 10-34 mm against 1.4-4.3 mm). The RMS bound only catches gross loss:
-    # one CI run reached 8.1 mm, where these runs never passed 4.3 mm (see bench.py sync for the distribution).
+    # by the share of truth readings the twin's block was within 5 mm / 3 deg of, which a push's transient (up to
+    # ~30 mm for a few readings) barely moves. Measured (2026-12-07, seeds 100002-17): 0.86-0.96 with correction over
+    # 44 runs (idle, a busy core, a 0.3 s stall of the twin, pushes twice as hard), 0.75 once with two runaway
+    # processes on the 2 cores; 0.17-0.56 open loop (twin.correction=none, 4 runs; RMS 10-34 mm against 1.4-4.3).
+    # The RMS bound only catches gross loss (one CI run reached 8.1 mm; bench.py sync measures the distribution).
     errors = episode.sync_errors
     assert len(errors) >= 100, metrics
     near = (float(np.mean(errors[:, 0] < 0.005)), float(np.mean(np.degrees(errors[:, 1]) < 3.0)))
-    assert min(near) > 0.75, (near, metrics)
-    assert metrics["sync_rms_mm"] < 15.0 and metrics["sync_rms_deg"] < 8.0, metrics
+    figures = {key: metrics[key] for key in ("sync_rms_mm", "sync_rms_deg", "correction_hz", "stream_hz")}
+    assert min(near) > 0.65, (near, figures)
+    assert metrics["sync_rms_mm"] < 15.0 and metrics["sync_rms_deg"] < 8.0, figures
     assert metrics["correction_hz"] > 30 and metrics["stream_hz"] > 80, metrics
     # Real coverage is judged from the last truth reading (not compared with the twin's: near the goal 1 mm of pose
     # error is 0.02 of coverage, and an episode ending on twin success measured 0.96 in the twin, 0.72 in truth).
