@@ -11,7 +11,7 @@ it was corrected towards (``measured_pose`` with their capture times ``measured_
   each slide cut where the fit says it stopped, refitted until the cuts settle. ``mu_eff = A / g``. Not from the
   twin's own velocity: between measurements the twin's block slides under the *twin's* friction and is pulled back
   at the next one, so its decelerations come out between the two frictions (measured on a slippery reality, friction
-  x0.6: x0.78 from the twin's velocity, x0.63 from the measurements). MuJoCo's effective sliding friction is not
+  x0.6: x0.78 from the twin's velocity, x0.62 from the measurements). MuJoCo's effective sliding friction is not
   exactly the geom's coefficient (soft contacts, elliptic cone), so ``mu_eff`` is turned into a scale of the MJCF's
   friction by the twin's own free slide at nominal friction (:func:`twin_sliding_friction`, simulated once).
 * **pushes**: from the twin's block acceleration per log step (20 ms), ``a_i = (v_i - v_{i-1}) / dt``: steps without
