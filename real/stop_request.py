@@ -25,6 +25,10 @@ class StopRequest:
         """Requests the stop (takes no lock; callable as a signal handler)."""
         self._requested = True
 
+    def clear(self) -> None:
+        """Withdraws the request (before a service starts again)."""
+        self._requested = False
+
     def is_set(self) -> bool:
         """Whether a stop was requested."""
         return self._requested

@@ -44,6 +44,7 @@ from real.drivers.packets import (
     INST_WRITE,
     Instruction,
 )
+from real.stop_request import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class EmulatedServoBus:
         self._addr_bytes = 2 if protocol == "dynamixel" else 1
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stop = StopRequest()  # set by request_stop(), also from a SIGTERM handler: it must take no lock
         self._master = self._slave = -1
         self._wake_r = self._wake_w = -1
         self.port = ""
@@ -384,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     bus = EmulatedServoBus(args.protocol, args.ids, ticks=args.ticks, speed=args.speed)
     print(f"port: {bus.open()}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: bus.request_stop())
+    signal.signal(signal.SIGTERM, lambda *_: bus.request_stop())  # takes no lock (real.stop_request)
     try:
         bus.serve_forever()
     except KeyboardInterrupt:
