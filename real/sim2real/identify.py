@@ -29,9 +29,9 @@ it was corrected towards (``measured_pose`` with their capture times ``measured_
   dominates both the table's (0.4) and the pusher's (0.3) in every contact, so they are not distinguishable from the
   block's: the identified scale applies to all of them (as the env's ``friction_scale`` does).
 
-Known limits, measured from 10 deployed episodes per reality (README): friction within 3% (x0.60) and 8% (x1.40); the
-push rate 24-33% high (pushes that start by the pusher and carry the block away are seen, but that time is not in
-the exposure; counting only pushes that start in it gave 22-35% low); push size -5% to +29% (the correction's ringing
+Known limits, measured from 10 deployed episodes per reality (README): friction within 1% (x0.60) and 6% (x1.40); the
+push rate 20-32% high (pushes that start by the pusher and carry the block away are seen, but that time is not in
+the exposure; counting only pushes that start in it gave 22-35% low); push size 31-37% high (the correction's ringing
 inflates the twin's accelerations). On the slippery lock-step synthetic reality (``sim.lockstep``, exact
 measurements, the test's) friction is within 1%, the push rate within 3%.
 """
