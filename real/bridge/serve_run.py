@@ -3,7 +3,6 @@ safety layer, served over the bridge until SIGTERM or SIGINT, so ``robot=remote`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +43,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="serve_robot_schema", node=ServeRobotRunConfig)
 
 
-def serve_robot(run: ServeRobotRunConfig, stop: StopRequest | threading.Event,
+def serve_robot(run: ServeRobotRunConfig, stop: StopRequest,
                 on_ready: Callable[[tuple[str, int]], None] = lambda address: None) -> None:
     """Serves ``run.robot`` until ``stop`` is set, then leaves it holding and disconnected.
 
