@@ -67,7 +67,8 @@ class PushTExpert:
         self.config = config or ExpertConfig()
         contacts, normals = shape.boundary_points(self.config.contact_spacing)
         corners = np.concatenate([np.abs(shape.centers) + shape.half_sizes])
-        self.bound = float(np.linalg.norm(corners, axis=1).max()) + pusher_radius + 2 * self.config.clearance
+        self._reach = float(np.linalg.norm(corners, axis=1).max())  # m: the T lies within this of its origin
+        self.bound = self._reach + pusher_radius + 2 * self.config.clearance
         # Keep contacts the pusher can reach: touching there and coming in along the normal must not hit the T.
         reachable = [
             self._segment_clear(c + n * (pusher_radius + 1e-3), c + n * self.bound, margin=pusher_radius)
@@ -162,6 +163,21 @@ class PushTExpert:
     def _segment_clear(self, a: np.ndarray, b: np.ndarray, margin: float | None = None) -> bool:
         """Whether a pusher moving from ``a`` to ``b`` (block frame) stays ``margin`` m clear of the T."""
         margin = self.radius + 0.5 * self.config.clearance if margin is None else margin
+        # Only the part of the segment inside the disc that holds the grown T can touch it; sampling just that part
+        # keeps the cost bounded when the block is far away (e.g. shoved off the table, metres from the pusher).
+        radius = self._reach + margin * np.sqrt(2.0)
+        d = b - a
+        dd, ad = float(d @ d), float(a @ d)
+        disc = ad * ad - dd * (float(a @ a) - radius * radius)
+        if dd == 0.0:
+            return not self.shape.contains(a, margin=margin)
+        if disc <= 0.0:
+            return True
+        root = np.sqrt(disc)
+        t0, t1 = max(0.0, (-ad - root) / dd), min(1.0, (-ad + root) / dd)
+        if t0 > t1:
+            return True
+        a, b = a + t0 * d, a + t1 * d
         n = max(2, int(np.linalg.norm(b - a) / 0.004) + 1)
         pts = a + (b - a) * np.linspace(0, 1, n)[:, None]
         return not np.any(self.shape.contains(pts, margin=margin))

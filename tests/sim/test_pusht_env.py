@@ -192,6 +192,30 @@ def test_expert_succeeds_on_listed_evaluation_seeds():
     assert _expert_success(sim.EnvConfig(), range(100000, 100010)) >= 0.8
 
 
+def test_expert_path_check_matches_dense_sampling_and_stays_bounded_for_a_block_far_away(monkeypatch):
+    env = sim.make_env(sim.EnvConfig(), render_mode=None)
+    expert = sim.make_expert(env, sim.EnvConfig())
+    shape = expert.shape
+
+    def dense(a, b, margin):  # every 1 mm along the whole segment
+        pts = a + (b - a) * np.linspace(0, 1, max(2, int(np.linalg.norm(b - a) / 0.001) + 1))[:, None]
+        return not np.any(shape.contains(pts, margin=margin))
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.uniform(-0.3, 0.3, 2), rng.uniform(-0.3, 0.3, 2), rng.uniform(0, 0.03)) for _ in range(2000)]
+    cases += [(a, a, m) for a, _, m in cases[:200]]  # a pusher standing still
+    agree = np.mean([expert._segment_clear(a, b, m) == dense(a, b, m) for a, b, m in cases])
+    assert agree >= 0.99, agree  # both sample; they differ only on segments grazing a corner between samples
+    # A block shoved off the table ends up metres away (or, falling, kilometres): the check samples only near the T.
+    sampled = []
+    contains = TShape.contains
+    monkeypatch.setattr(TShape, "contains", lambda self, pts, margin=0.0: sampled.append(len(np.atleast_2d(pts)))
+                        or contains(self, pts, margin))
+    assert expert._segment_clear(np.array([0.2, 0.0]), np.array([4e5, 3e5]))
+    assert not expert._segment_clear(np.array([-1e4, 0.0]), np.array([1e4, 0.0]), margin=0.01)  # through the T
+    assert max(sampled) < 200, sampled
+
+
 def test_noisy_expert_is_worse_but_not_useless():
     noisy = sim.EnvConfig(expert=ExpertConfig(noise_std=0.02, random_contact_prob=0.3))
     rate = _expert_success(noisy, range(100000, 100010))
