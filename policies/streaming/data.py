@@ -15,8 +15,9 @@ gives:
   (:mod:`policies.streaming.clips`).
 
 A fraction ``shove_prob`` of episodes runs in a "shove" env whose pushes are ``shove_force`` N (a factory the scripts
-layer passes), so blocks do leave the table. After a success the agent keeps acting for ``steps_after_success``
-steps (the env terminates on success), so success is not only an episode's last frame.
+layer passes), so blocks do leave the table; such an episode ends ``steps_after_off_table`` steps after its block
+left. After a success the agent keeps acting for ``steps_after_success`` steps (the env terminates on success), so
+success is not only an episode's last frame.
 
 Layout (one ``.npz`` per episode, written atomically: a killed collection resumes losing at most one)::
 
@@ -57,11 +58,13 @@ class StreamLabelConfig:
     shove_prob: float = 0.1  # fraction of episodes (drawn from the seed) in the shove env
     shove_force: float = 10.0  # N, the shove env's push force (the scripts layer builds that env)
     steps_after_success: int = 10  # steps recorded after the env terminates on success
+    steps_after_off_table: int = 10  # steps recorded after the block leaves the table_box (then the episode ends)
 
     def __post_init__(self) -> None:
-        if self.event_frames < 1 or self.steps_after_success < 0:
-            raise ValueError(f"labels.event_frames must be >= 1 and labels.steps_after_success >= 0, got "
-                             f"{self.event_frames}, {self.steps_after_success}")
+        if self.event_frames < 1 or self.steps_after_success < 0 or self.steps_after_off_table < 0:
+            raise ValueError(f"labels.event_frames must be >= 1, labels.steps_after_success and "
+                             f"steps_after_off_table >= 0, got {self.event_frames}, {self.steps_after_success}, "
+                             f"{self.steps_after_off_table}")
         if self.contact_distance < 0 or self.shove_force < 0 or not 0 <= self.shove_prob <= 1:
             raise ValueError(f"labels.contact_distance and shove_force must be >= 0, shove_prob in [0, 1]; got "
                              f"{self.contact_distance}, {self.shove_force}, {self.shove_prob}")
@@ -124,10 +127,16 @@ def derive_events(pose: np.ndarray, contact: np.ndarray, pushes: np.ndarray, cfg
     for name, starts in (("block_moved_externally", began), ("contact_lost", lost)):
         for t in starts:
             events[t:t + cfg.event_frames, EVENT_INDEX[name]] = True
-    x0, y0, x1, y1 = cfg.table_box
-    events[:, EVENT_INDEX["block_off_table"]] = ((pose[:, 0] < x0) | (pose[:, 0] > x1) | (pose[:, 1] < y0)
-                                                 | (pose[:, 1] > y1))
+    events[:, EVENT_INDEX["block_off_table"]] = off_table(pose, cfg.table_box)
     return events
+
+
+def off_table(pose: np.ndarray, table_box: tuple[float, float, float, float]) -> np.ndarray | bool:
+    """Whether the block origin(s) of ``pose`` (..., 3) (x, y m) lie outside ``table_box`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = table_box
+    x, y = np.asarray(pose)[..., 0], np.asarray(pose)[..., 1]
+    out = (x < x0) | (x > x1) | (y < y0) | (y > y1)
+    return bool(out) if np.ndim(out) == 0 else out
 
 
 def is_shove(seed: int, prob: float) -> bool:
@@ -170,7 +179,7 @@ def record_stream(env: gym.Env, agent: Agent, seed: int, data: StreamDataConfig,
         frames["pushes"].append(_push_count(env))
 
     record(obs, info)
-    extra = None  # steps left after a success ended the episode
+    extra = None  # steps left after a success ended the episode, or after the block left the table
     while extra != 0:
         obs, _, terminated, truncated, info = env.step(np.asarray(agent.act(obs), dtype=np.float32))
         record(obs, info)
@@ -180,6 +189,8 @@ def record_stream(env: gym.Env, agent: Agent, seed: int, data: StreamDataConfig,
             break
         elif terminated:
             extra = labels.steps_after_success
+        elif off_table(frames["pose"][-1], labels.table_box):
+            extra = labels.steps_after_off_table  # a block gone over the edge falls for good: stop, as an operator
     pose = np.asarray(frames["pose"], np.float32)
     contact = np.asarray(frames["contact"], bool)
     events = derive_events(pose, contact, np.asarray(frames["pushes"]), labels)

@@ -73,6 +73,24 @@ def test_the_collector_labels_two_twin_episodes(tmp_path):
     assert all(ep.events[:, EVENT_INDEX["block_moved_externally"]].any() for ep in episodes)
 
 
+def test_an_episode_ends_a_set_number_of_steps_after_its_block_left_the_table():
+    sim = pytest.importorskip("sim")
+    from omegaconf import OmegaConf
+
+    from policies.streaming.data import off_table, record_stream
+
+    # pushes of 30 N for 0.1 s throw the 0.2 kg block off the table within the first second or two
+    env_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(sim.TargetsEnvConfig()), {"kwargs": {
+        "max_episode_steps": 150, "randomization": {"push_force": 30.0, "push_interval": [0.3, 0.5]}}}))
+    env = sim.make_env(env_cfg)
+    data = StreamDataConfig(labels=StreamLabelConfig(steps_after_off_table=5))
+    episode = record_stream(env, sim.make_expert(env, env_cfg), seed=4, data=data)
+    env.close()
+    gone = np.flatnonzero(off_table(episode.pose, data.labels.table_box))
+    assert gone.size and len(episode.images) == gone[0] + 6 < 151  # its first frame off the table, then 5 more
+    assert episode.events[gone[0]:, EVENT_INDEX["block_off_table"]].all()
+
+
 def test_save_and_load_round_trip(tmp_path):
     ep = synthetic_episode(3, n=30)
     back = load_stream(save_stream(ep, tmp_path / "e.npz"))
