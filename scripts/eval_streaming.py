@@ -12,7 +12,7 @@ import _entry
 
 from perception.streaming import load_streaming
 from policies.streaming.data import load_streams
-from policies.streaming.evaluate import evaluate_streaming
+from policies.streaming.evaluate import calibration_streams, evaluate_streaming
 
 
 @_entry.main("eval_streaming")
@@ -22,7 +22,8 @@ def main(run, config: dict) -> None:
         model = load_streaming(run.model)
     except FileNotFoundError as err:
         raise SystemExit(f"model={run.model}: {err}; train one with scripts/train_streaming.py") from err
-    figures = evaluate_streaming(model, load_streams(run.data_root, run.eval.split), run.eval)
+    figures = evaluate_streaming(model, load_streams(run.data_root, run.eval.split), run.eval,
+                                 calibration_streams(run.data_root, run.eval))
     _entry.write_figures(figures, Path(run.output_dir) / "figures.json")
 
 

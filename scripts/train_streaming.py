@@ -14,7 +14,7 @@ import _entry
 
 from policies.datasets.atomic import atomic_symlink
 from policies.streaming.data import collect_streams, load_streams
-from policies.streaming.evaluate import evaluate_streaming
+from policies.streaming.evaluate import calibration_streams, evaluate_streaming
 from policies.streaming.train import train_streaming
 
 
@@ -26,7 +26,8 @@ def main(run, config: dict) -> None:
     with _entry.tracker(run, config) as tracker:
         model = train_streaming(run.streaming, run.train, run.clips, load_streams(run.data_root, "train"),
                                 run.output_dir, tracker)
-        figures = evaluate_streaming(model, load_streams(run.data_root, run.eval.split), run.eval)
+        figures = evaluate_streaming(model, load_streams(run.data_root, run.eval.split), run.eval,
+                                     calibration_streams(run.data_root, run.eval))
         tracker.log({f"eval/{k}": v for k, v in figures.items()}, step=run.train.steps)
     _entry.write_figures(figures, Path(run.output_dir) / "figures.json")
     if run.latest_link:

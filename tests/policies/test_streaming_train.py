@@ -11,7 +11,15 @@ import torch
 from perception.streaming import EVENTS, load_streaming
 from policies.streaming import train as train_module
 from policies.streaming.clips import ClipConfig
-from policies.streaming.evaluate import StreamEvalConfig, detect_delay, evaluate_streaming, f1
+from policies.streaming.evaluate import (
+    StreamEvalConfig,
+    StreamPredictions,
+    choose_thresholds,
+    detect_delay,
+    evaluate_streaming,
+    f1,
+    figures_of,
+)
 from policies.streaming.train import CHECKPOINT, MODEL_DIR, StreamTrainConfig, train_streaming
 from tests.policies.stream_data import synthetic_episode, tiny_model
 
@@ -68,3 +76,28 @@ def test_an_untrained_model_gets_finite_figures_for_sinks_and_window():
         assert math.isfinite(figures[f"window_{name}"]), f"window_{name}"
     assert -1.0 <= figures["progress_voc"] <= 1.0 and 0.0 <= figures["success_auc"] <= 1.0
     assert 0.0 <= figures["frozen_detect_s"] <= 0.8  # at most the 8-frame segment at 10 fps
+
+
+def _predictions(rng: np.random.Generator, n: int = 400) -> StreamPredictions:
+    """Clean-stream answers where the push event's positives score 0.2-0.3 and its negatives 0.0-0.15 (a rare event
+    a model calls with low confidence); no off-table frames at all."""
+    labels = np.zeros((n, len(EVENTS)), bool)
+    labels[rng.choice(n, 20, replace=False), 0] = True
+    probs = np.where(labels, rng.uniform(0.2, 0.3, labels.shape), rng.uniform(0.0, 0.15, labels.shape))
+    rows = {"xy": [np.zeros(n)], "yaw": [np.zeros(n)], "succ_p": [np.linspace(0, 1, n)],
+            "succ_y": [np.arange(n) > n // 2], "ev_p": [probs], "ev_y": [labels], "cam_p": [probs[:, 3]],
+            "cam_y": [labels[:, 3]]}
+    return StreamPredictions(rows, [1.0], {"frozen": [], "replay": []}, 8, 10.0)
+
+
+def test_event_thresholds_chosen_on_calibration_streams_find_a_rare_event_that_0_5_misses():
+    rng = np.random.default_rng(0)
+    calibration, heldout = _predictions(rng), _predictions(rng)
+    thresholds = choose_thresholds(calibration, default=0.5)
+    assert 0.15 <= thresholds[0] < 0.2  # between the negatives' and the positives' scores
+    assert thresholds[2] == 0.5  # no positives to calibrate on: the default
+    assert figures_of(heldout, thresholds)["event_f1_block_moved_externally"] == 1.0
+    assert figures_of(heldout, np.full(len(EVENTS), 0.5))["event_f1_block_moved_externally"] == 0.0
+    figures = evaluate_streaming(tiny_model(), [synthetic_episode(1, n=70)], StreamEvalConfig(segment_frames=8),
+                                 calibration=[synthetic_episode(2, n=70)])
+    assert all(0.05 <= figures[f"event_threshold_{e}"] <= 0.95 for e in EVENTS)
