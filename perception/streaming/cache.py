@@ -47,6 +47,7 @@ class KVCache:
         self.frames_seen = 0  # frames written since the cache was made
         self.evicted = 0  # frames evicted
         self.previous_frame: torch.Tensor | None = None  # (B, 3, S, S), the last frame stepped (frame_change)
+        self.thumbs: torch.Tensor | None = None  # (B, frame capacity, D): the held frames' thumbnails (replay_match)
 
     @staticmethod
     def _buffer(prefix: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -69,6 +70,9 @@ class KVCache:
             if start < self.length:  # window > 0: shift the recent frames left by one frame
                 for buffer in (*self.keys, *self.values):
                     buffer[:, :, start:self.length - size] = buffer[:, :, start + size:self.length].clone()
+                if self.thumbs is not None:
+                    sinks = self.sink_frames
+                    self.thumbs[:, sinks:self.n_frames - 1] = self.thumbs[:, sinks + 1:self.n_frames].clone()
             self.length -= size
             self.n_frames -= 1
             self.evicted += 1
@@ -88,6 +92,17 @@ class KVCache:
         bias = self.bias.new_zeros(*self.bias.shape[:3], capacity)
         bias[..., :self.length] = self.bias[..., :self.length]
         self.bias = bias
+
+    def thumbnails(self, thumb: torch.Tensor) -> torch.Tensor:
+        """Stores ``thumb`` (B, D), the thumbnail of the frame just opened (:meth:`open_frame`), and returns those of
+        every held frame, oldest first, this one last: (B, frames held, D)."""
+        if self.thumbs is None or self.thumbs.shape[1] < self.n_frames:
+            grown = thumb.new_zeros(thumb.shape[0], max(self.max_frames or 0, 2 * self.n_frames), thumb.shape[1])
+            if self.thumbs is not None:
+                grown[:, :self.thumbs.shape[1]] = self.thumbs
+            self.thumbs = grown
+        self.thumbs[:, self.n_frames - 1] = thumb
+        return self.thumbs[:, :self.n_frames]
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Stores one frame's unrotated keys and values (B, heads, T, head_dim) of ``layer`` at token ``start``."""

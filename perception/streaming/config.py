@@ -27,7 +27,10 @@ class StreamingConfig:
     encoder_channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 48, 64])  # stride-2 3x3 convs
     tokens_per_frame: int = 4  # a square number: the encoder's last feature map is pooled to sqrt x sqrt cells
     frame_change: bool = True  # feed each frame's change from the previous one (per cell of a 4x4 grid; frozen = 0)
-    keypoints: int = 16  # spatial-softmax keypoints of the second-last conv map, added to every cell token (0: none)
+    replay_match: bool = True  # feed how closely each frame matches an older frame in memory (a replay: exactly)
+    keypoints: int = 16  # spatial-softmax keypoints, added to every cell token (0: none)
+    keypoint_layer: int = 1  # the conv whose output map feeds the keypoints (index into encoder_channels; 16x16)
+    encoder_norm: bool = True  # GroupNorm after every conv of the frame encoder
     d_model: int = 64  # transformer width
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads (d_model / n_heads must be even, for rotary pairs)
@@ -50,6 +53,9 @@ class StreamingConfig:
                 raise ValueError(f"StreamingConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.keypoints < 0:
             raise ValueError(f"StreamingConfig.keypoints must be >= 0, got {self.keypoints}")
+        if not -len(self.encoder_channels) <= self.keypoint_layer < len(self.encoder_channels):
+            raise ValueError(f"StreamingConfig.keypoint_layer must index encoder_channels "
+                             f"({len(self.encoder_channels)} convs), got {self.keypoint_layer}")
         if self.n_sink < (1 if self.memory == "sinks" else 0):
             raise ValueError(f"StreamingConfig.n_sink must be >= 1 with memory=sinks (>= 0 otherwise), got "
                              f"{self.n_sink}")

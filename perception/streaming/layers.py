@@ -3,6 +3,8 @@ block whose attention takes explicit key positions (so a cache can renumber them
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -12,26 +14,29 @@ from perception.streaming.config import StreamingConfig
 
 
 class FrameEncoder(nn.Module):
-    """(B, 3, S, S) float frames in [0, 1] -> (B, tokens_per_frame, d_model) tokens: stride-2 3x3 convs (GELU), a
-    1x1 projection to d_model, average pooling to a grid x grid map, one learnt embedding per cell, LayerNorm.
+    """(B, 3, S, S) float frames in [0, 1] -> (B, tokens_per_frame, d_model) tokens: stride-2 3x3 convs (GELU; with
+    ``encoder_norm``, GroupNorm before it), a 1x1 projection to d_model, average pooling to a grid x grid map, one
+    learnt embedding per cell, LayerNorm.
 
-    With ``keypoints`` K > 0, the expected (x, y) of K spatial-softmax maps of the second-last conv's output (8x8 for
-    64x64 frames) are projected to d_model and added to every cell: where the block and pads are, to a fraction of a
-    cell, which average pooling alone does not keep.
+    With ``keypoints`` K > 0, the expected (x, y) of K spatial-softmax maps of conv ``keypoint_layer``'s output (the
+    second, 16x16 for 64x64 frames, by default) are projected to d_model and added to every cell: where the block
+    and pads are, to a fraction of a cell, which average pooling alone does not keep.
     """
 
     def __init__(self, config: StreamingConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        convs: list[nn.Module] = []
         width = 3
         for channels in config.encoder_channels:
-            layers += [nn.Conv2d(width, channels, 3, stride=2, padding=1), nn.GELU()]
+            norm = [nn.GroupNorm(math.gcd(8, channels), channels)] if config.encoder_norm else []
+            convs.append(nn.Sequential(nn.Conv2d(width, channels, 3, stride=2, padding=1), *norm, nn.GELU()))
             width = channels
-        self.early = nn.Sequential(*layers[:-2])
-        self.late = nn.Sequential(*layers[-2:], nn.Conv2d(width, config.d_model, 1))
+        split = config.keypoint_layer % len(convs) + 1
+        self.early = nn.Sequential(*convs[:split])
+        self.late = nn.Sequential(*convs[split:], nn.Conv2d(width, config.d_model, 1))
         self.keypoints = None
         if config.keypoints:
-            early_width = config.encoder_channels[-2] if len(config.encoder_channels) > 1 else 3
+            early_width = config.encoder_channels[split - 1]
             self.keypoints = nn.Sequential(SpatialSoftmax(early_width, config.keypoints),
                                            nn.Linear(2 * config.keypoints, config.d_model))
         self.grid = config.grid

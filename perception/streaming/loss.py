@@ -39,17 +39,21 @@ class StreamTargets:
 
 
 def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: float = 0.25,
-                   weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                   weights: dict[str, float] | None = None,
+                   event_pos_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """``(loss, terms)``: the weighted sum of per-frame terms, masked frames excluded, and each term as a float
     (``losses/<name>``). Terms: ``pose_xy`` (MSE of x, y in units of ``pose_scale`` m), ``pose_yaw`` (MSE of
     (cos, sin) against the yaw's), ``progress`` and ``success`` and ``events`` (binary cross-entropy on logits;
     progress is a soft target). The pose terms count only ``pose_mask`` frames (the block on the table).
-    ``weights`` maps a term to its weight (1 when absent).
+    ``weights`` maps a term to its weight (1 when absent). ``event_pos_weight`` weighs the frames where an event
+    happens against those where it does not (events are rare: a push labels 2 frames of a 10 s episode).
 
     Raises:
         ValueError: a weight for a term that does not exist.
     """
     weights = weights or {}
+    if event_pos_weight <= 0:
+        raise ValueError(f"streaming_loss event_pos_weight must be > 0, got {event_pos_weight}")
     yaw = targets.pose[..., 2]
     per_frame = {
         "pose_xy": ((outputs.pose_xy - targets.pose[..., :2]) / pose_scale).square().mean(-1),
@@ -58,8 +62,9 @@ def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: f
                                                        reduction="none"),
         "success": F.binary_cross_entropy_with_logits(outputs.success_logit, targets.success.float(),
                                                       reduction="none"),
-        "events": F.binary_cross_entropy_with_logits(outputs.event_logits, targets.events.float(),
-                                                     reduction="none").mean(-1),
+        "events": F.binary_cross_entropy_with_logits(
+            outputs.event_logits, targets.events.float(), reduction="none",
+            pos_weight=outputs.event_logits.new_tensor(event_pos_weight)).mean(-1),
     }
     unknown = sorted(set(weights) - set(per_frame))
     if unknown:

@@ -12,10 +12,10 @@ Two ways to run the same network, giving the same outputs (to float rounding):
   (:meth:`StreamingModel.init_state`), for deployment: constant cost and memory per frame.
 
 Cost (default config, 64x64 frames, forward FLOPs per frame, multiply-add = 2): encoder convs 3->16->32->48->64
-at 32², 16², 8², 4² ≈ 0.9 + 2.4 + 1.8 + 0.9 MFLOP, 1x1 projection 0.07 MFLOP; transformer 2 layers x 4 tokens
-(projections + MLP 8·d²·2 per token ≈ 0.07 MFLOP per token per layer) ≈ 0.5 MFLOP, attention over <= 33
-frames x 4 tokens (+ 32 instruction tokens) ≈ 0.3 MFLOP; heads 0.01 MFLOP: ~6.9 MFLOP per frame in all
-(:func:`forward_flops_per_frame`). A clip of 32 frames costs ~0.2 GFLOP forward, so training at batch 64 fits
+at 32², 16², 8², 4² ≈ 0.9 + 2.4 + 1.8 + 0.9 MFLOP, keypoints of the 16x16 map 0.2 MFLOP, 1x1 projection 0.07
+MFLOP; transformer 2 layers x 4 tokens (projections + MLP 8·d²·2 per token ≈ 0.07 MFLOP per token per layer) ≈ 0.5
+MFLOP, attention over <= 33 frames x 4 tokens (+ 32 instruction tokens) ≈ 0.3 MFLOP; replay match 0.08 MFLOP;
+heads 0.01 MFLOP: ~7.2 MFLOP per frame in all (:func:`forward_flops_per_frame`). A clip of 32 frames costs ~0.2 GFLOP forward, so training at batch 64 fits
 DESIGN.md 4b's CPU budget only with short clips or cached encoder features; on this CPU the step path is bound by
 per-op overhead, not FLOPs.
 """
@@ -34,6 +34,7 @@ from perception.streaming.layers import Block, FrameEncoder, Rotary
 
 NEG_INF = float("-inf")
 CHANGE_CELLS = 4  # the frame-change feature's grid (cells per side)
+MATCH_SIZE = 32  # the replay-match feature's thumbnails (px per side)
 
 
 def frame_change(frames: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
@@ -45,6 +46,25 @@ def frame_change(frames: torch.Tensor, previous: torch.Tensor | None) -> torch.T
         return frames.new_zeros(frames.shape[0], CHANGE_CELLS ** 2 + 1)
     diff = F.adaptive_avg_pool2d((frames - previous).abs().mean(1, keepdim=True) * 255, CHANGE_CELLS)
     return torch.cat((diff.flatten(1).log1p(), frames.new_ones(frames.shape[0], 1)), dim=1)
+
+
+def thumbnail(frames: torch.Tensor) -> torch.Tensor:
+    """(B, MATCH_SIZE**2) grey levels (0-255) of ``frames`` (B, 3, S, S) in [0, 1], average-pooled to
+    MATCH_SIZE x MATCH_SIZE: what :func:`replay_match` compares."""
+    grey = frames.mean(1, keepdim=True)
+    return F.adaptive_avg_pool2d(grey, MATCH_SIZE).flatten(1) * 255
+
+
+def replay_match(thumb: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """(..., 2) features of frames ``thumb`` (..., D) against remembered ones ``memory`` (..., M, D): ``log1p`` of
+    the smallest mean absolute grey-level difference to a remembered frame where ``allowed`` (..., M) is True, and 1
+    when there is any such frame (else both 0). A replayed frame matches a remembered one exactly (0), where a live
+    one differs by its sensor noise at least (~0.7 for noise of 2 grey levels)."""
+    distance = torch.cdist(thumb[..., None, :], memory, p=1)[..., 0, :] / thumb.shape[-1]
+    allowed = allowed.expand_as(distance)
+    nearest = distance.masked_fill(~allowed, float("inf")).min(-1).values
+    found = allowed.any(-1)
+    return torch.stack((torch.where(found, nearest, 0.0).log1p(), found.to(thumb.dtype)), dim=-1)
 
 
 @dataclasses.dataclass
@@ -105,6 +125,7 @@ class StreamingModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(),
                                   nn.Linear(config.d_model, 6 + len(EVENTS)))
         self.change = nn.Linear(CHANGE_CELLS ** 2 + 1, config.d_model) if config.frame_change else None
+        self.match = nn.Linear(2, config.d_model) if config.replay_match else None
         self.rotary = Rotary(config.d_model // config.n_heads, config.rope_base)
         self.scale = (config.d_model // config.n_heads) ** -0.5
 
@@ -150,6 +171,10 @@ class StreamingModel(nn.Module):
             change = frame_change(frames.flatten(0, 1), previous.flatten(0, 1)).view(batch, n_frames, -1)
             change[:, 0] = 0.0  # a stream's first frame has no previous one
             x_frames = x_frames + self.change(change)[:, :, None]
+        if self.match is not None:
+            thumbs = thumbnail(frames.flatten(0, 1)).view(batch, n_frames, -1)
+            x_frames = x_frames + self.match(replay_match(thumbs, thumbs[:, None], self._match_allowed(n_frames)))[
+                :, :, None]
         x_frames = x_frames.flatten(1, 2)
         x_prefix, valid = self._instruction(instruction, batch)
         n_prefix = x_prefix.shape[1]
@@ -163,6 +188,15 @@ class StreamingModel(nn.Module):
                                  self.rotary.apply(q, positions) @ k.transpose(-1, -2))
             x = block.finish(x, scores * self.scale + mask, v)
         return self._answer(x[:, n_prefix:].view(batch, n_frames, size, -1))
+
+    def _match_allowed(self, n_frames: int) -> torch.Tensor:
+        """(N, N) bool: the frames each frame's replay match compares against, those its streaming memory holds
+        other than itself and the frame before it (a frozen camera is frame_change's business)."""
+        q, k = torch.arange(n_frames)[:, None], torch.arange(n_frames)[None, :]
+        allowed = k < q - 1
+        if self.config.memory_frames is not None:
+            allowed &= (k < self.config.sink_frames) | (k > q - self.config.window)
+        return allowed
 
     def _layout(self, n_prefix: int, n_frames: int, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """For a pass over P instruction tokens and N frames: absolute positions (L,), query positions against
@@ -224,6 +258,11 @@ class StreamingModel(nn.Module):
             cache.previous_frame = frames.clone()
         size = x.shape[1]
         start = cache.open_frame()
+        if self.match is not None:  # against the frames held, less the one before this (the newest held)
+            thumb = thumbnail(frames)
+            held = cache.thumbnails(thumb)
+            allowed = torch.arange(held.shape[1], device=x.device) < held.shape[1] - 2
+            x = x + self.match(replay_match(thumb, held, allowed))[:, None]
         query_positions = torch.arange(start, start + size)
         for layer, block in enumerate(self.blocks):
             q, k, v = block.project(x)
@@ -243,10 +282,12 @@ def forward_flops_per_frame(config: StreamingConfig) -> float:
         side //= 2
         flops += 2 * side * side * channels * width * 9
         width = channels
-        if config.keypoints and i == len(config.encoder_channels) - 2:  # spatial softmax and its projection
+        if config.keypoints and i == config.keypoint_layer % len(config.encoder_channels):  # spatial softmax + proj
             flops += 2 * side * side * width * config.keypoints + 2 * 2 * config.keypoints * config.d_model
     d, tokens = config.d_model, config.tokens_per_frame
     flops += 2 * side * side * width * d
     context = (config.sink_frames + config.window) * tokens + config.max_instruction_tokens
     per_layer = tokens * (2 * 4 * d * d + 2 * 2 * config.mlp_ratio * d * d) + 2 * 2 * tokens * context * d
+    if config.replay_match:  # grey thumbnail, then an L1 distance to each remembered frame's
+        flops += 4 * config.image_size ** 2 + 2 * MATCH_SIZE ** 2 * (config.sink_frames + config.window)
     return flops + config.n_layers * per_layer + 2 * (d * d + d * (6 + len(EVENTS)))

@@ -4,10 +4,10 @@ One step: ``batch_size`` clips of ``clips.clip_frames`` frames (:func:`policies.
 causal pass (:meth:`StreamingModel.forward`, each frame seeing exactly its streaming context), every head's loss
 (:func:`perception.streaming.loss.streaming_loss`), AdamW with warm-up and cosine decay to 10%.
 
-Budget (DESIGN.md 4b; ``conf/streaming/streaming_tiny.yaml``): the tiny model costs ~6.9 MFLOP per frame forward
-(:func:`perception.streaming.model.forward_flops_per_frame`), ~21 MFLOP with backward; a step of 12 clips x 48 frames
-is 576 frames ~ 12 GFLOP. Measured 1.06 s a step on this machine's 2 cores while they were shared (load 4.5), so
-~0.5 s idle: the preset's 1200 steps ~10 min idle (~21 min shared), 690k frames, several passes over 150 episodes.
+Budget (DESIGN.md 4b; ``conf/streaming/streaming_tiny.yaml``): the tiny model costs ~7.2 MFLOP per frame forward
+(:func:`perception.streaming.model.forward_flops_per_frame`), ~22 MFLOP with backward; a step of 12 clips x 48 frames
+is 576 frames ~ 13 GFLOP. Measured ~0.5 s a step on this machine's 2 idle cores: the preset's 1600 steps ~14 min,
+920k frames, ~57 passes over 150 episodes of ~108 frames.
 
 Run directory::
 
@@ -47,6 +47,7 @@ class StreamTrainConfig:
     warmup_steps: int = 50
     grad_clip: float = 1.0  # max gradient norm
     loss_weights: dict[str, float] = field(default_factory=dict)  # streaming_loss term -> weight (1 when absent)
+    event_pos_weight: float = 1.0  # weight of an event's positive frames in the events term (they are rare)
     log_every: int = 25  # steps between train/ logs
     checkpoint_every: int = 100  # steps between checkpoints (and one at the end)
     seed: int = 0
@@ -57,6 +58,8 @@ class StreamTrainConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.event_pos_weight <= 0:
+            raise ValueError(f"train.event_pos_weight must be > 0, got {self.event_pos_weight}")
         if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.threads < 0:
             raise ValueError("train.lr and train.grad_clip must be > 0; weight_decay, warmup_steps, threads >= 0")
         if self.device not in ("cpu", "cuda", "auto"):
@@ -94,7 +97,7 @@ def train_step(state: TrainState, episodes: Sequence[StreamEpisode], t: StreamTr
     targets = dataclasses.replace(targets, **{k: v.to(device) for k, v in vars(targets).items() if v is not None})
     state.model.train()
     outputs = state.model(frames.to(device), tokens.to(device))
-    loss, terms = streaming_loss(outputs, targets, config.pose_scale, t.loss_weights)
+    loss, terms = streaming_loss(outputs, targets, config.pose_scale, t.loss_weights, t.event_pos_weight)
     optimizer_step(state, loss, t.grad_clip)
     return {"train/loss": float(loss.detach()), **terms}
 

@@ -183,6 +183,25 @@ def test_frame_change_is_zero_for_a_frozen_frame_and_flags_a_stream_start():
     assert frame_change(noisy, frame)[0, :-1].min() > 0.5  # sensor noise alone changes every cell
 
 
+def test_replay_match_finds_a_replayed_frame_in_memory_and_not_a_live_noisy_one():
+    from perception.streaming.model import replay_match, thumbnail
+
+    scene = torch.rand(1, 3, 64, 64)
+    live = [(scene + torch.randn_like(scene) * 2 / 255).clamp(0, 1) for _ in range(6)]  # a still scene, fresh noise
+    thumbs = thumbnail(torch.cat(live))  # (6, D)
+    memory = thumbs[None, :4]
+    everything = torch.ones(1, 4, dtype=torch.bool)
+    replayed = replay_match(thumbs[None, 1], memory, everything)  # frame 1 shown again, bit for bit
+    fresh = replay_match(thumbs[None, 5], memory, everything)
+    assert replayed[0].tolist() == [0.0, 1.0]
+    assert fresh[0, 0] > 0.3 and fresh[0, 1] == 1  # sensor noise alone keeps a live frame away from all of them
+    assert replay_match(thumbs[None, 1], memory, everything & False)[0].tolist() == [0.0, 0.0]  # nothing to compare
+    # in the model: only frames the memory still holds count, and never the frame just before
+    model = model_of(tiny(window=4))
+    allowed = model._match_allowed(8)
+    assert allowed[7].tolist() == [True, True, False, False, True, True, False, False]  # sinks 0-1, 4-5 of window 4-7
+
+
 def test_pose_labels_off_the_table_do_not_count():
     model = model_of(tiny())
     frames = torch.rand(1, 4, 3, 64, 64)
