@@ -15,9 +15,9 @@ Cost (default config, 64x64 frames, forward FLOPs per frame, multiply-add = 2): 
 at 32², 16², 8², 4² ≈ 0.9 + 2.4 + 1.8 + 0.9 MFLOP, keypoints of the 16x16 map 0.2 MFLOP, 1x1 projection 0.07
 MFLOP; transformer 2 layers x 4 tokens (projections + MLP 8·d²·2 per token ≈ 0.07 MFLOP per token per layer) ≈ 0.5
 MFLOP, attention over <= 33 frames x 4 tokens (+ 32 instruction tokens) ≈ 0.3 MFLOP; replay match 0.08 MFLOP;
-heads 0.01 MFLOP: ~7.2 MFLOP per frame in all (:func:`forward_flops_per_frame`). A clip of 32 frames costs ~0.2 GFLOP forward, so training at batch 64 fits
-DESIGN.md 4b's CPU budget only with short clips or cached encoder features; on this CPU the step path is bound by
-per-op overhead, not FLOPs.
+heads 0.01 MFLOP: ~7.2 MFLOP per frame in all (:func:`forward_flops_per_frame`). A clip of 32 frames costs ~0.2
+GFLOP forward, so training at batch 64 fits DESIGN.md 4b's CPU budget only with short clips or cached encoder
+features; on this CPU the step path is bound by per-op overhead, not FLOPs.
 """
 
 from __future__ import annotations
