@@ -49,7 +49,7 @@ def streaming_loss(outputs: StreamOutputs, targets: StreamTargets, pose_scale: f
     happens against those where it does not (events are rare: a push labels 2 frames of a 10 s episode).
 
     Raises:
-        ValueError: a weight for a term that does not exist.
+        ValueError: a weight for a term that does not exist, or ``event_pos_weight`` <= 0.
     """
     weights = weights or {}
     if event_pos_weight <= 0:
