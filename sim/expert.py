@@ -9,6 +9,8 @@ import numpy as np
 
 from sim.pusht_geometry import TShape, wrap_angle
 
+MAX_SAMPLED_PATH = 2.0  # m: longer pusher paths are clipped to the T's neighbourhood before sampling
+
 
 @dataclass
 class ExpertConfig:
@@ -163,21 +165,20 @@ class PushTExpert:
     def _segment_clear(self, a: np.ndarray, b: np.ndarray, margin: float | None = None) -> bool:
         """Whether a pusher moving from ``a`` to ``b`` (block frame) stays ``margin`` m clear of the T."""
         margin = self.radius + 0.5 * self.config.clearance if margin is None else margin
-        # Only the part of the segment inside the disc that holds the grown T can touch it; sampling just that part
-        # keeps the cost bounded when the block is far away (e.g. shoved off the table, metres from the pusher).
-        radius = self._reach + margin * np.sqrt(2.0)
         d = b - a
-        dd, ad = float(d @ d), float(a @ d)
-        disc = ad * ad - dd * (float(a @ a) - radius * radius)
-        if dd == 0.0:
-            return not self.shape.contains(a, margin=margin)
-        if disc <= 0.0:
-            return True
-        root = np.sqrt(disc)
-        t0, t1 = max(0.0, (-ad - root) / dd), min(1.0, (-ad + root) / dd)
-        if t0 > t1:
-            return True
-        a, b = a + t0 * d, a + t1 * d
+        if float(d @ d) > MAX_SAMPLED_PATH ** 2:
+            # A block far away (shoved off the table, metres from the pusher): only the part of the segment inside
+            # the disc that holds the grown T can touch it, so sample just that part, keeping the cost bounded.
+            radius = self._reach + margin * np.sqrt(2.0)
+            dd, ad = float(d @ d), float(a @ d)
+            disc = ad * ad - dd * (float(a @ a) - radius * radius)
+            if disc <= 0.0:
+                return True
+            root = np.sqrt(disc)
+            t0, t1 = max(0.0, (-ad - root) / dd), min(1.0, (-ad + root) / dd)
+            if t0 > t1:
+                return True
+            a, b = a + t0 * d, a + t1 * d
         n = max(2, int(np.linalg.norm(b - a) / 0.004) + 1)
         pts = a + (b - a) * np.linspace(0, 1, n)[:, None]
         return not np.any(self.shape.contains(pts, margin=margin))

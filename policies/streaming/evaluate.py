@@ -24,6 +24,7 @@ with ``memory=window`` (no sinks), so the sinks' value is measured:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -218,10 +219,13 @@ def evaluate_streaming(model: StreamingModel, episodes: Sequence[StreamEpisode],
 
 
 def calibration_streams(root: str, cfg: StreamEvalConfig) -> list[StreamEpisode]:
-    """The streams ``cfg`` chooses event thresholds on (the first ``n_calibration`` of ``calibration_split`` under
-    ``root``; none when the split is "").
-
-    Raises:
-        FileNotFoundError: no streams in that split.
-    """
-    return load_streams(root, cfg.calibration_split, cfg.n_calibration) if cfg.calibration_split else []
+    """The streams ``cfg`` chooses event thresholds on: the first ``n_calibration`` of ``calibration_split`` under
+    ``root``; none when the split is "" or holds no streams (a warning then says the fixed ``threshold`` is used)."""
+    if not cfg.calibration_split:
+        return []
+    try:
+        return load_streams(root, cfg.calibration_split, cfg.n_calibration)
+    except FileNotFoundError as err:
+        warnings.warn(f"eval.calibration_split: {err}; events are called at eval.threshold={cfg.threshold}",
+                      stacklevel=2)
+        return []

@@ -32,6 +32,8 @@ def test_a_saved_model_prints_the_figures(tmp_path):
     stored = json.loads((tmp_path / "run" / "figures.json").read_text())
     for name in ("pose_err_mm", "progress_voc", "success_auc", "frozen_detect_s", "window_progress_voc"):
         assert math.isfinite(stored[name]) and abs(float(printed[name]) - stored[name]) < 1e-4
+    # no training streams to choose the event thresholds on: said, and the fixed threshold used
+    assert "eval.calibration_split" in proc.stderr and stored["event_threshold_contact_lost"] == 0.5
 
 
 def test_a_missing_model_is_named(tmp_path):

@@ -204,6 +204,8 @@ def test_expert_path_check_matches_dense_sampling_and_stays_bounded_for_a_block_
     rng = np.random.default_rng(0)
     cases = [(rng.uniform(-0.3, 0.3, 2), rng.uniform(-0.3, 0.3, 2), rng.uniform(0, 0.03)) for _ in range(2000)]
     cases += [(a, a, m) for a, _, m in cases[:200]]  # a pusher standing still
+    far = [rng.uniform(3, 10) * np.array([np.cos(t), np.sin(t)]) for t in rng.uniform(-np.pi, np.pi, 200)]
+    cases += [(f, b, m) for f, (_, b, m) in zip(far, cases)]  # from metres away: the clipped path
     agree = np.mean([expert._segment_clear(a, b, m) == dense(a, b, m) for a, b, m in cases])
     assert agree >= 0.99, agree  # both sample; they differ only on segments grazing a corner between samples
     # A block shoved off the table ends up metres away (or, falling, kilometres): the check samples only near the T.
@@ -218,10 +220,11 @@ def test_expert_path_check_matches_dense_sampling_and_stays_bounded_for_a_block_
 
 def test_noisy_expert_is_worse_but_not_useless():
     noisy = sim.EnvConfig(expert=ExpertConfig(noise_std=0.02, random_contact_prob=0.3))
-    rate = _expert_success(noisy, range(100000, 100010))
-    # Worse than the clean expert's >= 0.8 on these seeds, yet it still finishes some (0.3 measured): a pusher that
-    # never reached the goal would score 0.
-    assert 0.2 <= rate < 0.8, rate
+    rate = _expert_success(noisy, range(100000, 100030))
+    # Worse than the clean expert's >= 0.8, yet it still finishes some: a pusher that never reached the goal would
+    # score 0. Measured 0.17 over these 30 seeds (MuJoCo 4.0.1; its random contacts make single episodes chaotic: the
+    # first 10 seeds alone gave 0.3 with an earlier package set and 0.1 now), so 30 seeds and a bound of 0.1.
+    assert 0.1 <= rate < 0.8, rate
 
 
 def test_joint_action_mode_holds_commanded_joints():
