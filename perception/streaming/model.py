@@ -189,14 +189,20 @@ class StreamingModel(nn.Module):
             x = block.finish(x, scores * self.scale + mask, v)
         return self._answer(x[:, n_prefix:].view(batch, n_frames, size, -1))
 
+    def _held(self, n_frames: int) -> torch.Tensor:
+        """(N, N) bool: the frames (columns) the streaming memory holds when each frame (row) arrives, itself
+        included: every earlier one, or with bounded memory the sinks and the recent window."""
+        q, k = torch.arange(n_frames)[:, None], torch.arange(n_frames)[None, :]
+        held = k <= q
+        if self.config.memory_frames is not None:
+            held &= (k < self.config.sink_frames) | (k > q - self.config.window)
+        return held
+
     def _match_allowed(self, n_frames: int) -> torch.Tensor:
         """(N, N) bool: the frames each frame's replay match compares against, those its streaming memory holds
         other than itself and the frame before it (a frozen camera is frame_change's business)."""
         q, k = torch.arange(n_frames)[:, None], torch.arange(n_frames)[None, :]
-        allowed = k < q - 1
-        if self.config.memory_frames is not None:
-            allowed &= (k < self.config.sink_frames) | (k > q - self.config.window)
-        return allowed
+        return self._held(n_frames) & (k < q - 1)
 
     def _layout(self, n_prefix: int, n_frames: int, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """For a pass over P instruction tokens and N frames: absolute positions (L,), query positions against
@@ -208,10 +214,7 @@ class StreamingModel(nn.Module):
         positions = torch.arange(n_prefix + n_frames * size)
         clamped = torch.cat((positions[:n_prefix], n_prefix + frame.clamp(max=cap - 1) * size + within))
         pinned = torch.cat((torch.ones(n_prefix, dtype=torch.bool), frame < config.sink_frames))
-        q_frame, k_frame = frame[:, None], frame[None, :]
-        seen = k_frame <= q_frame
-        if config.memory_frames is not None:
-            seen &= (k_frame < config.sink_frames) | (k_frame > q_frame - config.window)
+        seen = self._held(n_frames)[frame[:, None], frame[None, :]]
         allowed = torch.zeros(len(positions), len(positions), dtype=torch.bool)
         allowed[n_prefix:, n_prefix:] = seen
         allowed[:, :n_prefix] = True  # everything sees the instruction (its padding masked below)

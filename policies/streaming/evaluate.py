@@ -152,10 +152,9 @@ def predict_streams(model: StreamingModel, episodes: Sequence[StreamEpisode], cf
     return StreamPredictions(rows, vocs, segments, cfg.segment_frames, episodes[0].fps)
 
 
-def _event_scores(pred: StreamPredictions) -> list[tuple[np.ndarray, np.ndarray]]:
+def _event_scores(cat: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per event of :data:`EVENTS`: (probabilities, bool labels) over the frames it is judged on (the camera event
-    over every variant, the others over the clean streams)."""
-    cat = {k: np.concatenate(v) for k, v in pred.rows.items()}
+    over every variant, the others over the clean streams), from the concatenated rows of a prediction."""
     return [(cat["cam_p"], cat["cam_y"].astype(bool)) if i == CAMERA else
             (cat["ev_p"][:, i], cat["ev_y"][:, i].astype(bool)) for i in range(len(EVENTS))]
 
@@ -166,7 +165,7 @@ def choose_thresholds(pred: StreamPredictions, default: float) -> np.ndarray:
     ones, as TOPReward's success threshold is."""
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     chosen = np.full(len(EVENTS), default)
-    for i, (prob, label) in enumerate(_event_scores(pred)):
+    for i, (prob, label) in enumerate(_event_scores({k: np.concatenate(v) for k, v in pred.rows.items()})):
         if label.any():
             chosen[i] = grid[int(np.argmax([f1(prob > g, label) for g in grid]))]
     return chosen
@@ -179,7 +178,7 @@ def figures_of(pred: StreamPredictions, thresholds: np.ndarray) -> dict[str, flo
                "pose_err_deg": float(np.degrees(np.mean(cat["yaw"]))) if cat["yaw"].size else float("nan"),
                "progress_voc": float(np.mean(pred.vocs)),
                "success_auc": _safe_auc(cat["succ_p"], cat["succ_y"].astype(bool))}
-    for name, threshold, (prob, label) in zip(EVENTS, thresholds, _event_scores(pred)):
+    for name, threshold, (prob, label) in zip(EVENTS, thresholds, _event_scores(cat)):
         figures[f"event_f1_{name}"] = f1(prob > threshold, label)
     for kind, found in pred.segments.items():
         delays = [detect_delay(prob, at, pred.segment_frames, thresholds[CAMERA]) for prob, at in found]
